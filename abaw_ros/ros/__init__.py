@@ -1,0 +1,1 @@
+"""ROS 2 layer: the only sub-package that imports rclpy."""

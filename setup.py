@@ -1,0 +1,36 @@
+"""pip installation of the ROS-free core of abaw_ros.
+
+`pip install .` gives the model, data, training, metrics, runtime and perception code and
+the `abaw-affect` command line, with no ROS present. The ROS 2 node and the generated
+messages are built by colcon from CMakeLists.txt (see README).
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="abaw_ros",
+    version="0.1.0",
+    description="Per-face affect estimation (VA, AU, EMI, AH) with MobileNetV4 + multi-scale 3D MLP-Mixer",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["abaw_ros", "abaw_ros.*"]),
+    package_data={"abaw_ros": ["py.typed"]},
+    install_requires=[
+        "numpy",
+        "opencv-python-headless",
+        "onnxruntime",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={
+        # torch is left unpinned here; install torch first for the build you want.
+        "train": ["torch", "timm>=1.0", "scipy", "scikit-learn", "matplotlib"],
+        "export": ["torch", "timm>=1.0", "onnx", "onnxscript"],
+        "bags": ["rosbags", "matplotlib"],
+        "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
+    },
+    entry_points={"console_scripts": ["abaw-affect = abaw_ros.cli:main"]},
+)
