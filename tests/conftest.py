@@ -34,5 +34,29 @@ def lfw_faces() -> np.ndarray:
     """200 real face crops (25x25 float grey, 0..1) from Labeled Faces in the Wild."""
     from skimage import data
 
-    images, _labels = data.lfw_subset()
-    return images
+    return data.lfw_subset()
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory):
+    """Path to a checkpoint of an untrained all-tasks AffectNet (T=8, n_levels=3)."""
+    import torch
+
+    from abaw_ros.models import ModelConfig, create_affect_net, save_checkpoint
+
+    with torch.random.fork_rng():  # fixed weights without touching the global RNG
+        torch.manual_seed(0)
+        model = create_affect_net(ModelConfig(window_length=8, n_levels=3)).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "untrained.pt", model, trained=False)
+
+
+@pytest.fixture(scope="session")
+def model_bundle(untrained_checkpoint, tmp_path_factory):
+    """Path to an ONNX bundle directory (encoder / temporal_head / window) exported with
+    ``export_onnx`` from ``untrained_checkpoint``."""
+    from abaw_ros.models import export_onnx, load_checkpoint
+
+    model, info = load_checkpoint(untrained_checkpoint)
+    out_dir = tmp_path_factory.mktemp("bundle")
+    export_onnx(model, out_dir, thresholds=info["thresholds"], trained=info["trained"])
+    return out_dir

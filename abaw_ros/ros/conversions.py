@@ -2,7 +2,7 @@
 
 Image messages become BGR ``uint8`` arrays (what :class:`PerceptionPipeline` takes), and a
 :class:`FrameResult` becomes a ``FaceAffectArray`` that carries the source image's header.
-Every malformed input raises :class:`ImageConversionError` naming the bad value, so the
+Every malformed input raises one of :data:`IMAGE_ERRORS` naming the bad value, so the
 node can warn and move on to the next frame.
 """
 from __future__ import annotations
@@ -11,125 +11,69 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray
+from abaw_ros.offline.images import (
+    CorruptImageError,
+    UnsupportedEncodingError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_image,
+)
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult
 
-# encoding -> (channels, cv2 conversion to BGR or None when already BGR)
-_ENCODINGS: dict[str, tuple[int, int | None]] = {
-    "bgr8": (3, None),
-    "rgb8": (3, cv2.COLOR_RGB2BGR),
-    "mono8": (1, cv2.COLOR_GRAY2BGR),
-    "bgra8": (4, cv2.COLOR_BGRA2BGR),
-    "rgba8": (4, cv2.COLOR_RGBA2BGR),
-}
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
-
-
-class ImageConversionError(ValueError):
-    """An image message that cannot be turned into a picture; the text says why.
-
-    ``reason`` is a short stable key (``encoding``, ``size``, ``step``, ``data``, ``decode``)
-    that the node uses to throttle repeated warnings of the same kind.
-    """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+# Decoding is shared with the offline tools (bag-eval), so a frame the node sees is the
+# frame bag-eval sees. Both error types name the bad value.
+IMAGE_ERRORS: tuple[type[Exception], ...] = (UnsupportedEncodingError, CorruptImageError)
 
 
 def image_to_bgr(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` (bgr8, rgb8, mono8, bgra8, rgba8) -> ``(H, W, 3)`` BGR uint8.
+    """``sensor_msgs/Image`` -> ``(H, W, 3)`` BGR uint8 (a copy).
 
-    The result never aliases the message buffer.
+    Raises :class:`UnsupportedEncodingError` for an encoding that cannot be read and
+    :class:`CorruptImageError` for a zero-size image, a ``step`` smaller than a row or
+    ``data`` shorter than ``height * step``.
     """
-    encoding = msg.encoding.strip().lower()
-    if encoding not in _ENCODINGS:
-        raise ImageConversionError(
-            f"unsupported encoding {msg.encoding!r}: expected one of {list(SUPPORTED_ENCODINGS)}",
-            "encoding",
-        )
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageConversionError(f"zero-size image: width={width} height={height}", "size")
-    channels, conversion = _ENCODINGS[encoding]
-    row_bytes = width * channels
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"step={step} is smaller than width*channels={width}*{channels}={row_bytes} "
-            f"for encoding {encoding!r}",
-            "step",
-        )
-    needed = height * step
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size < needed:
-        raise ImageConversionError(
-            f"data length {data.size} is shorter than height*step={height}*{step}={needed}",
-            "data",
-        )
-    rows = data[:needed].reshape(height, step)[:, :row_bytes]
-    pixels = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
-    if conversion is None:
-        return np.ascontiguousarray(pixels).copy()
-    return cv2.cvtColor(pixels, conversion)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
 
 
 def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG, PNG, anything OpenCV decodes) -> BGR uint8."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageConversionError(f"zero-size compressed image (format {msg.format!r}, 0 bytes)", "size")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ImageConversionError(
-            f"could not decode compressed image (format {msg.format!r}, {data.size} bytes): "
-            "corrupt or unsupported data",
-            "decode",
-        )
-    return image
+    """``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) -> ``(H, W, 3)`` BGR uint8.
+
+    Raises :class:`CorruptImageError` for empty or undecodable data and
+    :class:`UnsupportedEncodingError` for formats that are not still images (e.g. h264).
+    """
+    return decode_compressed(msg.format, msg.data)
 
 
 def bgr_to_image(bgr: np.ndarray, header: Header | None = None, encoding: str = "bgr8") -> Image:
     """BGR uint8 array -> ``sensor_msgs/Image`` in ``encoding`` (bgr8, rgb8 or mono8)."""
-    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR array, got shape {bgr.shape} dtype {bgr.dtype}")
-    if encoding == "bgr8":
-        pixels = bgr
-    elif encoding == "rgb8":
-        pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    elif encoding == "mono8":
-        pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    else:
-        raise ValueError(f"encoding={encoding!r}: choose bgr8, rgb8 or mono8")
-    pixels = np.ascontiguousarray(pixels)
+    height, width, step, data = encode_image(bgr, encoding)
     msg = Image()
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
+    msg.height, msg.width, msg.step = int(height), int(width), int(step)
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(pixels.strides[0])
-    msg.data = pixels.tobytes()
+    msg.data = data.tobytes()
     return msg
 
 
 def bgr_to_compressed(bgr: np.ndarray, header: Header | None = None, quality: int = 90) -> CompressedImage:
-    """BGR uint8 array -> JPEG ``sensor_msgs/CompressedImage``."""
-    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"JPEG encoding failed for an image of shape {bgr.shape}")
+    """BGR uint8 array -> JPEG ``sensor_msgs/CompressedImage`` (as image_transport writes it)."""
+    fmt, data = encode_compressed(bgr, "jpeg", quality)
     msg = CompressedImage()
     if header is not None:
         msg.header = header
-    msg.format = "jpeg"
-    msg.data = buffer.tobytes()
+    msg.format = fmt
+    msg.data = data.tobytes()
     return msg
 
 

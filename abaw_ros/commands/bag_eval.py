@@ -1,0 +1,166 @@
+"""``abaw-affect bag-eval``: run the node's pipeline over a ROS 2 bag (MCAP or sqlite3),
+write the affect bag, and with annotations the metrics report; always a timeline plot.
+
+    abaw-affect bag-eval recording/ --topic /camera/image_raw \\
+        --va video.va.txt --au video.au.txt          # Aff-Wild2-style files, by frame index
+    abaw-affect bag-eval recording/ --labels-csv labels.csv   # keyed by image stamp
+
+Exit status: 0 done (frames may have been skipped: see the summary), 2 the bag, topic,
+configuration or annotations cannot be used (the message says which), 3 with
+``--strict`` when frames were skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from abaw_ros.offline.bag_io import DEFAULT_AFFECT_TOPIC, DEFAULT_IMAGE_TOPIC, STORAGES
+from abaw_ros.offline.report import MISSING_POLICIES
+from abaw_ros.offline.track import FACE_LARGEST, FACE_MOST_CONFIDENT
+
+log = logging.getLogger("abaw_ros.bag_eval")
+ROOT = Path(__file__).resolve().parents[2]
+EXIT_ERROR = 2
+EXIT_SKIPPED = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", type=Path, help="input bag: directory with metadata.yaml, or a .mcap/.db3 file")
+    parser.add_argument("-t", "--topic", default=DEFAULT_IMAGE_TOPIC,
+                        help=f"Image or CompressedImage topic (default {DEFAULT_IMAGE_TOPIC}; "
+                             f"'' picks the bag's only image topic)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="affect bag to write (default: <bag>_affect next to the input)")
+    parser.add_argument("--output-topic", default=DEFAULT_AFFECT_TOPIC,
+                        help=f"topic of the FaceAffectArray messages (default {DEFAULT_AFFECT_TOPIC})")
+    parser.add_argument("-s", "--storage", choices=list(STORAGES), default=None,
+                        help="storage of the affect bag (default: as the input)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing affect bag")
+    parser.add_argument("--recover", action="store_true",
+                        help="an MCAP recording that was cut short (no footer): process the complete "
+                             "records before the cut instead of stopping with an error")
+
+    pipe = parser.add_argument_group("pipeline (the node's parameters)")
+    pipe.add_argument("--params-file", type=Path, default=None,
+                      help="node parameters file (default: config/affect.yaml of this package)")
+    pipe.add_argument("--model-file-path", default=None,
+                      help="checkpoint (.pt) or exported ONNX bundle; overrides the parameters file")
+    pipe.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                      help="override one parameter, e.g. -p backend:=torch (repeatable)")
+
+    labels = parser.add_argument_group("annotations (any of them; by frame index or by stamp)")
+    labels.add_argument("--va", type=Path, help="Aff-Wild2 VA file (valence,arousal; -5 invalid)")
+    labels.add_argument("--au", type=Path, help="Aff-Wild2 AU file (12 columns; -1 invalid)")
+    labels.add_argument("--ah", type=Path, help="per-frame hesitancy file (header 'hesitancy', rows 0/1/-1)")
+    labels.add_argument("--ah-yaml", type=Path, help="BAH annotation.yml (with --ah-video)")
+    labels.add_argument("--ah-video", help="the video's key in --ah-yaml")
+    labels.add_argument("--first-frame", type=int, default=None,
+                        help="annotation frame number of the first image message (default 1 for "
+                             "Aff-Wild2 files; BAH frame-<N> is always 0-based)")
+    labels.add_argument("--labels-csv", type=Path,
+                        help="CSV keyed by image stamp (stamp_ns or stamp [s] + label columns)")
+    labels.add_argument("--stamp-tolerance", type=float, default=0.001,
+                        help="seconds between an image stamp and its CSV row (default 0.001)")
+    labels.add_argument("--face", default=FACE_LARGEST,
+                        help=f"face scored against the labels: {FACE_LARGEST} (default), "
+                             f"{FACE_MOST_CONFIDENT}, or a tracker id")
+    labels.add_argument("--missing", choices=MISSING_POLICIES, default="exclude",
+                        help="frames without a prediction: exclude (default) or score as neutral")
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--report", type=Path, default=None, help="JSON report (default <output>_report.json)")
+    out.add_argument("--plot", type=Path, default=None, help="timeline PNG (default <output>_timeline.png)")
+    out.add_argument("--no-plot", action="store_true", help="do not draw the timeline")
+    out.add_argument("--plot-size", default="1600x1000", metavar="WxH", help="plot size in pixels")
+    out.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--strict", action="store_true", help=f"exit {EXIT_SKIPPED} when frames were skipped")
+
+
+def default_params_file() -> Path | None:
+    """config/affect.yaml of the source tree, else of the colcon install, else None."""
+    source = ROOT / "config" / "affect.yaml"
+    if source.is_file():
+        return source
+    import os
+
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        candidate = Path(prefix) / "share" / "abaw_ros" / "config" / "affect.yaml"
+        if prefix and candidate.is_file():
+            return candidate
+    return None
+
+
+def build_config(args: argparse.Namespace):
+    """The node's PipelineConfig: parameters file, then --model-file-path and -p overrides."""
+    import yaml
+
+    from abaw_ros.config import ConfigError, PipelineConfig
+
+    params_file = args.params_file or default_params_file()
+    config = PipelineConfig.from_yaml(params_file) if params_file is not None else PipelineConfig()
+    values = config.to_dict()
+    if args.model_file_path is not None:
+        values["model_file_path"] = args.model_file_path
+    for item in args.param:
+        name, sep, text = item.partition(":=")
+        if not sep:
+            raise ConfigError(f"-p {item!r}: expected NAME:=VALUE, e.g. -p backend:=torch")
+        values[name.strip()] = yaml.safe_load(text) if text.strip() else ""
+    return PipelineConfig.from_dict(values).validate(), params_file
+
+
+def build_labels(args: argparse.Namespace):
+    from abaw_ros.offline.annotations import AFFWILD2_FIRST_FRAME, load_frame_labels, load_stamp_csv
+
+    by_index = any(v is not None for v in (args.va, args.au, args.ah, args.ah_yaml))
+    if by_index and args.labels_csv is not None:
+        raise ValueError("give annotations by frame index (--va/--au/--ah/--ah-yaml) or by stamp "
+                         "(--labels-csv), not both")
+    if args.labels_csv is not None:
+        return load_stamp_csv(args.labels_csv)
+    if by_index:
+        first = AFFWILD2_FIRST_FRAME if args.first_frame is None else args.first_frame
+        return load_frame_labels(args.va, args.au, args.ah, args.ah_yaml, args.ah_video, first)
+    return None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--plot-size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1600x1000") from None
+    return width, height
+
+
+def run(args: argparse.Namespace) -> int:
+    from abaw_ros.config import ConfigError
+    from abaw_ros.data.records import DataFormatError
+    from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
+    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.images import UnsupportedEncodingError
+
+    try:
+        config, params_file = build_config(args)
+        options = BagEvalOptions(
+            bag=args.bag, output=args.output, topic=args.topic or None, output_topic=args.output_topic,
+            storage=args.storage, overwrite=args.overwrite, recover=args.recover, labels=build_labels(args),
+            report=args.report, plot=args.plot, write_plot=not args.no_plot,
+            plot_size_px=parse_size(args.plot_size), face=args.face, missing=args.missing,
+            stamp_tolerance_ns=int(round(args.stamp_tolerance * 1e9)), max_frames=args.max_frames,
+            progress=not args.no_progress,
+        )
+        if params_file is not None:
+            log.info("pipeline parameters from %s", params_file)
+        result = evaluate_bag(options, config)
+    except (BagError, UnsupportedEncodingError, ConfigError, DataFormatError, FileNotFoundError, KeyError,
+            ValueError) as exc:
+        log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        return EXIT_ERROR
+    print(result.summary())
+    if result.frames_skipped:
+        log.warning("%d frames skipped (listed in %s)", result.frames_skipped, result.report)
+        if args.strict:
+            return EXIT_SKIPPED
+    return 0

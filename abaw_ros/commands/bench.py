@@ -1,0 +1,214 @@
+"""``abaw-affect bench``: every backend available here, side by side, in one run.
+
+For each backend/precision: encoder milliseconds per frame and temporal-head milliseconds
+per window at batch 1 and batched, and frames per second (one face streaming: one encoder
+pass plus one head pass per frame; and batched encoder throughput). Then the accuracy of
+int8 (and fp16) against fp32 on the same real face crops, and the int8 speed-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+# (backend, precision) pairs measured when available, in print order
+CONFIGS: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"),
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    ("tensorrt", "fp32"),
+    ("tensorrt", "fp16"),
+    ("tensorrt", "int8"),
+)
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    precision: str
+    device: str
+    encoder_ms_per_frame_b1: float
+    encoder_ms_per_frame_batched: float
+    head_ms_per_window_b1: float
+    head_ms_per_window_batched: float
+
+    @property
+    def stream_fps(self) -> float:
+        """One face: each frame costs one encoder pass and one head pass."""
+        return 1000.0 / (self.encoder_ms_per_frame_b1 + self.head_ms_per_window_b1)
+
+    @property
+    def encoder_fps_batched(self) -> float:
+        return 1000.0 / self.encoder_ms_per_frame_batched
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint (.pt) or ONNX bundle directory; default: an untrained network "
+                             "(speed does not depend on the weights)")
+    parser.add_argument("--backends", default="all",
+                        help="comma-separated backend[:precision] list, e.g. 'onnxruntime,tensorrt:fp16' (default all)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size of the batched measurements (default 8)")
+    parser.add_argument("--iterations", type=int, default=20, help="timed runs per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement")
+    parser.add_argument("--num-threads", type=int, default=None, help="CPU threads (default: all usable cores)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="folder of face crops for int8 calibration and the accuracy report "
+                             "(default: scikit-image's LFW faces)")
+    parser.add_argument("--crops", type=int, default=200,
+                        help="most face crops read (half calibrate int8, half measure accuracy; default 200)")
+    parser.add_argument("--engine-cache-dir", type=Path, default=None, help="engine / quantized-graph cache")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+
+
+def _median_ms(fn: Callable[[], object], iterations: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def measure(backend, batch: int, iterations: int, warmup: int, crops: np.ndarray) -> BenchRow:
+    def frames(n: int) -> np.ndarray:
+        return np.ascontiguousarray(np.resize(crops, (n, *crops.shape[1:])), np.float32)
+
+    one, many = frames(1), frames(batch)
+    maps = backend.encode(many)
+    t = backend.metadata.window_length
+    win1 = [np.ascontiguousarray(np.resize(m, (1, t, *m.shape[1:]))) for m in maps]
+    winb = [np.ascontiguousarray(np.resize(m, (batch, t, *m.shape[1:]))) for m in maps]
+    return BenchRow(
+        backend=backend.name,
+        precision=backend.precision,
+        device=backend.device,
+        encoder_ms_per_frame_b1=_median_ms(lambda: backend.encode(one), iterations, warmup),
+        encoder_ms_per_frame_batched=_median_ms(lambda: backend.encode(many), iterations, warmup) / batch,
+        head_ms_per_window_b1=_median_ms(lambda: backend.temporal(win1), iterations, warmup),
+        head_ms_per_window_batched=_median_ms(lambda: backend.temporal(winb), iterations, warmup) / batch,
+    )
+
+
+def format_table(rows: list[BenchRow], batch: int) -> str:
+    header = (f"{'backend':<12} {'prec':<5} {'device':<28} {'enc ms/frame':>12} {f'enc b{batch}':>9} "
+              f"{'head ms/win':>11} {f'head b{batch}':>9} {'stream fps':>10} {f'enc fps b{batch}':>12}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r.backend:<12} {r.precision:<5} {r.device[:28]:<28} {r.encoder_ms_per_frame_b1:12.2f} "
+            f"{r.encoder_ms_per_frame_batched:9.2f} {r.head_ms_per_window_b1:11.2f} "
+            f"{r.head_ms_per_window_batched:9.2f} {r.stream_fps:10.1f} {r.encoder_fps_batched:12.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _wanted(spec: str) -> list[tuple[str, str]]:
+    if spec == "all":
+        return list(CONFIGS)
+    from abaw_ros.runtime import BACKENDS, PRECISIONS
+
+    wanted = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, precision = item.partition(":")
+        if name not in BACKENDS:
+            raise ValueError(f"--backends item {item!r}: backend must be one of {list(BACKENDS)}")
+        if precision and precision not in PRECISIONS:
+            raise ValueError(f"--backends item {item!r}: precision must be one of {list(PRECISIONS)}")
+        wanted += [(name, precision)] if precision else [c for c in CONFIGS if c[0] == name]
+    return wanted
+
+
+def _default_model(workdir: Path) -> Path:
+    from abaw_ros.models import create_affect_net, save_checkpoint
+
+    LOG.info("no --model: benchmarking an untrained network (default ModelConfig)")
+    return save_checkpoint(workdir / "untrained.pt", create_affect_net().eval(), trained=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from abaw_ros.runtime import BackendUnavailableError, load_backend, preprocess_crops
+    from abaw_ros.runtime.accuracy import compare_backends
+    from abaw_ros.runtime.preprocess import load_crop_images
+    from abaw_ros.runtime.samples import lfw_face_crops
+
+    if args.batch < 1 or args.iterations < 1 or args.warmup < 0:
+        raise SystemExit(f"--batch={args.batch}, --iterations={args.iterations}, --warmup={args.warmup}: "
+                         "need batch >= 1, iterations >= 1, warmup >= 0")
+    wanted = _wanted(args.backends)
+    with tempfile.TemporaryDirectory(prefix="abaw-bench-") as tmp:
+        model = args.model if args.model is not None else _default_model(Path(tmp))
+        cache = args.engine_cache_dir if args.engine_cache_dir is not None else Path(tmp) / "cache"
+        raw_crops = load_crop_images(args.calibration, args.crops) if args.calibration else lfw_face_crops(args.crops)
+        if len(raw_crops) < 16:
+            raise SystemExit(f"{len(raw_crops)} face crops: the bench needs at least 16 (calibration + accuracy)")
+        half = len(raw_crops) // 2
+        calibration, evaluation = raw_crops[:half], raw_crops[half:]  # disjoint: honest accuracy
+        backends, rows, skipped = {}, [], []
+        for name, precision in wanted:
+            try:
+                backend = load_backend(model, name, precision, engine_cache_dir=cache, num_threads=args.num_threads,
+                                       calibration=calibration if precision == "int8" else None,
+                                       max_batch_size=max(16, args.batch), max_windows=max(8, args.batch))
+            except (BackendUnavailableError, ValueError) as exc:
+                skipped.append(f"{name} {precision}: {exc}")
+                continue
+            crops = preprocess_crops(evaluation, backend.metadata)
+            rows.append(measure(backend, args.batch, args.iterations, args.warmup, crops))
+            backends[(name, precision)] = backend
+        if not rows:
+            print("no backend could run:\n  " + "\n  ".join(skipped))
+            return 1
+        meta = next(iter(backends.values())).metadata
+        print(f"model: {model} ({'trained' if meta.trained else 'untrained'}; T={meta.window_length}, "
+              f"{len(meta.feature_names)} levels, tasks {','.join(meta.tasks)})")
+        print(format_table(rows, args.batch))
+        reasons: dict[str, list[str]] = {}
+        for line in skipped:
+            what, _, why = line.partition(": ")
+            reasons.setdefault(why, []).append(what)
+        for why, which in reasons.items():
+            print(f"skipped {', '.join(which)}: {why}")
+        reports = []
+        by_key = {(r.backend, r.precision): r for r in rows}
+        eval_crops = preprocess_crops(evaluation, meta)
+        for (name, precision), backend in backends.items():
+            if precision == "fp32":
+                continue
+            reference = backends.get((name, "fp32")) or backends.get(("torch", "fp32"))
+            if reference is None:
+                continue
+            report = compare_backends(reference, backend, eval_crops)
+            reports.append(report)
+            print()
+            print(report.format())
+            fp32 = by_key.get((reference.name, "fp32"))
+            row = by_key[(name, precision)]
+            if fp32 is not None:
+                print(f"  speed-up of {name} {precision} over {reference.name} fp32: encoder "
+                      f"x{fp32.encoder_ms_per_frame_b1 / row.encoder_ms_per_frame_b1:.2f} at batch 1, "
+                      f"x{fp32.encoder_ms_per_frame_batched / row.encoder_ms_per_frame_batched:.2f} at batch "
+                      f"{args.batch}; head x{fp32.head_ms_per_window_b1 / row.head_ms_per_window_b1:.2f}")
+        if args.json:
+            payload = {
+                "rows": [asdict(r) | {"stream_fps": r.stream_fps, "encoder_fps_batched": r.encoder_fps_batched}
+                         for r in rows],
+                "skipped": skipped,
+                "accuracy": [asdict(r) for r in reports],
+            }
+            args.json.write_text(json.dumps(payload, indent=2))
+        for backend in backends.values():
+            backend.close()
+    return 0

@@ -1,0 +1,86 @@
+"""``abaw-affect build-engine``: build (or reuse) the cached engines for a model.
+
+TensorRT: one engine per graph (encoder, temporal head) for the precision and batch
+ranges asked, checked against the ONNX hash, TensorRT version and GPU, rebuilt when any of
+them changed. ONNX Runtime ``int8``: the statically quantized encoder graph. Build on the
+machine that will run the engines (on a Jetson, on the Jetson itself).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="checkpoint (.pt) or ONNX bundle directory from `abaw-affect export`")
+    parser.add_argument("--backend", default="tensorrt", choices=("tensorrt", "onnxruntime"),
+                        help="tensorrt (default) or onnxruntime (int8 quantized graph)")
+    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
+                        help="engine precision (default fp16; int8 needs --calibration)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="folder of face-crop images for int8 calibration")
+    parser.add_argument("--calibration-limit", type=int, default=256, help="most crops used for calibration")
+    parser.add_argument("--engine-cache-dir", type=Path, default=None,
+                        help="where engines are kept (default ~/.cache/abaw_ros/engines)")
+    parser.add_argument("--force-engine-update", action="store_true", help="rebuild even if a valid engine exists")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="most face crops per encoder call")
+    parser.add_argument("--opt-batch-size", type=int, default=4, help="encoder batch the engine is tuned for")
+    parser.add_argument("--max-windows", type=int, default=8, help="most windows per temporal-head call")
+    parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    parser.add_argument("--device", default=None, help="cuda:<index> for TensorRT (default cuda:0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abaw_ros.runtime import BackendUnavailableError, load_backend
+
+    if args.backend == "onnxruntime" and args.precision != "int8":
+        print(f"--backend onnxruntime --precision {args.precision}: ONNX Runtime runs the exported graph as it "
+              "is; only int8 builds something (the quantized encoder). Use --precision int8.")
+        return 2
+    try:
+        backend = load_backend(
+            args.model, args.backend, args.precision,
+            engine_cache_dir=args.engine_cache_dir,
+            force_engine_update=args.force_engine_update,
+            calibration=args.calibration,
+            calibration_limit=args.calibration_limit,
+            max_batch_size=args.max_batch_size,
+            opt_batch_size=args.opt_batch_size,
+            max_windows=args.max_windows,
+            workspace_bytes=args.workspace_mib << 20,
+            device=args.device,
+        )
+    except BackendUnavailableError as exc:
+        print(f"cannot build a {args.backend} engine here: {exc}")
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}")
+        return 2
+    with backend:
+        print(backend.describe())
+        for graph, entry in backend.compiled_artifacts().items():
+            what = f"built in {entry.build_seconds:.1f} s ({entry.reason})" if entry.built else "reused (key matches)"
+            print(f"{graph}: {entry.path} [{entry.key.precision}] {what}")
+        backend.warmup()
+        built = any(e.built for e in backend.compiled_artifacts().values())
+        if built and args.precision != "fp32" and args.calibration is not None:
+            _print_accuracy(args, backend)
+    return 0
+
+
+def _print_accuracy(args: argparse.Namespace, backend) -> None:
+    """The engine against the fp32 graph in ONNX Runtime (CPU) on up to 64 of the crops."""
+    from abaw_ros.runtime import load_backend, preprocess_crops
+    from abaw_ros.runtime.accuracy import compare_backends
+    from abaw_ros.runtime.preprocess import load_crop_images
+
+    crops = load_crop_images(args.calibration, 64)
+    if len(crops) < backend.metadata.window_length:
+        return
+    reference = load_backend(args.model, "onnxruntime", "fp32", device="cpu", engine_cache_dir=args.engine_cache_dir)
+    report = compare_backends(reference, backend, preprocess_crops(crops, backend.metadata))
+    print(report.format())
+    print("  (measured on calibration crops; `abaw-affect bench --calibration DIR` measures on held-out crops)")

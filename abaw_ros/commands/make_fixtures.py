@@ -1,0 +1,40 @@
+"""``abaw-affect make-fixtures``: write small Aff-Wild2 / HUME-Vidmimic2 / BAH data sets in
+the official layouts, with labels that depend on what the frames show (for tests and for
+a quick try of ``train`` / ``evaluate`` with ``config/train_fixture.yaml``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/fixtures"), help="output folder (default runs/fixtures)")
+    parser.add_argument("--frames-per-video", type=int, default=16, help="Aff-Wild2 and BAH frames per video")
+    parser.add_argument("--affwild2-videos", type=int, nargs=2, default=(10, 4), metavar=("TRAIN", "VAL"),
+                        help="videos per Aff-Wild2 task (train also gets one _left/_right pair)")
+    parser.add_argument("--hume-videos", type=int, nargs=2, default=(32, 12), metavar=("TRAIN", "VAL"))
+    parser.add_argument("--hume-frames", type=int, default=8, help="frames per HUME-Vidmimic2 video")
+    parser.add_argument("--bah-videos", type=int, nargs=2, default=(12, 4), metavar=("TRAIN", "VAL"))
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from abaw_ros.data.fixtures import FixtureSpec, make_fixtures
+
+    spec = FixtureSpec(
+        frames_per_video=args.frames_per_video,
+        affwild2_videos=tuple(args.affwild2_videos),
+        hume_videos=tuple(args.hume_videos),
+        hume_frames=args.hume_frames,
+        bah_videos=tuple(args.bah_videos),
+        seed=args.seed,
+    )
+    with tqdm(total=1, desc="writing fixtures", unit="set") as bar:
+        paths = make_fixtures(args.out, spec)
+        bar.update()
+    print(f"Aff-Wild2: {paths.affwild2_images} (annotations {paths.affwild2_annotations})")
+    print(f"HUME-Vidmimic2: {paths.hume}")
+    print(f"BAH: {paths.bah}")
+    return 0

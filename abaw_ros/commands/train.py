@@ -1,0 +1,47 @@
+"""``abaw-affect train``: train on the ABAW data (single process, or DDP under torchrun).
+
+    abaw-affect train --config config/train_au_l3.yaml
+    abaw-affect train --config config/train_au_l3.yaml --set train.epochs=2 --set model.n_levels=1
+    torchrun --nproc_per_node 4 -m abaw_ros.cli train --config config/train_au_l3.yaml
+    abaw-affect train --config config/train_au_l3.yaml --resume runs/au_l3/last.pt
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML with model/data/loss/train sections (config/train_*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. train.epochs=2 (repeatable; value parsed as YAML)")
+    parser.add_argument("--out-dir", type=Path, help="where checkpoints and metrics go (train.out_dir)")
+    parser.add_argument("--resume", type=Path, help="continue from a checkpoint of an earlier run (last.pt)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="train.device")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abaw_ros.data.records import DataFormatError
+    from abaw_ros.training import load_train_config, train
+
+    overrides = list(args.overrides)
+    if args.out_dir is not None:
+        overrides.append(f"train.out_dir={args.out_dir}")
+    if args.resume is not None:
+        overrides.append(f"train.resume={args.resume}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    try:
+        cfg = load_train_config(args.config, overrides)
+        result = train(cfg)
+    except (DataFormatError, ValueError, FileNotFoundError) as exc:
+        print(f"abaw-affect train: {exc}", file=sys.stderr)
+        return 2
+    if result.best_epoch >= 0:
+        print(f"best validation score {result.best_score:.4f} at epoch {result.best_epoch + 1}: {result.best_checkpoint}")
+        print(f"metrics: {Path(cfg.out_dir) / 'metrics.json'}")
+    return 0

@@ -1,0 +1,249 @@
+"""Every parameter of the affect node and the perception pipeline, in one dataclass.
+
+The ROS node declares one ROS parameter per field (``PipelineConfig.parameters()`` gives
+name, type, default, description and allowed values), reads them back, builds a
+``PipelineConfig`` and calls ``validate()`` once at start. Offline tools build the same
+object from the same YAML file with ``PipelineConfig.from_yaml``; the algorithm code below
+never reads ROS parameters itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "haar")
+IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
+DEFAULT_NODE_NAME = "abaw_affect"
+
+
+# Field annotations are strings under `from __future__ import annotations`.
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+class ConfigError(ValueError):
+    """A parameter has a value the node cannot run with; the message names it."""
+
+
+def _param(default: Any, description: str, choices: tuple[str, ...] | None = None) -> Any:
+    metadata: dict[str, Any] = {"description": description}
+    if choices is not None:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter as the ROS node declares it."""
+
+    name: str
+    type: type
+    default: Any
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass
+class PipelineConfig:
+    """Node and pipeline parameters (all scalars, so each maps to one ROS parameter)."""
+
+    # --- model and runtime -------------------------------------------------------------
+    model_file_path: str = _param(
+        "", "Checkpoint (.pt) or exported ONNX bundle directory. Empty: an untrained network "
+            "is built on the fly (outputs are meaningless; a warning is logged).")
+    engine_file_path: str = _param(
+        "", "Where compiled TensorRT engines are cached: a directory, or a file whose directory "
+            "is used (engines are named by a key of ONNX hash, precision, shapes, TensorRT version "
+            "and GPU). Empty: ~/.cache/abaw_ros/engines.")
+    force_engine_update: bool = _param(
+        False, "Rebuild the TensorRT engine even when a matching cached engine exists.")
+    backend: str = _param(
+        "auto", "Inference runtime: auto picks tensorrt on a GPU, else onnxruntime.", BACKENDS)
+    precision: str = _param("fp32", "Inference precision.", PRECISIONS)
+    num_threads: int = _param(
+        2, "CPU threads per inference session (encoder, temporal head, face detector).")
+    warmup: bool = _param(True, "Run one dummy inference at start so the first frame is not slow.")
+    window_length: int = _param(
+        8, "Frames per temporal window T; a multiple of 4 and equal to the model's T.")
+
+    # --- face detection ----------------------------------------------------------------
+    detector: str = _param(
+        "mtcnn", "Face detector: mtcnn (ONNX, 5 landmarks), yunet (OpenCV, needs "
+                 "detector_model_path), haar (OpenCV cascade, landmarks estimated from the box).",
+        DETECTORS)
+    detector_model_path: str = _param(
+        "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
+    detection_interval: int = _param(
+        2, "Run the face detector every N frames; in between, tracks keep their last box.")
+    detection_threshold: float = _param(
+        0.9, "Minimum detector confidence in [0, 1] for a face to be tracked.")
+    min_face_size: int = _param(
+        40, "Smallest face side in pixels that is detected and tracked (also bounds the "
+            "MTCNN image pyramid, so larger values are faster).")
+    max_faces: int = _param(
+        4, "Most faces processed per frame; the largest, most confident ones are kept.")
+
+    # --- tracking ----------------------------------------------------------------------
+    track_iou_threshold: float = _param(
+        0.3, "A detection may continue a track when their boxes overlap at least this much (IoU).")
+    track_distance_threshold: float = _param(
+        0.5, "A detection may also continue a track when their centres are closer than this "
+             "fraction of the track's box size (fast moves, where boxes stop overlapping).")
+    track_min_hits: int = _param(
+        2, "Birth hysteresis: detector runs in a row that must find a new face before it is "
+           "published.")
+    track_max_misses: int = _param(
+        5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
+           "id and buffer, unpublished); one more drops it.")
+
+    # --- alignment ---------------------------------------------------------------------
+    crop_size: int = _param(
+        112, "Side of the aligned face crop in pixels (Aff-Wild2 cropped_aligned uses 112); "
+             "crops are then resized to the model's input size.")
+
+    # --- ROS node I/O --------------------------------------------------------------------
+    image_transport: str = _param(
+        "raw", "Input: raw subscribes to `image` (sensor_msgs/Image), compressed to "
+               "`image/compressed` (sensor_msgs/CompressedImage).", IMAGE_TRANSPORTS)
+    publish_debug_image: bool = _param(
+        False, "Publish ~/debug_image with face boxes, ids and values drawn.")
+    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def parameters(cls) -> Iterator[ParameterSpec]:
+        """Every parameter with its type, default and description, in declaration order."""
+        for f in dataclasses.fields(cls):
+            yield ParameterSpec(
+                name=f.name,
+                type=_TYPES[f.type] if isinstance(f.type, str) else f.type,
+                default=f.default,
+                description=f.metadata["description"],
+                choices=f.metadata.get("choices"),
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PipelineConfig:
+        """Build from a name -> value mapping; unknown names and wrong types are errors."""
+        specs = {p.name: p for p in cls.parameters()}
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}: known parameters are {sorted(specs)}")
+        return cls(**{name: _coerce(specs[name], value) for name, value in values.items()})
+
+    # ------------------------------------------------------------------------------------
+    def validate(self, check_files: bool = True) -> PipelineConfig:
+        """Raise ConfigError naming the first bad parameter; return self when all are fine.
+
+        ``check_files`` also checks that the files the parameters name exist.
+        """
+        for spec in self.parameters():
+            value = getattr(self, spec.name)
+            _coerce(spec, value)  # type check
+            if spec.choices is not None and value not in spec.choices:
+                raise ConfigError(f"{spec.name}={value!r}: must be one of {list(spec.choices)}")
+        if self.window_length <= 0 or self.window_length % 4:
+            raise ConfigError(f"window_length={self.window_length}: must be a positive multiple of 4 "
+                              f"(the temporal mixer's time patch is 4 frames)")
+        _require(self.num_threads >= 1, "num_threads", self.num_threads, "must be >= 1")
+        _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
+                 "must be >= 1 (1 = detect on every frame)")
+        _require(0.0 <= self.detection_threshold <= 1.0, "detection_threshold",
+                 self.detection_threshold, "must be in [0, 1]")
+        _require(self.min_face_size >= 12, "min_face_size", self.min_face_size,
+                 "must be >= 12 pixels (the smallest face the detectors resolve)")
+        _require(self.max_faces >= 1, "max_faces", self.max_faces, "must be >= 1")
+        _require(0.0 <= self.track_iou_threshold <= 1.0, "track_iou_threshold",
+                 self.track_iou_threshold, "must be in [0, 1]")
+        _require(self.track_distance_threshold >= 0.0, "track_distance_threshold",
+                 self.track_distance_threshold, "must be >= 0")
+        _require(self.track_min_hits >= 1, "track_min_hits", self.track_min_hits,
+                 "must be >= 1 (1 = publish a face on its first detection)")
+        _require(self.track_max_misses >= 0, "track_max_misses", self.track_max_misses,
+                 "must be >= 0 (0 = drop a track on its first missed detection)")
+        _require(self.crop_size >= 32, "crop_size", self.crop_size, "must be >= 32 pixels")
+        _require(self.diagnostics_period > 0.0, "diagnostics_period", self.diagnostics_period,
+                 "must be > 0 seconds")
+        if self.detector == "yunet" and not self.detector_model_path:
+            raise ConfigError("detector_model_path='': detector=yunet needs a YuNet ONNX model file "
+                              "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")
+        if check_files:
+            if self.model_file_path and not Path(self.model_file_path).exists():
+                raise ConfigError(f"model_file_path={self.model_file_path!r}: no such file or directory "
+                                  f"(give a .pt checkpoint, an exported bundle directory, or '' for "
+                                  f"an untrained network)")
+            if self.detector == "yunet" and not Path(self.detector_model_path).is_file():
+                raise ConfigError(f"detector_model_path={self.detector_model_path!r}: no such file "
+                                  f"(detector=yunet needs the YuNet ONNX model)")
+        return self
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, node_name: str = DEFAULT_NODE_NAME) -> PipelineConfig:
+        """Read a ROS 2 parameters file (``<node>: ros__parameters: {...}``).
+
+        Parameters under ``/**`` apply to every node; those under the node's own name (with
+        or without a leading ``/`` or namespace) override them. Keys of other nodes are ignored.
+        """
+        import yaml
+
+        path = Path(path)
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"parameters file {str(path)!r}: no such file") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"parameters file {str(path)!r}: not valid YAML ({exc})") from exc
+        if not isinstance(document, dict):
+            raise ConfigError(f"parameters file {str(path)!r}: expected a mapping of node names, "
+                              f"got {type(document).__name__}")
+        values: dict[str, Any] = {}
+        matched = False
+        for key in sorted(document, key=lambda k: k != "/**"):  # wildcard first, node overrides
+            if key == "/**" or str(key).strip("/").split("/")[-1] == node_name:
+                section = document[key]
+                params = section.get("ros__parameters") if isinstance(section, dict) else None
+                if not isinstance(params, dict):
+                    raise ConfigError(f"parameters file {str(path)!r}: section {key!r} has no "
+                                      f"'ros__parameters' mapping")
+                values.update(params)
+                matched = True
+        if not matched:
+            raise ConfigError(f"parameters file {str(path)!r}: no '/**' or {node_name!r} section "
+                              f"(found {list(document)})")
+        return cls.from_dict(values)
+
+    def to_yaml(self, path: str | Path | None = None, node_name: str = DEFAULT_NODE_NAME) -> str:
+        """The config as a ROS 2 parameters file; written to ``path`` when given."""
+        import yaml
+
+        text = yaml.safe_dump({node_name: {"ros__parameters": self.to_dict()}}, sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+def _require(ok: bool, name: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {what}")
+
+
+def _coerce(spec: ParameterSpec, value: Any) -> Any:
+    """Check a value's type; ints are accepted for floats (YAML writes 1 for 1.0)."""
+    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if spec.type is int and isinstance(value, bool):
+        ok = False
+    else:
+        ok = isinstance(value, spec.type)
+    if not ok:
+        raise ConfigError(f"{spec.name}={value!r}: must be of type {spec.type.__name__}, "
+                          f"got {type(value).__name__}")
+    return value

@@ -1,0 +1,195 @@
+"""The official ABAW metrics, in plain numpy.
+
+| task | score | how |
+|---|---|---|
+| VA  | ``va_ccc_mean``      | CCC of valence and of arousal over all valid frames, mean of the two |
+| AU  | ``au_f1_mean``       | F1 of each of the 12 AUs over all valid frames at threshold 0.5, mean |
+| EMI | ``emi_pearson_mean`` | one prediction per video; Pearson r of each dimension across videos, mean of 6 |
+| AH  | ``ah_f1_macro``      | F1 of "hesitant" vs "not" over all frames, macro (and weighted) average |
+
+Edge cases (defined so that a score is always a number; never NaN):
+
+- CCC: if both series are constant the CCC is 1.0 when they are equal and 0.0 otherwise
+  (the formula's 0/0); a constant prediction against a varying truth gives 0.0 as the
+  formula does.
+- Pearson r: 0.0 when either series is constant (scipy returns NaN there).
+- F1: 0.0 when a class has no true and no predicted positives (scikit-learn's
+  ``zero_division=0``); averages over AUs/classes include such zeros, as the challenge's
+  scikit-learn-based scripts do. AH macro/weighted average over the classes present in the
+  truth or the predictions, as ``sklearn.metrics.f1_score`` does.
+- No frame at all (or NaN/inf in the inputs) is a ``ValueError`` naming the input.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES
+
+PRIMARY_METRIC: dict[str, str] = {
+    "va": "va_ccc_mean",
+    "au": "au_f1_mean",
+    "emi": "emi_pearson_mean",
+    "ah": "ah_f1_macro",
+}
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def _as_array(x, name: str, ndim: int | None = None) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimension(s), got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name}: no values to score")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: contains NaN or inf")
+    return a
+
+
+def _check_pair(pred: np.ndarray, true: np.ndarray) -> None:
+    if pred.shape != true.shape:
+        raise ValueError(f"predictions shape {pred.shape} != labels shape {true.shape}")
+
+
+def ccc(pred: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> float:
+    """Concordance correlation coefficient ``2 cov / (var_p + var_t + (mean_p - mean_t)^2)``
+    with population (1/N) moments."""
+    p, t = _as_array(pred, "pred", 1), _as_array(true, "true", 1)
+    _check_pair(p, t)
+    mp, mt = p.mean(), t.mean()
+    vp, vt = p.var(), t.var()
+    cov = np.mean((p - mp) * (t - mt))
+    denom = vp + vt + (mp - mt) ** 2
+    if denom <= 0.0:
+        return 1.0 if np.array_equal(p, t) else 0.0
+    return float(2.0 * cov / denom)
+
+
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Pearson r; 0.0 when either series is constant."""
+    a, b = _as_array(x, "x", 1), _as_array(y, "y", 1)
+    _check_pair(a, b)
+    da, db = a - a.mean(), b - b.mean()
+    norm = np.sqrt(np.sum(da * da) * np.sum(db * db))
+    if norm <= 0.0:
+        return 0.0
+    return float(np.clip(np.sum(da * db) / norm, -1.0, 1.0))
+
+
+def f1_binary(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
+    """F1 of the positive class of 0/1 arrays; 0.0 when there is no true or predicted positive."""
+    p = np.asarray(pred_labels).astype(bool).ravel()
+    t = np.asarray(true_labels).astype(bool).ravel()
+    _check_pair(p, t)
+    tp = np.sum(p & t)
+    denom = p.sum() + t.sum()
+    return float(2.0 * tp / denom) if denom > 0 else 0.0
+
+
+def va_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """``pred``/``true``: ``(N, 2)`` valence, arousal of the valid frames."""
+    p, t = _as_array(pred, "va pred", 2), _as_array(true, "va labels", 2)
+    _check_pair(p, t)
+    out = {f"va_ccc_{name}": ccc(p[:, i], t[:, i]) for i, name in enumerate(VA_NAMES)}
+    out["va_ccc_mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def au_metrics(
+    probs: np.ndarray, true: np.ndarray, thresholds: float | Sequence[float] | np.ndarray = 0.5
+) -> dict[str, float]:
+    """``probs``/``true``: ``(N, 12)``; F1 per AU at ``thresholds`` (one or one per AU) and the mean."""
+    p, t = _as_array(probs, "au probabilities", 2), _as_array(true, "au labels", 2)
+    _check_pair(p, t)
+    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (p.shape[1],))
+    per = {f"au_f1_{name}": f1_binary(p[:, i] >= th[i], t[:, i] > 0.5) for i, name in enumerate(AU_NAMES)}
+    return {"au_f1_mean": float(np.mean(list(per.values()))), **per}
+
+
+def tune_au_thresholds(probs: np.ndarray, true: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
+    """Per-AU threshold from ``grid`` that maximizes that AU's F1 (ties: closest to 0.5)."""
+    p, t = _as_array(probs, "au probabilities", 2), _as_array(true, "au labels", 2)
+    _check_pair(p, t)
+    grid = np.asarray(grid, dtype=np.float64)
+    order = np.argsort(np.abs(grid - 0.5), kind="stable")  # prefer thresholds near 0.5 on ties
+    best = np.full(p.shape[1], 0.5)
+    for i in range(p.shape[1]):
+        scores = [f1_binary(p[:, i] >= grid[j], t[:, i] > 0.5) for j in order]
+        best[i] = grid[order[int(np.argmax(scores))]]
+    return best
+
+
+def tune_ah_threshold(probs: np.ndarray, true: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> float:
+    """Threshold from ``grid`` that maximizes the AH macro F1 (ties: closest to 0.5)."""
+    p, t = _as_array(probs, "ah probabilities").ravel(), _as_array(true, "ah labels").ravel()
+    _check_pair(p, t)
+    order = sorted(np.asarray(grid, dtype=np.float64), key=lambda g: abs(g - 0.5))
+    scores = [ah_metrics(p, t, g)["ah_f1_macro"] for g in order]
+    return float(order[int(np.argmax(scores))])
+
+
+def video_means(frame_values: np.ndarray, video_ids: Sequence) -> tuple[list, np.ndarray]:
+    """Mean of frame rows per video, videos in first-seen order -> ``(ids, (V, D))``."""
+    values = np.asarray(frame_values, dtype=np.float64)
+    ids = list(dict.fromkeys(video_ids))
+    where = {v: i for i, v in enumerate(ids)}
+    index = np.array([where[v] for v in video_ids])
+    sums = np.zeros((len(ids), values.shape[1]))
+    np.add.at(sums, index, values)
+    counts = np.bincount(index, minlength=len(ids))[:, None]
+    return ids, sums / counts
+
+
+def emi_metrics(pred_videos: np.ndarray, true_videos: np.ndarray) -> dict[str, float]:
+    """``(V, 6)`` one prediction and one label vector per video; Pearson r per dimension
+    across videos and their mean."""
+    p, t = _as_array(pred_videos, "emi predictions", 2), _as_array(true_videos, "emi labels", 2)
+    _check_pair(p, t)
+    per = {f"emi_pearson_{name.replace(' ', '_')}": pearson(p[:, i], t[:, i]) for i, name in enumerate(EMI_NAMES)}
+    return {"emi_pearson_mean": float(np.mean(list(per.values()))), **per}
+
+
+def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """``(N,)`` hesitancy probabilities and 0/1 labels: F1 of each class, macro and weighted."""
+    p = _as_array(probs, "ah probabilities").ravel() >= threshold
+    t = _as_array(true, "ah labels").ravel() > 0.5
+    _check_pair(p, t)
+    f1_pos, f1_neg = f1_binary(p, t), f1_binary(~p, ~t)
+    present = [c for c, on in ((0, np.any(~t) or np.any(~p)), (1, np.any(t) or np.any(p))) if on]
+    scores = {0: f1_neg, 1: f1_pos}
+    support = {0: float(np.sum(~t)), 1: float(np.sum(t))}
+    macro = float(np.mean([scores[c] for c in present]))
+    total = sum(support[c] for c in present)
+    weighted = float(sum(scores[c] * support[c] for c in present) / total) if total > 0 else 0.0
+    return {"ah_f1_macro": macro, "ah_f1_weighted": weighted, "ah_f1_hesitant": f1_pos, "ah_f1_not_hesitant": f1_neg}
+
+
+def task_metrics(
+    task: str,
+    pred: np.ndarray,
+    true: np.ndarray,
+    video_ids: Sequence | None = None,
+    au_thresholds: Sequence[float] | np.ndarray | None = None,
+    ah_threshold: float = 0.5,
+) -> dict[str, float]:
+    """Official metrics of one task from per-frame activated predictions and labels of
+    the valid frames. EMI needs ``video_ids`` (one per frame) to average per video.
+    AU adds ``au_f1_mean_tuned`` when ``au_thresholds`` are given."""
+    if task == "va":
+        return va_metrics(pred, true)
+    if task == "au":
+        out = au_metrics(pred, true)
+        if au_thresholds is not None:
+            tuned = au_metrics(pred, true, au_thresholds)
+            out["au_f1_mean_tuned"] = tuned["au_f1_mean"]
+        return out
+    if task == "emi":
+        if video_ids is None:
+            raise ValueError("emi metrics need the video of each frame (video_ids)")
+        _, p = video_means(pred, video_ids)
+        _, t = video_means(true, video_ids)
+        return emi_metrics(p, t)
+    if task == "ah":
+        return ah_metrics(pred, true, ah_threshold)
+    raise ValueError(f"task={task!r}: choose from {list(TASKS)}")

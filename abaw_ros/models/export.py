@@ -1,0 +1,255 @@
+"""ONNX export: the model bundle directory that every runtime backend loads.
+
+``export_onnx`` writes three graphs, all returning ACTIVATED outputs (VA in [-1, 1], the
+rest in [0, 1]) and all with a dynamic batch axis:
+
+============================  =====================================  ==========================
+file                          inputs                                 outputs
+============================  =====================================  ==========================
+``encoder.onnx``              ``crops`` (N, 3, S, S) normalized      one (N, C, H, W) map per
+                                                                     feature name
+``temporal_head.onnx``        one (B, T, C, H, W) window per         ``outputs`` (B, D) window
+                              feature name                           mode, (B, T, D) frame mode
+``window.onnx``               ``clips`` (B, T, 3, S, S)              ``outputs`` as above
+============================  =====================================  ==========================
+
+T is fixed per export (the token-mixing MLP has T/4 * 49 inputs). Each file carries the
+same JSON under ONNX ``metadata_props`` key ``abaw_ros`` (see :func:`build_metadata`), so a
+bundle — or an engine built from it — explains itself.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from abaw_ros import tasks as task_registry
+from abaw_ros.models.affect_net import AffectNet, activate
+from abaw_ros.models.checkpoint import unwrap_model, validate_thresholds
+
+__all__ = [
+    "METADATA_KEY",
+    "GRAPH_FILES",
+    "DEFAULT_OPSET",
+    "build_metadata",
+    "read_metadata",
+    "export_onnx",
+    "verify_bundle",
+]
+
+_logger = logging.getLogger(__name__)
+
+METADATA_KEY = "abaw_ros"
+METADATA_VERSION = 1
+DEFAULT_OPSET = 17
+GRAPH_FILES: dict[str, str] = {
+    "encoder": "encoder.onnx",
+    "temporal_head": "temporal_head.onnx",
+    "window": "window.onnx",
+}
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: AffectNet) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.encoder(crops))
+
+
+class _TemporalHeadGraph(nn.Module):
+    def __init__(self, model: AffectNet) -> None:
+        super().__init__()
+        self.head = model.head
+        self.tasks = model.cfg.tasks
+
+    def forward(self, *windows: torch.Tensor) -> torch.Tensor:
+        return activate(self.head(list(windows)), self.tasks)
+
+
+class _WindowGraph(nn.Module):
+    def __init__(self, model: AffectNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.model.activate(self.model(clips))
+
+
+def build_metadata(
+    model: AffectNet,
+    *,
+    graph: str | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    trained: bool = False,
+) -> dict[str, Any]:
+    """The JSON stored with every exported graph."""
+    cfg = model.cfg
+    th = validate_thresholds((thresholds or {}).get("au_thresholds"), (thresholds or {}).get("ah_threshold"))
+    t = cfg.window_length
+    shapes = [list(s) for s in model.feature_shapes]
+    out_shape = ["batch", t, cfg.output_size] if cfg.output_mode == "frame" else ["batch", cfg.output_size]
+    return {
+        "metadata_version": METADATA_VERSION,
+        "graph": graph,
+        "config": cfg.to_dict(),
+        "tasks": list(cfg.tasks),
+        "output_names": cfg.output_names,
+        "output_slices": {k: [s.start, s.stop] for k, s in task_registry.output_slices(cfg.tasks).items()},
+        "output_mode": cfg.output_mode,
+        "output_shape": out_shape,
+        "activated": True,
+        "feature_names": list(cfg.feature_names),
+        "feature_shapes": shapes,
+        "window_length": t,
+        "input_size": cfg.input_size,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        **th,
+        "thresholds": th,
+        "trained": bool(trained),
+        "files": dict(GRAPH_FILES),
+    }
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``abaw_ros`` metadata JSON of an exported ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    raise ValueError(f"{path}: no {METADATA_KEY!r} metadata_props entry; not exported by abaw_ros.models.export")
+
+
+def _attach_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(metadata)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+            output_names: list[str], batch_axes: dict[str, int], opset: int) -> None:
+    dynamic_axes = {name: {axis: "batch"} for name, axis in batch_axes.items()}
+    with warnings.catch_warnings():
+        # the input-shape checks in forward() are constants for a fixed-T graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The TorchScript exporter is deprecated in favour of torch.export, but it exports
+        # these graphs in under a second with plain dynamic batch axes; the torch.export
+        # path takes ~10x longer here and needs per-input Dim specs for *args graphs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export_traced(module, args, path, input_names, output_names, dynamic_axes, opset)
+
+
+def _export_traced(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+                   output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
+    torch.onnx.export(
+        module.eval(),
+        args,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    out_dir: str | Path,
+    thresholds: Mapping[str, Any] | None = None,
+    trained: bool = False,
+    *,
+    opset: int = DEFAULT_OPSET,
+    graphs: tuple[str, ...] = tuple(GRAPH_FILES),
+) -> dict[str, Path]:
+    """Write the model bundle to ``out_dir``; returns ``{"encoder": path, "temporal_head":
+    path, "window": path}`` (only the requested ``graphs``).
+
+    ``thresholds``: ``{"au_thresholds": [12 floats], "ah_threshold": float}`` (the
+    ``thresholds`` entry of ``load_checkpoint``'s info); defaults 0.5.
+    """
+    if opset < 17:
+        raise ValueError(f"opset={opset}: must be >= 17 (LayerNormalization)")
+    unknown = [g for g in graphs if g not in GRAPH_FILES]
+    if unknown:
+        raise ValueError(f"graphs {unknown}: choose from {list(GRAPH_FILES)}")
+    # export a CPU eval copy: the caller's model keeps its device and mode
+    net = copy.deepcopy(unwrap_model(model)).cpu().eval()
+    cfg = net.cfg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s, t, batch = cfg.input_size, cfg.window_length, 2
+    names = list(cfg.feature_names)
+    paths: dict[str, Path] = {}
+    with torch.no_grad():
+        for graph in graphs:
+            path = out_dir / GRAPH_FILES[graph]
+            if graph == "encoder":
+                _export(_EncoderGraph(net), (torch.zeros(batch, 3, s, s),), path, ["crops"], names,
+                        {"crops": 0, **dict.fromkeys(names, 0)}, opset)
+            elif graph == "temporal_head":
+                windows = tuple(torch.zeros(batch, t, *shape) for shape in net.feature_shapes)
+                _export(_TemporalHeadGraph(net), windows, path, names, ["outputs"],
+                        {**dict.fromkeys(names, 0), "outputs": 0}, opset)
+            else:
+                _export(_WindowGraph(net), (torch.zeros(batch, t, 3, s, s),), path, ["clips"], ["outputs"],
+                        {"clips": 0, "outputs": 0}, opset)
+            _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained))
+            paths[graph] = path
+            _logger.info("wrote %s", path)
+    return paths
+
+
+def verify_bundle(model: nn.Module, paths: Mapping[str, Path], batch: int = 2, seed: int = 0) -> dict[str, float]:
+    """Run every exported graph in ONNX Runtime and PyTorch on the same random inputs.
+
+    Returns, per graph, the largest difference: absolute for the activated outputs
+    (``temporal_head``, ``window``), relative to the largest feature magnitude for the
+    encoder maps (their scale depends on the weights).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    net = copy.deepcopy(unwrap_model(model)).cpu().eval()
+    cfg = net.cfg
+    gen = torch.Generator().manual_seed(seed)
+    s, t = cfg.input_size, cfg.window_length
+    errors: dict[str, float] = {}
+    with torch.no_grad():
+        for graph, path in paths.items():
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            if graph == "encoder":
+                crops = torch.randn(batch, 3, s, s, generator=gen)
+                ref = [m.numpy() for m in net.encoder(crops)]
+                got = session.run(None, {"crops": crops.numpy()})
+                errors[graph] = max(
+                    float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-12)) for g, r in zip(got, ref, strict=True)
+                )
+            elif graph == "temporal_head":
+                windows = [torch.randn(batch, t, *shape, generator=gen) for shape in net.feature_shapes]
+                ref_out = net.activate(net.head(windows)).numpy()
+                feeds = {name: w.numpy() for name, w in zip(cfg.feature_names, windows, strict=True)}
+                errors[graph] = float(np.abs(session.run(None, feeds)[0] - ref_out).max())
+            else:
+                clips = torch.randn(batch, t, 3, s, s, generator=gen)
+                ref_out = net.activate(net(clips)).numpy()
+                errors[graph] = float(np.abs(session.run(None, {"clips": clips.numpy()})[0] - ref_out).max())
+    return errors

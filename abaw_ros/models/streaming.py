@@ -1,0 +1,206 @@
+"""Per-face ring buffers of encoded frames, feeding the temporal head while streaming.
+
+Each frame's crop goes through the encoder once; its feature maps are pushed into that
+face's :class:`FeatureRingBuffer`. The temporal head then runs on the buffer's last T
+frames, so a new frame costs one encoder pass plus one head pass, whatever T is, instead
+of T encoder passes. The window the buffer hands out is exactly the clip the fused window
+model would see, so both give the same outputs (tested).
+
+Storage trick: each level keeps ``2T`` slots and every frame is written twice, at slot
+``i`` and ``i + T``; the last T frames in time order are then always the contiguous slice
+``[i + 1, i + 1 + T)``, a zero-copy view, instead of a roll/concatenate per frame.
+
+Head interval: the head's cost grows with T (the token-mixing MLP spans all T/4 * 49
+tokens; at T=32 one head pass costs several encoder passes), the encoder's does not.
+``FaceWindows(head_interval=k)`` marks a face due for a head pass every k-th frame only;
+every frame is still encoded and buffered, so no frame is lost, only the estimate is
+refreshed less often. :func:`default_head_interval` (T/8: every frame at T=8, every 4th
+frame = one tubelet at T=32) keeps the per-frame cost flat in T; docs/MODEL.md has the
+measurements. k=1 runs the head on every frame.
+
+Warm-up: before T frames have arrived, the window is padded at the front with copies of
+the face's first frame (``frames_observed`` says how many are real), so a face gets an
+estimate from its first frame on.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["FeatureRingBuffer", "FaceWindows", "default_head_interval", "newest_frame"]
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def default_head_interval(window_length: int) -> int:
+    """Frames between head passes that keep the streaming cost per frame flat in T: T/8
+    (1 at T=8, 2 at T=16, 4 at T=32), so consecutive estimates share 7/8 of their window."""
+    return max(1, window_length // 8)
+
+
+class FeatureRingBuffer:
+    """The last ``window_length`` encoded frames of one face, one array per feature level.
+
+    Args:
+        feature_shapes: ``(C, H, W)`` of each level, in the encoder's output order.
+        window_length: T.
+        dtype: storage dtype (the encoder's output dtype).
+    """
+
+    def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
+                 dtype: np.dtype | type = np.float32) -> None:
+        if window_length < 1:
+            raise ValueError(f"window_length={window_length}: must be >= 1")
+        if not feature_shapes:
+            raise ValueError("feature_shapes is empty: need the (C, H, W) of at least one level")
+        self.feature_shapes = [tuple(int(v) for v in s) for s in feature_shapes]
+        self.window_length = window_length
+        self._store = [np.zeros((2 * window_length, *s), dtype=dtype) for s in self.feature_shapes]
+        self._slot = -1  # slot of the newest frame
+        self.frames_pushed = 0
+
+    @property
+    def frames_observed(self) -> int:
+        """Real frames in the current window (< T while warming up)."""
+        return min(self.frames_pushed, self.window_length)
+
+    @property
+    def is_full(self) -> bool:
+        return self.frames_pushed >= self.window_length
+
+    def __len__(self) -> int:
+        return self.frames_observed
+
+    def reset(self) -> None:
+        self._slot = -1
+        self.frames_pushed = 0
+
+    def push(self, features: Sequence) -> None:
+        """Append one frame: one ``(C, H, W)`` array (or ``(1, C, H, W)``) per level."""
+        if len(features) != len(self._store):
+            raise ValueError(f"{len(features)} feature maps pushed: expected {len(self._store)} (one per level)")
+        arrays = []
+        for level, (x, shape) in enumerate(zip(features, self.feature_shapes, strict=True)):
+            a = _as_numpy(x)
+            if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+                a = a[0]
+            if a.shape != shape:
+                raise ValueError(f"feature level {level}: shape {a.shape}, expected {shape} (one frame)")
+            arrays.append(a)
+        t = self.window_length
+        if self.frames_pushed == 0:
+            for store, a in zip(self._store, arrays, strict=True):
+                store[:] = a  # warm-up padding: the first frame fills the whole window
+            self._slot = t - 1
+        else:
+            self._slot = (self._slot + 1) % t
+            for store, a in zip(self._store, arrays, strict=True):
+                store[self._slot] = a
+                store[self._slot + t] = a
+        self.frames_pushed += 1
+
+    def window(self) -> list[np.ndarray]:
+        """The last T frames in time order, ``(T, C, H, W)`` per level (views, valid until
+        the next push)."""
+        if self.frames_pushed == 0:
+            raise RuntimeError("window() before any push: the buffer is empty")
+        start = self._slot + 1
+        return [store[start:start + self.window_length] for store in self._store]
+
+
+class FaceWindows:
+    """One :class:`FeatureRingBuffer` per face id, batched for the temporal head.
+
+    Args:
+        feature_shapes: ``(C, H, W)`` per level (``ModelMetadata``/``model.feature_shapes``).
+        window_length: T.
+        head_interval: a face is :meth:`due` for a head pass once this many frames arrived
+            since its last :meth:`mark_run` (its first frame is always due).
+    """
+
+    def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
+                 dtype: np.dtype | type = np.float32, head_interval: int = 1) -> None:
+        if head_interval < 1:
+            raise ValueError(f"head_interval={head_interval}: must be >= 1 (1 = head on every frame)")
+        self.feature_shapes = [tuple(s) for s in feature_shapes]
+        self.window_length = window_length
+        self.dtype = dtype
+        self.head_interval = head_interval
+        self._buffers: dict[str, FeatureRingBuffer] = {}
+        self._last_run: dict[str, int] = {}  # face id -> frames_pushed at its last head pass
+
+    def __contains__(self, face_id: str) -> bool:
+        return face_id in self._buffers
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    @property
+    def face_ids(self) -> list[str]:
+        return list(self._buffers)
+
+    def buffer(self, face_id: str) -> FeatureRingBuffer:
+        if face_id not in self._buffers:
+            self._buffers[face_id] = FeatureRingBuffer(self.feature_shapes, self.window_length, self.dtype)
+        return self._buffers[face_id]
+
+    def push(self, face_id: str, features: Sequence) -> None:
+        """Append one frame of one face (``(C, H, W)`` per level)."""
+        self.buffer(face_id).push(features)
+
+    def push_batch(self, face_ids: Sequence[str], batch_features: Sequence) -> None:
+        """Append a batch encoded together: row ``i`` of each ``(N, C, H, W)`` level is
+        ``face_ids[i]``'s frame."""
+        arrays = [_as_numpy(x) for x in batch_features]
+        for level, a in enumerate(arrays):
+            if a.shape[0] != len(face_ids):
+                raise ValueError(f"feature level {level} has {a.shape[0]} rows for {len(face_ids)} face ids")
+        for i, face_id in enumerate(face_ids):
+            self.push(face_id, [a[i] for a in arrays])
+
+    def frames_observed(self, face_id: str) -> int:
+        return self._buffers[face_id].frames_observed if face_id in self._buffers else 0
+
+    def windows(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """Stacked windows ``(B, T, C, H, W)`` per level for the temporal head."""
+        missing = [f for f in face_ids if f not in self._buffers]
+        if missing:
+            raise KeyError(f"no frames pushed for face ids {missing}")
+        per_face = [self._buffers[f].window() for f in face_ids]
+        return [np.stack(level) for level in zip(*per_face, strict=True)]
+
+    def due(self, face_id: str) -> bool:
+        """Whether ``face_id`` needs a head pass now (see ``head_interval``)."""
+        buf = self._buffers.get(face_id)
+        if buf is None or buf.frames_pushed == 0:
+            return False
+        last = self._last_run.get(face_id)
+        return last is None or buf.frames_pushed - last >= self.head_interval
+
+    def mark_run(self, face_ids: Iterable[str]) -> None:
+        """Record that the head just ran on these faces' current windows."""
+        for face_id in face_ids:
+            self._last_run[face_id] = self._buffers[face_id].frames_pushed
+
+    def drop(self, face_id: str) -> None:
+        self._buffers.pop(face_id, None)
+        self._last_run.pop(face_id, None)
+
+    def keep_only(self, face_ids: Iterable[str]) -> list[str]:
+        """Forget faces not in ``face_ids`` (lost tracks); returns the ids dropped."""
+        keep = set(face_ids)
+        gone = [f for f in self._buffers if f not in keep]
+        for f in gone:
+            self.drop(f)
+        return gone
+
+
+def newest_frame(outputs):
+    """The estimate for the newest frame of each window: ``(B, D)`` window outputs as they
+    are, ``(B, T, D)`` frame outputs' last frame."""
+    return outputs[:, -1] if outputs.ndim == 3 else outputs

@@ -1,0 +1,302 @@
+"""Run the node's perception pipeline over every frame of a bag (``abaw-affect bag-eval``).
+
+Frames are read in recording order and each one goes through
+:class:`~abaw_ros.perception.pipeline.PerceptionPipeline` — the object the node runs —
+one after the other: nothing is dropped and the result does not depend on timing. One
+``FaceAffectArray`` per processed frame goes to a new bag (same stamps and frame_id as the
+image, written at the image's log time). With labels, the official metrics go to a JSON
+report; a timeline plot is drawn either way.
+
+Broken frames (bad CDR, short pixel buffer, undecodable JPEG) are skipped and listed. If
+the storage fails part way, everything read before the damage is processed and the
+frames after it are counted as skipped. An MCAP recording that was cut short (no footer)
+is an error unless ``recover`` is set; then its complete records are processed. A missing
+topic, an unreadable bag or an image encoding that cannot be decoded stop the run with an
+error naming it.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from abaw_ros.offline.annotations import FrameLabels
+from abaw_ros.offline.bag_io import (
+    DEFAULT_AFFECT_TOPIC,
+    DEFAULT_IMAGE_TOPIC,
+    STORAGES,
+    AffectBagWriter,
+    BagError,
+    ImageBagReader,
+)
+from abaw_ros.offline.face_values import face_affect_values
+from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
+from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
+from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
+
+if TYPE_CHECKING:
+    from abaw_ros.config import PipelineConfig
+    from abaw_ros.perception.pipeline import PerceptionPipeline
+
+log = logging.getLogger(__name__)
+
+# Skipped frames listed one by one in the report (the count is always complete).
+MAX_LISTED_SKIPS = 1000
+
+
+@dataclass
+class BagEvalOptions:
+    """What to read, where to write, how to score. Paths left None get defaults next to
+    the output bag: ``<output>_report.json`` and ``<output>_timeline.png``."""
+
+    bag: Path
+    output: Path | None = None  # default: <bag>_affect next to the input
+    topic: str | None = DEFAULT_IMAGE_TOPIC  # None: the bag's only image topic
+    output_topic: str = DEFAULT_AFFECT_TOPIC
+    storage: str | None = None  # mcap | sqlite3; None: as the input
+    overwrite: bool = False
+    recover: bool = False  # read a cut-short MCAP recording up to the damage
+    labels: FrameLabels | None = None
+    report: Path | None = None
+    plot: Path | None = None
+    write_plot: bool = True
+    plot_size_px: tuple[int, int] = DEFAULT_SIZE_PX
+    face: str = FACE_LARGEST
+    missing: str = "exclude"
+    stamp_tolerance_ns: int = 1_000_000
+    max_frames: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.bag = Path(self.bag)
+        if self.output is None:
+            self.output = self.bag.with_name(self.bag.name.removesuffix(self.bag.suffix) + "_affect")
+        self.output = Path(self.output)
+        if self.report is None:
+            self.report = self.output.with_name(self.output.name + "_report.json")
+        if self.plot is None:
+            self.plot = self.output.with_name(self.output.name + "_timeline.png")
+        if self.storage is not None and self.storage not in STORAGES:
+            raise ValueError(f"storage={self.storage!r}: choose from {list(STORAGES)}")
+        if self.missing not in MISSING_POLICIES:
+            raise ValueError(f"missing={self.missing!r}: choose from {list(MISSING_POLICIES)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames={self.max_frames}: must be >= 1")
+        if self.output.resolve() == self.bag.resolve():
+            raise ValueError(f"output={str(self.output)!r} is the input bag")
+
+
+@dataclass
+class SkippedFrame:
+    index: int
+    stamp_ns: int
+    reason: str
+
+
+@dataclass
+class BagEvalResult:
+    """What a run did; ``to_dict()`` is the ``run`` section of the JSON report."""
+
+    bag: Path
+    output: Path
+    topic: str
+    msgtype: str
+    storage: str
+    frames_in_bag: int
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_with_face: int = 0
+    faces_total: int = 0
+    skipped: list[SkippedFrame] = field(default_factory=list)
+    frames_skipped_broken: int = 0
+    frames_unread: int = 0  # after storage damage
+    damage: str | None = None
+    recovered: bool = False  # read with MCAP recovery (the file could not be opened normally)
+    stopped_at_max_frames: bool = False
+    elapsed_s: float = 0.0
+    pipeline_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None
+    plot: Path | None = None
+    track: PredictionTrack | None = None
+
+    @property
+    def frames_skipped(self) -> int:
+        return self.frames_skipped_broken + self.frames_unread
+
+    @property
+    def frames_per_second(self) -> float:
+        """Processed frames per second of the whole run (reading, pipeline, writing)."""
+        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def pipeline_frames_per_second(self) -> float:
+        return self.frames_processed / self.pipeline_s if self.pipeline_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_bag": str(self.bag),
+            "input_topic": self.topic,
+            "input_type": self.msgtype,
+            "output_bag": str(self.output),
+            "output_storage": self.storage,
+            "frames_in_bag": self.frames_in_bag,
+            "frames_read": self.frames_read,
+            "frames_processed": self.frames_processed,
+            "frames_skipped": self.frames_skipped,
+            "frames_skipped_broken": self.frames_skipped_broken,
+            "frames_unread_after_damage": self.frames_unread,
+            "damage": self.damage,
+            "recovered": self.recovered,
+            "stopped_at_max_frames": self.stopped_at_max_frames,
+            "skipped": [vars(s) for s in self.skipped[:MAX_LISTED_SKIPS]],
+            "frames_with_face": self.frames_with_face,
+            "faces_total": self.faces_total,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "pipeline_s": round(self.pipeline_s, 4),
+            "frames_per_second": round(self.frames_per_second, 3),
+            "pipeline_frames_per_second": round(self.pipeline_frames_per_second, 3),
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.frames_processed} of {self.frames_in_bag} frames of {self.topic} processed in "
+            f"{self.elapsed_s:.1f} s: {self.frames_per_second:.2f} frames/s "
+            f"(pipeline alone {self.pipeline_frames_per_second:.2f} frames/s)",
+            f"faces in {self.frames_with_face} frames; affect bag: {self.output} ({self.storage})",
+        ]
+        if self.frames_skipped:
+            lines.append(f"skipped {self.frames_skipped} frames: {self.frames_skipped_broken} broken, "
+                         f"{self.frames_unread} unread after damage")
+        if self.damage:
+            lines.append(f"bag damaged: {self.damage}")
+        for task, entry in self.metrics.items():
+            if "scores" in entry:
+                name = entry["primary"]
+                lines.append(f"{task}: {name} = {entry['scores'][name]:.4f} over {entry['frames_scored']} "
+                             f"frames (coverage {entry['coverage']:.0%})")
+            else:
+                lines.append(f"{task}: {entry.get('error')}")
+        if self.report:
+            lines.append(f"report: {self.report}")
+        if self.plot:
+            lines.append(f"plot: {self.plot}")
+        return "\n".join(lines)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+def evaluate_bag(
+    options: BagEvalOptions,
+    config: PipelineConfig | None = None,
+    pipeline: PerceptionPipeline | None = None,
+) -> BagEvalResult:
+    """Process every frame of ``options.bag`` with ``pipeline`` (built from ``config`` when
+    not given), write the affect bag, the report and the plot; return what happened."""
+    source = ImageBagReader(options.bag, options.topic, options.recover)
+    with source:  # a bad bag or topic fails here, before any model is loaded
+        if pipeline is None:
+            from abaw_ros.config import PipelineConfig
+            from abaw_ros.perception.pipeline import PerceptionPipeline
+
+            pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
+        storage = options.storage or source.storage
+        result = BagEvalResult(options.bag, options.output, source.topic, source.msgtype, storage,
+                               source.message_count)
+        track = PredictionTrack(options.face)
+        start = time.perf_counter()
+        try:
+            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite) as sink, \
+                    _progress(source.message_count, options.progress, source.topic) as bar:
+                _process_frames(source, sink, pipeline, options, result, track, bar)
+        except BaseException:
+            # The writer created this folder (it refuses existing paths): do not leave a
+            # half-written bag that would block the next run.
+            shutil.rmtree(options.output, ignore_errors=True)
+            raise
+        result.elapsed_s = time.perf_counter() - start
+        result.frames_read = source.frames_read
+        result.damage = source.damage
+        result.recovered = source.recovered
+        if source.damage is not None:
+            result.frames_unread = max(source.message_count - source.frames_read, 0)
+    result.track = track
+    if result.frames_processed == 0:
+        shutil.rmtree(options.output, ignore_errors=True)
+        raise BagError(f"no frame of {result.topic!r} in bag {str(options.bag)!r} could be processed "
+                       f"({result.frames_skipped} skipped"
+                       + (f"; first: {result.skipped[0].reason}" if result.skipped else "")
+                       + (f"; damage: {result.damage}" if result.damage else "") + ")")
+
+    aligned = None
+    if options.labels is not None:
+        aligned = options.labels.align(track.index_array, track.stamp_array, options.stamp_tolerance_ns)
+        result.metrics = compute_metrics(track, aligned, options.missing)
+    model = _model_summary(pipeline)
+    if options.write_plot and options.plot is not None:
+        title = f"{options.bag.name} {result.topic}"
+        if model.get("trained") is False:
+            title += " - UNTRAINED model: affect values are placeholders"
+        result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px)
+    if options.report is not None:
+        report = {
+            "run": result.to_dict(),
+            "face": options.face,
+            "missing": options.missing,
+            "labels": dict(aligned.sources) if aligned is not None else {},
+            "metrics": result.metrics,
+            "plot": str(result.plot) if result.plot else None,
+            "model": model,
+        }
+        if config is not None:
+            report["pipeline_config"] = config.to_dict()
+        result.report = write_report(options.report, report)
+    return result
+
+
+def _model_summary(pipeline: Any) -> dict[str, Any]:
+    """What the report says about the model: tasks, window, thresholds, trained or not."""
+    metadata = getattr(pipeline, "metadata", None)
+    if metadata is None:
+        return {}
+    backend = getattr(pipeline, "backend", None)
+    return {
+        "backend": getattr(backend, "name", None),
+        "trained": bool(metadata.trained),
+        "tasks": list(metadata.tasks),
+        "window_length": int(metadata.window_length),
+        "output_mode": metadata.output_mode,
+        "au_thresholds": [float(t) for t in metadata.au_thresholds],
+        "ah_threshold": float(metadata.ah_threshold),
+    }
+
+
+def _process_frames(source: ImageBagReader, sink: AffectBagWriter, pipeline: Any, options: BagEvalOptions,
+                    result: BagEvalResult, track: PredictionTrack, bar: Any) -> None:
+    """Every frame through the pipeline, one after the other; broken frames are listed."""
+    for frame in source.frames():
+        bar.update(1)
+        if frame.image is None:
+            result.frames_skipped_broken += 1
+            result.skipped.append(SkippedFrame(frame.index, frame.stamp_ns, frame.error or "broken"))
+            log.warning("skipping frame %d: %s", frame.index, frame.error)
+            continue
+        t0 = time.perf_counter()
+        frame_result = pipeline.process(frame.image, frame.stamp_ns)
+        result.pipeline_s += time.perf_counter() - t0
+        sink.write(frame_result, frame)
+        faces = [face_affect_values(f, frame.image.shape) for f in frame_result.faces]
+        track.add(frame.index, frame.stamp_ns, faces)
+        result.frames_processed += 1
+        result.faces_total += len(faces)
+        result.frames_with_face += bool(faces)
+        if options.max_frames is not None and result.frames_processed >= options.max_frames:
+            result.stopped_at_max_frames = True
+            break

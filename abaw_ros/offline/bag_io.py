@@ -1,0 +1,555 @@
+"""ROS 2 bags (MCAP or sqlite3) without ROS: camera frames in, ``FaceAffectArray`` out.
+
+Everything goes through the ``rosbags`` library. Our own message types are registered in
+its type store from the ``.msg`` files of this package, and every bag written here embeds
+the full message definitions, so ``rosbags`` (with an empty type store) and the ROS 2
+tools can read it back without this package.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from abaw_ros.offline.face_values import face_affect_values
+from abaw_ros.offline.images import (
+    CorruptImageError,
+    UnsupportedEncodingError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_image,
+)
+from abaw_ros.offline.mcap_recovery import RecoveredMcap
+
+if TYPE_CHECKING:
+    from rosbags.interfaces import Connection
+    from rosbags.typesys.store import Typestore
+
+    from abaw_ros.perception.pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "abaw_ros"
+FACE_AFFECT = "abaw_ros/msg/FaceAffect"
+FACE_AFFECT_ARRAY = "abaw_ros/msg/FaceAffectArray"
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES: tuple[str, ...] = (IMAGE, COMPRESSED_IMAGE)
+STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+# The standard types (std_msgs, sensor_msgs) are identical in every ROS 2 distribution
+# since Humble; Kilted is the one installed on these machines.
+BASE_STORE = Stores.ROS2_KILTED
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+DEFAULT_AFFECT_TOPIC = "/affect"
+_OUR_MESSAGES: tuple[str, ...] = ("FaceAffect", "FaceAffectArray")
+
+
+class BagError(RuntimeError):
+    """A bag cannot be used as asked; the message names the bag, topic or value."""
+
+
+class BagTopicError(BagError):
+    """The requested topic is not in the bag, or does not carry images."""
+
+
+class BagReadError(BagError):
+    """The bag cannot be opened or read (missing, truncated, damaged)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Message types
+# ---------------------------------------------------------------------------------------
+def find_msg_dir() -> Path:
+    """The folder holding ``FaceAffect.msg`` and ``FaceAffectArray.msg``.
+
+    Looked up in the source tree next to this package, then in the ``share/abaw_ros/msg``
+    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install).
+    """
+    candidates = [Path(__file__).resolve().parents[2] / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / PACKAGE / "msg")
+    for folder in candidates:
+        if all((folder / f"{name}.msg").is_file() for name in _OUR_MESSAGES):
+            return folder
+    raise FileNotFoundError(
+        f"message definitions {[n + '.msg' for n in _OUR_MESSAGES]} not found in "
+        f"{[str(c) for c in candidates]}: run from a source checkout or source the colcon install"
+    )
+
+
+@lru_cache(maxsize=1)
+def affect_typestore() -> Typestore:
+    """A ``rosbags`` type store with the standard ROS 2 types plus ``FaceAffect`` and
+    ``FaceAffectArray`` parsed from this package's ``.msg`` files."""
+    store = get_typestore(BASE_STORE)
+    folder = find_msg_dir()
+    types: dict[str, Any] = {}
+    for name in _OUR_MESSAGES:
+        text = (folder / f"{name}.msg").read_text(encoding="utf-8")
+        types.update(get_types_from_msg(text, f"{PACKAGE}/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def typestore_from_bag(reader: Reader, topics: Sequence[str] = ()) -> Typestore:
+    """A type store that knows only the types whose definitions ``reader``'s bag embeds
+    (for the given topics, or all), proving the bag explains itself."""
+    store = get_typestore(Stores.EMPTY)
+    types: dict[str, Any] = {}
+    for conn in reader.connections:
+        if topics and conn.topic not in topics:
+            continue
+        if not conn.msgdef.data:
+            raise BagReadError(f"bag {reader.path}: topic {conn.topic!r} ({conn.msgtype}) has no "
+                               f"embedded message definition")
+        if conn.msgdef.format.name == "IDL":
+            from rosbags.typesys import get_types_from_idl
+
+            types.update(get_types_from_idl(conn.msgdef.data))
+        else:
+            types.update(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+    store.register(types)
+    return store
+
+
+def stamp_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def make_header(stamp: int, frame_id: str, store: Typestore | None = None) -> Any:
+    store = store or affect_typestore()
+    time_cls = store.types["builtin_interfaces/msg/Time"]
+    header_cls = store.types["std_msgs/msg/Header"]
+    sec, nanosec = divmod(int(stamp), 1_000_000_000)
+    return header_cls(stamp=time_cls(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+# ---------------------------------------------------------------------------------------
+# FrameResult -> FaceAffectArray
+# ---------------------------------------------------------------------------------------
+def frame_result_to_msg(
+    result: FrameResult,
+    stamp: int,
+    frame_id: str,
+    image_shape: Sequence[int] | None = None,
+    store: Typestore | None = None,
+) -> Any:
+    """``FrameResult`` -> a rosbags ``abaw_ros/msg/FaceAffectArray`` with the source
+    image's stamp (ns) and frame_id."""
+    store = store or affect_typestore()
+    roi_cls = store.types["sensor_msgs/msg/RegionOfInterest"]
+    face_cls = store.types[FACE_AFFECT]
+    faces = []
+    for face in result.faces:
+        values = face_affect_values(face, image_shape)
+        x, y, w, h = values.pop("roi")
+        roi = roi_cls(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
+        faces.append(face_cls(roi=roi, **values))
+    array_cls = store.types[FACE_AFFECT_ARRAY]
+    return array_cls(header=make_header(stamp, frame_id, store), faces=faces)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading image frames
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ImageFrame:
+    """One message of the image topic. ``image`` is None when the frame could not be
+    decoded; ``error`` then says why."""
+
+    index: int  # 0-based position on the topic, counting broken frames too
+    log_time_ns: int  # when the recorder received it
+    stamp_ns: int  # header stamp (log time when the header stamp is zero)
+    header_stamp_ns: int  # header stamp as recorded (0 when unknown)
+    frame_id: str
+    image: np.ndarray | None
+    error: str | None = None
+
+
+@dataclass
+class TopicSummary:
+    """One topic of a bag: name, message type, message count."""
+
+    name: str
+    msgtype: str
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.msgtype}, {self.count} messages)"
+
+
+def _storage_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+    return [path]
+
+
+def open_bag(path: str | Path) -> Reader:
+    """Open a bag directory (with ``metadata.yaml``) or a single ``.mcap`` / ``.db3`` file.
+
+    A directory without ``metadata.yaml`` (a recording that was killed before it could
+    write one) is read from its single storage file. Raises :class:`BagReadError` naming
+    the bag and its files when it cannot be opened.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BagReadError(f"bag {str(path)!r} does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        files = _storage_files(path)
+        if len(files) != 1:
+            raise BagReadError(
+                f"{str(path)!r} is not a ROS 2 bag: no metadata.yaml and "
+                f"{'no' if not files else len(files)} storage files (.mcap/.db3) {[f.name for f in files]}"
+            )
+        log.warning("%s has no metadata.yaml; reading its storage file %s directly", path, files[0].name)
+        path = files[0]
+    if path.is_file() and path.suffix not in (".mcap", ".db3"):
+        raise BagReadError(f"{str(path)!r} is not a ROS 2 bag: expected a bag directory, a .mcap "
+                           f"or a .db3 file")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # ReaderError, OSError, and the storage back ends' own (apsw, zstd)
+        raise BagReadError(_damage_message(path, exc, "cannot open")) from exc
+    return reader
+
+
+def _damage_message(path: Path, exc: BaseException, what: str) -> str:
+    files = _storage_files(path)
+    listing = ", ".join(f"{f.name} ({f.stat().st_size} bytes)" for f in files if f.exists())
+    detail = str(exc).rstrip(".")
+    if any(f.suffix == ".db3" for f in files):
+        hint = "`sqlite3 <file>.db3 .recover` may salvage the readable part"
+    else:
+        hint = ("a recording that was killed leaves an MCAP file without its index; "
+                "`mcap recover` or `ros2 bag reindex` can rebuild it")
+    return (f"{what} bag {str(path)!r} [{listing}]: {type(exc).__name__}: {detail}. The file is "
+            f"truncated or damaged ({hint})")
+
+
+def list_topics(reader: Reader) -> list[TopicSummary]:
+    return [TopicSummary(name, info.msgtype or "?", info.msgcount) for name, info in sorted(reader.topics.items())]
+
+
+def describe_topics(topics: Reader | Sequence[TopicSummary]) -> str:
+    """``image topics: ...; other topics: ...`` with types and message counts."""
+    if isinstance(topics, Reader):
+        topics = list_topics(topics)
+    if not topics:
+        return "the bag has no topics"
+    images = [str(t) for t in topics if t.msgtype in IMAGE_TYPES]
+    others = [str(t) for t in topics if t.msgtype not in IMAGE_TYPES]
+    parts = [f"image topics: {', '.join(images) if images else 'none'}"]
+    if others:
+        parts.append(f"other topics: {', '.join(others)}")
+    return "; ".join(parts)
+
+
+def _single_mcap(path: Path) -> Path | None:
+    files = _storage_files(path) if path.exists() else []
+    return files[0] if len(files) == 1 and files[0].suffix == ".mcap" else None
+
+
+class ImageBagReader:
+    """Reads the frames of one Image or CompressedImage topic of a bag, in recording order.
+
+    Use as a context manager. :meth:`frames` yields every message of the topic: decoded
+    frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) with
+    ``image=None`` and the reason. An encoding that cannot be read at all raises
+    :class:`UnsupportedEncodingError`. When the storage itself fails part way (a damaged
+    chunk or page), iteration stops there and :attr:`damage` says why.
+
+    ``recover=True`` reads an MCAP recording that cannot be opened normally (cut short,
+    no footer) from its start up to the first incomplete record
+    (:mod:`abaw_ros.offline.mcap_recovery`); :attr:`damage` then says what was lost.
+    """
+
+    def __init__(self, path: str | Path, topic: str | None = DEFAULT_IMAGE_TOPIC, recover: bool = False) -> None:
+        self.path = Path(path)
+        self.requested_topic = topic
+        self.recover = recover
+        self.damage: str | None = None
+        self.frames_read = 0
+        self._reader: Reader | None = None
+        self._recovered: RecoveredMcap | None = None
+        self._recovery_note = ""
+        self._connections: list[Connection] = []
+        self.topic = ""
+        self.msgtype = ""
+        self.message_count = 0
+
+    def __enter__(self) -> ImageBagReader:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def open(self) -> None:
+        try:
+            reader = open_bag(self.path)
+        except BagReadError as exc:
+            mcap = _single_mcap(self.path)
+            if mcap is None:
+                raise
+            if not self.recover:
+                raise BagReadError(f"{exc}; or evaluate the complete records before the damage "
+                                   f"with --recover") from exc.__cause__
+            self._open_recovered(mcap, exc)
+            return
+        try:
+            self._select(list_topics(reader))
+            self._connections = [c for c in reader.connections if c.topic == self.topic]
+        except BaseException:
+            reader.close()
+            raise
+        self._reader = reader
+
+    def _open_recovered(self, mcap: Path, error: BagReadError) -> None:
+        recovered = RecoveredMcap.scan(mcap)
+        topics: dict[str, TopicSummary] = {}
+        for channel in recovered.channels.values():
+            summary = topics.setdefault(channel.topic, TopicSummary(channel.topic, channel.msgtype, 0))
+            summary.count += channel.count
+        log.warning("%s cannot be opened (%s); recovered %d messages before the damage: %s",
+                    mcap, error.__cause__ or error, sum(t.count for t in topics.values()), recovered.damage)
+        self._select(sorted(topics.values(), key=lambda t: t.name))
+        self._recovered = recovered
+        self._recovery_note = (f"{mcap.name} could not be opened ({error.__cause__ or error}); "
+                               f"read by recovery: {recovered.damage or 'every message record was intact'}")
+
+    def close(self) -> None:
+        self._recovered = None
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            finally:
+                self._reader = None
+
+    @property
+    def recovered(self) -> bool:
+        """True when the bag was read with MCAP recovery."""
+        return self._recovered is not None
+
+    @property
+    def storage(self) -> str:
+        """``mcap`` or ``sqlite3``, from the bag's storage files."""
+        files = _storage_files(self.path)
+        return "sqlite3" if files and files[0].suffix == ".db3" else "mcap"
+
+    def _select(self, topics: list[TopicSummary]) -> None:
+        topic = self.requested_topic
+        if not topic:
+            images = [t for t in topics if t.msgtype in IMAGE_TYPES]
+            if len(images) != 1:
+                raise BagTopicError(
+                    f"bag {str(self.path)!r}: no topic given and {len(images)} image topics found, "
+                    f"name one ({describe_topics(topics)})")
+            topic = images[0].name
+        match = [t for t in topics if t.name == topic]
+        if not match:
+            raise BagTopicError(f"topic {topic!r} is not in bag {str(self.path)!r} ({describe_topics(topics)})")
+        if match[0].msgtype not in IMAGE_TYPES:
+            raise BagTopicError(
+                f"topic {topic!r} in bag {str(self.path)!r} carries {match[0].msgtype}, expected "
+                f"{' or '.join(IMAGE_TYPES)} ({describe_topics(topics)})")
+        self.topic, self.msgtype, self.message_count = topic, match[0].msgtype, match[0].count
+
+    def _raw_messages(self) -> Iterator[tuple[str, int, bytes]]:
+        if self._recovered is not None:
+            for channel, log_time, raw in self._recovered.messages({self.topic}):
+                yield channel.msgtype, log_time, raw
+            self.damage = self._recovery_note
+            return
+        assert self._reader is not None
+        for conn, log_time, raw in self._reader.messages(connections=self._connections):
+            yield conn.msgtype, log_time, raw
+
+    def frames(self) -> Iterator[ImageFrame]:
+        if self._reader is None and self._recovered is None:
+            raise BagError("reader is not open: use `with ImageBagReader(...) as bag:`")
+        store = affect_typestore()
+        messages = self._raw_messages()
+        index = 0
+        while True:
+            try:
+                msgtype, log_time, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as exc:  # the storage failed part way: keep what was read
+                self.damage = (f"{type(exc).__name__}: {exc} (after {index} of {self.message_count} "
+                               f"messages on {self.topic})")
+                log.error("bag %s is damaged: %s", self.path, self.damage)
+                break
+            frame = self._decode(store, msgtype, index, int(log_time), raw)
+            index += 1
+            self.frames_read = index
+            yield frame
+
+    def _decode(self, store: Typestore, msgtype: str, index: int, log_time: int, raw: bytes) -> ImageFrame:
+        try:
+            msg = store.deserialize_cdr(raw, msgtype)
+        except Exception as exc:  # any malformed CDR; the deserializer raises many types
+            return ImageFrame(index, log_time, log_time, 0, "", None,
+                              f"message {index} (log time {log_time}) is not a valid {msgtype}: "
+                              f"{type(exc).__name__}: {exc}")
+        header_stamp = stamp_ns(msg.header.stamp)
+        frame = ImageFrame(index, log_time, header_stamp or log_time, header_stamp, msg.header.frame_id, None)
+        try:
+            if msgtype == IMAGE:
+                frame.image = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                                           msg.is_bigendian)
+            else:
+                frame.image = decode_compressed(msg.format, msg.data)
+        except CorruptImageError as exc:
+            frame.error = f"message {index} (stamp {frame.stamp_ns}): {exc}"
+        except UnsupportedEncodingError as exc:
+            raise UnsupportedEncodingError(
+                f"topic {self.topic!r} in bag {str(self.path)!r}, message {index}: {exc}") from None
+        return frame
+
+
+# ---------------------------------------------------------------------------------------
+# Writing bags
+# ---------------------------------------------------------------------------------------
+def _storage_plugin(storage: str) -> StoragePlugin:
+    try:
+        return STORAGES[storage]
+    except KeyError:
+        raise BagError(f"storage={storage!r}: choose from {list(STORAGES)}") from None
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise BagError(f"output bag {str(path)!r} exists already: choose another path or overwrite it")
+    if not (path / "metadata.yaml").is_file():
+        raise BagError(f"output {str(path)!r} exists and is not a ROS 2 bag directory: not overwriting it")
+    shutil.rmtree(path)
+
+
+class _BagWriter:
+    """One-topic bag writer (context manager) over ``rosbags.rosbag2.Writer``."""
+
+    def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.topic = topic
+        self.msgtype = msgtype
+        self.storage = storage
+        self.count = 0
+        self.store = affect_typestore()
+        plugin = _storage_plugin(storage)
+        _prepare_output(self.path, overwrite)
+        try:
+            self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            self._writer.open()
+        except WriterError as exc:
+            raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
+        # The type store makes the writer embed the full definition (with dependencies).
+        self._connection = self._writer.add_connection(topic, msgtype, typestore=self.store)
+
+    def write_message(self, msg: Any, log_time_ns: int) -> None:
+        self._writer.write(self._connection, int(log_time_ns), self.store.serialize_cdr(msg, self.msgtype))
+        self.count += 1
+
+    def write_raw(self, data: bytes, log_time_ns: int) -> None:
+        """Write already serialized CDR bytes (used to copy or to build test input)."""
+        self._writer.write(self._connection, int(log_time_ns), data)
+        self.count += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> _BagWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class AffectBagWriter(_BagWriter):
+    """Writes ``FaceAffectArray`` messages, one per processed frame."""
+
+    def __init__(self, path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC, storage: str = "mcap",
+                 overwrite: bool = False) -> None:
+        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite)
+
+    def write(self, result: FrameResult, frame: ImageFrame) -> None:
+        """The result of ``frame``: header stamp and frame_id copied from the image, written
+        at the image's log time so both bags replay in step."""
+        shape = frame.image.shape if frame.image is not None else None
+        msg = frame_result_to_msg(result, frame.header_stamp_ns, frame.frame_id, shape, self.store)
+        self.write_message(msg, frame.log_time_ns)
+
+
+class ImageBagWriter(_BagWriter):
+    """Writes camera frames as ``sensor_msgs/Image`` (``compression=None``, pixels in
+    ``encoding``) or ``sensor_msgs/CompressedImage`` (``compression='jpeg'`` or ``'png'``)."""
+
+    def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
+                 compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",
+                 jpeg_quality: int = 90, overwrite: bool = False) -> None:
+        if compression is not None and compression not in ("jpeg", "png"):
+            raise BagError(f"compression={compression!r}: choose jpeg, png or None (raw Image)")
+        self.compression = compression
+        self.encoding = encoding
+        self.frame_id = frame_id
+        self.jpeg_quality = jpeg_quality
+        super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite)
+
+    def write(self, image_bgr: np.ndarray, stamp_ns: int, log_time_ns: int | None = None) -> None:
+        header = make_header(stamp_ns, self.frame_id, self.store)
+        if self.compression is None:
+            height, width, step, data = encode_image(image_bgr, self.encoding)
+            msg = self.store.types[IMAGE](header=header, height=height, width=width, encoding=self.encoding,
+                                          is_bigendian=0, step=step, data=data)
+        else:
+            fmt, data = encode_compressed(image_bgr, self.compression, self.jpeg_quality)
+            msg = self.store.types[COMPRESSED_IMAGE](header=header, format=fmt, data=data)
+        self.write_message(msg, stamp_ns if log_time_ns is None else log_time_ns)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading affect bags back
+# ---------------------------------------------------------------------------------------
+@dataclass
+class AffectMessage:
+    log_time_ns: int
+    stamp_ns: int
+    msg: Any  # FaceAffectArray, as the bag's embedded definition describes it
+
+
+def read_affect_bag(path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC) -> list[AffectMessage]:
+    """Every ``FaceAffectArray`` of ``topic``, decoded with the definitions the bag embeds."""
+    reader = open_bag(path)
+    try:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            raise BagTopicError(f"topic {topic!r} is not in bag {str(path)!r} "
+                                f"(topics: {', '.join(map(str, list_topics(reader))) or 'none'})")
+        store = typestore_from_bag(reader, [topic])
+        out = []
+        for conn, log_time, raw in reader.messages(connections=conns):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            out.append(AffectMessage(int(log_time), stamp_ns(msg.header.stamp), msg))
+        return out
+    finally:
+        reader.close()

@@ -1,0 +1,169 @@
+"""Reading what is left of an MCAP recording that ends early.
+
+A recorder that is killed (power loss, OOM, SIGKILL) leaves an MCAP file without its
+summary and footer, often cut inside a record; readers that start from the footer refuse
+it. The records before the cut are intact, so this module walks the file from the start
+(schemas, channels, messages, chunks) and stops at the first record that is incomplete or
+invalid. Only used on request (``bag-eval --recover``): a damaged file is otherwise an
+error, so nobody evaluates half a recording without knowing it.
+
+MCAP layout (https://mcap.dev/spec): magic, then records ``opcode u8 | length u64 |
+content``; strings and byte arrays are ``u32`` length-prefixed; a chunk holds records
+itself, optionally compressed (lz4, zstd).
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAGIC = b"\x89MCAP0\r\n"
+OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+OP_DATA_END = 0x0F
+_MAX_RECORD = 1 << 34  # a length beyond 16 GiB is garbage, not a record
+
+
+class McapTruncation(Exception):
+    """Internal: the walk reached damage; the message says where and what."""
+
+
+@dataclass
+class RecoveredChannel:
+    id: int
+    topic: str
+    msgtype: str
+    message_encoding: str
+    count: int = 0
+
+
+@dataclass
+class RecoveredMcap:
+    """The readable part of an MCAP file: channels with message counts and where the
+    readable data ends. :meth:`messages` yields them in file order."""
+
+    path: Path
+    channels: dict[int, RecoveredChannel] = field(default_factory=dict)
+    schemas: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # id -> name, encoding, text
+    damage: str | None = None  # None: the file is complete
+    readable_bytes: int = 0
+
+    @classmethod
+    def scan(cls, path: str | Path) -> RecoveredMcap:
+        """Walk the file once to learn its channels and message counts."""
+        found = cls(Path(path))
+        for channel_id, _, _ in found._walk():
+            found.channels[channel_id].count += 1
+        return found
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[RecoveredChannel, int, bytes]]:
+        """``(channel, log time ns, CDR bytes)`` of the given topics, in file order, up to
+        the damage."""
+        wanted = {cid for cid, ch in self.channels.items() if ch.topic in topics}
+        for channel_id, log_time, data in self._walk():
+            if channel_id in wanted:
+                yield self.channels[channel_id], log_time, data
+
+    def _walk(self) -> Iterator[tuple[int, int, bytes]]:
+        self.readable_bytes = 0
+        with self.path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            magic = handle.read(len(MAGIC))
+            if magic != MAGIC:
+                raise ValueError(f"{self.path}: not an MCAP file (starts with {magic!r})")
+            pos = self.readable_bytes = len(MAGIC)
+            try:
+                while pos < size:
+                    op, content = _read_record(handle, pos, size)
+                    if op in (OP_FOOTER, OP_DATA_END):
+                        self.damage = None
+                        return
+                    if op == OP_CHUNK:
+                        yield from self._chunk(content, pos)
+                    else:
+                        yield from self._plain(op, content, pos)
+                    pos += 9 + len(content)
+                    self.readable_bytes = pos
+            except McapTruncation as exc:
+                self.damage = f"{exc}; {size - self.readable_bytes} bytes after offset {self.readable_bytes} unreadable"
+                return
+            self.damage = f"file ends at offset {pos} without a footer (recording cut short)"
+
+    def _plain(self, op: int, content: memoryview, offset: int) -> Iterator[tuple[int, int, bytes]]:
+        if op == OP_SCHEMA:
+            (sid,) = struct.unpack_from("<H", content)
+            name, p = _string(content, 2, offset)
+            encoding, p = _string(content, p, offset)
+            text, _ = _string(content, p, offset)
+            self.schemas[sid] = (name, encoding, text)
+        elif op == OP_CHANNEL:
+            cid, sid = struct.unpack_from("<HH", content)
+            topic, p = _string(content, 4, offset)
+            encoding, _ = _string(content, p, offset)
+            if cid not in self.channels:
+                msgtype = self.schemas.get(sid, ("", "", ""))[0]
+                self.channels[cid] = RecoveredChannel(cid, topic, msgtype, encoding)
+        elif op == OP_MESSAGE:
+            if len(content) < 22:
+                raise McapTruncation(f"message record at offset {offset} is {len(content)} bytes, shorter than its header")
+            cid, _seq, log_time, _pub = struct.unpack_from("<HIQQ", content)
+            if cid not in self.channels:
+                raise McapTruncation(f"message at offset {offset} names unknown channel {cid}")
+            yield cid, log_time, bytes(content[22:])
+
+    def _chunk(self, content: memoryview, offset: int) -> Iterator[tuple[int, int, bytes]]:
+        if len(content) < 40:
+            raise McapTruncation(f"chunk record at offset {offset} is too short")
+        _start, _end, size, crc = struct.unpack_from("<QQQI", content)
+        compression, p = _string(content, 28, offset)
+        (length,) = struct.unpack_from("<Q", content, p)
+        records = content[p + 8:p + 8 + length]
+        if len(records) != length:
+            raise McapTruncation(f"chunk at offset {offset} holds {len(records)} of {length} bytes")
+        try:
+            from rosbags.rosbag2.storage_mcap import decompress
+
+            raw = decompress(bytes(records), compression, size, crc)
+        except Exception as exc:  # unknown codec, size or checksum mismatch
+            raise McapTruncation(f"chunk at offset {offset} is damaged: {exc}") from None
+        view = memoryview(raw)
+        pos = 0
+        while pos < len(view):
+            op, inner, end = _record(view, pos, len(view), f"chunk at offset {offset}")
+            yield from self._plain(op, inner, offset)
+            pos = end
+
+
+def _read_record(handle, pos: int, size: int) -> tuple[int, memoryview]:
+    header = handle.read(9)
+    if len(header) < 9:
+        raise McapTruncation(f"record header at offset {pos} cut off")
+    op = header[0]
+    (length,) = struct.unpack_from("<Q", header, 1)
+    if length > min(_MAX_RECORD, size - pos - 9):
+        raise McapTruncation(f"record (opcode 0x{op:02x}) at offset {pos} needs {length} bytes, "
+                             f"{size - pos - 9} left")
+    return op, memoryview(handle.read(length))
+
+
+def _record(data: bytes | memoryview, pos: int, limit: int, where: str) -> tuple[int, memoryview, int]:
+    if pos + 9 > limit:
+        raise McapTruncation(f"{where}: record header at offset {pos} cut off")
+    op = data[pos]
+    (length,) = struct.unpack_from("<Q", data, pos + 1)
+    end = pos + 9 + length
+    if length > _MAX_RECORD or end > limit:
+        raise McapTruncation(f"{where}: record (opcode 0x{op:02x}) at offset {pos} needs {length} bytes, "
+                             f"{limit - pos - 9} left")
+    return op, memoryview(data)[pos + 9:end], end
+
+
+def _string(content: memoryview, pos: int, offset: int) -> tuple[str, int]:
+    if pos + 4 > len(content):
+        raise McapTruncation(f"record at offset {offset}: string length cut off")
+    (length,) = struct.unpack_from("<I", content, pos)
+    end = pos + 4 + length
+    if end > len(content):
+        raise McapTruncation(f"record at offset {offset}: string of {length} bytes cut off")
+    return bytes(content[pos + 4:end]).decode("utf-8", errors="replace"), end

@@ -1,0 +1,95 @@
+"""Official ABAW metrics of a bag's predictions, with the functions training uses
+(:mod:`abaw_ros.metrics`), and the JSON report of a ``bag-eval`` run.
+
+Frames without a prediction for the followed face are, by ``missing`` policy, left out
+(``exclude``, the default; coverage is reported) or scored as a neutral prediction
+(``neutral``: valence/arousal 0, probabilities and intensities 0), which is how the
+challenge counts a frame the system did not answer.
+
+A bag is one video, so EMI (officially one Pearson r across videos) is scored here
+across the frames of the bag, and said so in the report.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abaw_ros import metrics
+from abaw_ros.offline.annotations import AlignedLabels
+from abaw_ros.offline.track import PredictionTrack
+
+MISSING_POLICIES: tuple[str, ...] = ("exclude", "neutral")
+NEUTRAL_OUTPUT = 0.0
+
+
+def compute_metrics(track: PredictionTrack, labels: AlignedLabels, missing: str = "exclude") -> dict[str, Any]:
+    """Per labelled task: frame counts, coverage and the official scores. Also the scores
+    of the node's own on/off decisions (``au_active`` with the model's per-AU thresholds,
+    ``hesitant``), next to the official threshold 0.5."""
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing={missing!r}: choose from {list(MISSING_POLICIES)}")
+    if len(track) != len(labels.matched):
+        raise ValueError(f"{len(track)} predicted frames but {len(labels.matched)} aligned label rows")
+    out: dict[str, Any] = {}
+    for task in labels.tasks:
+        valid = labels.valid[task]
+        true = labels.values[task]
+        pred = track.output(task)
+        estimated = track.estimated(task)
+        if missing == "exclude":
+            use = valid & estimated
+        else:
+            use = valid
+            pred = np.where(estimated[:, None], pred, NEUTRAL_OUTPUT).astype(np.float32)
+        entry: dict[str, Any] = {
+            "frames_labelled": int(valid.sum()),
+            "frames_predicted": int((valid & estimated).sum()),
+            "frames_scored": int(use.sum()),
+            "coverage": float((valid & estimated).sum() / valid.sum()) if valid.any() else 0.0,
+        }
+        if not use.any():
+            entry["error"] = ("no frame has both a valid label and a prediction"
+                              if valid.any() else "no valid label among the processed frames")
+            out[task] = entry
+            continue
+        if task == "emi":
+            scores = metrics.emi_metrics(pred[use], true[use])
+            entry["note"] = "Pearson r across the frames of the bag (one video)"
+        else:
+            scores = metrics.task_metrics(task, pred[use], true[use])
+        if task == "au":
+            flags = track.au_active[use].astype(np.float64)
+            scores["au_f1_mean_node_thresholds"] = metrics.au_metrics(flags, true[use])["au_f1_mean"]
+        if task == "ah":
+            flags = track.hesitant[use].astype(np.float64)
+            scores["ah_f1_macro_node_threshold"] = metrics.ah_metrics(flags, true[use])["ah_f1_macro"]
+        entry["primary"] = metrics.PRIMARY_METRIC[task]
+        entry["scores"] = scores
+        out[task] = entry
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> Path:
+    """Write ``report`` as indented JSON (NaN as null, paths as strings)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,140 @@
+"""The predictions of one subject over a stream, frame by frame.
+
+The node publishes every tracked face; annotations describe one person. A
+:class:`PredictionTrack` keeps, for each processed frame, the outputs of one chosen face
+(``largest`` box by default, or a fixed tracker id), with NaN where no face was chosen.
+It is built the same way from pipeline results and from ``FaceAffectArray`` messages
+read back from a bag, so metrics can be recomputed from the bag alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from abaw_ros.tasks import AU_NAMES, TASK_ORDER, TASKS
+
+FACE_LARGEST = "largest"
+FACE_MOST_CONFIDENT = "most-confident"
+
+
+def face_values_from_msg(face: Any) -> dict[str, Any]:
+    """A ``FaceAffect`` message (any message class with its fields) -> the plain values
+    :func:`abaw_ros.offline.face_values.face_affect_values` gives for a pipeline face."""
+    return {
+        "face_id": face.face_id,
+        "roi": (int(face.roi.x_offset), int(face.roi.y_offset), int(face.roi.width), int(face.roi.height)),
+        "detection_confidence": float(face.detection_confidence),
+        "window_length": int(face.window_length),
+        "frames_observed": int(face.frames_observed),
+        "valence": float(face.valence),
+        "arousal": float(face.arousal),
+        "au_probability": np.asarray(face.au_probability, dtype=np.float32),
+        "au_active": np.asarray(face.au_active, dtype=bool),
+        "mimicry_intensity": np.asarray(face.mimicry_intensity, dtype=np.float32),
+        "hesitancy_probability": float(face.hesitancy_probability),
+        "hesitant": bool(face.hesitant),
+    }
+
+
+def choose_face(faces: Sequence[dict[str, Any]], policy: str = FACE_LARGEST) -> dict[str, Any] | None:
+    """The face a track follows: the largest box (ties: most confident, then the older
+    id), the most confident one, or the face whose tracker id is ``policy``."""
+    if not faces:
+        return None
+    if policy == FACE_LARGEST:
+        return min(faces, key=lambda f: (-_area(f), -f["detection_confidence"], _id_key(f["face_id"])))
+    if policy == FACE_MOST_CONFIDENT:
+        return min(faces, key=lambda f: (-f["detection_confidence"], -_area(f), _id_key(f["face_id"])))
+    return next((f for f in faces if f["face_id"] == policy), None)
+
+
+def _area(face: dict[str, Any]) -> int:
+    return int(face["roi"][2]) * int(face["roi"][3])
+
+
+def _id_key(face_id: str) -> tuple[int, int, str]:
+    return (0, int(face_id), "") if face_id.isdigit() else (1, 0, face_id)
+
+
+@dataclass
+class PredictionTrack:
+    """Per processed frame: topic index, stamp, faces seen, and the chosen face's outputs
+    (``outputs[task]`` ``(M, size)`` float32, NaN without a face)."""
+
+    face_policy: str = FACE_LARGEST
+    indices: list[int] = field(default_factory=list)
+    stamps_ns: list[int] = field(default_factory=list)
+    n_faces: list[int] = field(default_factory=list)
+    face_ids: list[str] = field(default_factory=list)
+    rows: dict[str, list[np.ndarray]] = field(default_factory=lambda: {t: [] for t in TASK_ORDER})
+    au_active_rows: list[np.ndarray] = field(default_factory=list)
+    hesitant_rows: list[bool] = field(default_factory=list)
+
+    def add(self, index: int, stamp_ns: int, faces: Sequence[dict[str, Any]]) -> None:
+        face = choose_face(faces, self.face_policy)
+        self.indices.append(int(index))
+        self.stamps_ns.append(int(stamp_ns))
+        self.n_faces.append(len(faces))
+        self.face_ids.append("" if face is None else face["face_id"])
+        if face is None:
+            for task in TASK_ORDER:
+                self.rows[task].append(np.full(TASKS[task].size, np.nan, dtype=np.float32))
+            self.au_active_rows.append(np.zeros(len(AU_NAMES), dtype=bool))
+            self.hesitant_rows.append(False)
+            return
+        self.rows["va"].append(np.array([face["valence"], face["arousal"]], dtype=np.float32))
+        self.rows["au"].append(np.asarray(face["au_probability"], dtype=np.float32).reshape(-1))
+        self.rows["emi"].append(np.asarray(face["mimicry_intensity"], dtype=np.float32).reshape(-1))
+        self.rows["ah"].append(np.array([face["hesitancy_probability"]], dtype=np.float32))
+        self.au_active_rows.append(np.asarray(face["au_active"], dtype=bool).reshape(-1))
+        self.hesitant_rows.append(bool(face["hesitant"]))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    # -- arrays ---------------------------------------------------------------------------
+    def output(self, task: str) -> np.ndarray:
+        rows = self.rows[task]
+        if not rows:
+            return np.zeros((0, TASKS[task].size), dtype=np.float32)
+        return np.stack(rows).astype(np.float32)
+
+    @property
+    def index_array(self) -> np.ndarray:
+        return np.asarray(self.indices, dtype=np.int64)
+
+    @property
+    def stamp_array(self) -> np.ndarray:
+        return np.asarray(self.stamps_ns, dtype=np.int64)
+
+    @property
+    def au_active(self) -> np.ndarray:
+        if not self.au_active_rows:
+            return np.zeros((0, len(AU_NAMES)), dtype=bool)
+        return np.stack(self.au_active_rows)
+
+    @property
+    def hesitant(self) -> np.ndarray:
+        return np.asarray(self.hesitant_rows, dtype=bool)
+
+    @property
+    def has_face(self) -> np.ndarray:
+        return np.asarray([bool(f) for f in self.face_ids], dtype=bool)
+
+    def estimated(self, task: str) -> np.ndarray:
+        """Frames where the chosen face has finite outputs for ``task`` (a model without
+        the task publishes NaN)."""
+        out = self.output(task)
+        return np.all(np.isfinite(out), axis=1) if len(out) else np.zeros(0, dtype=bool)
+
+    @classmethod
+    def from_messages(cls, messages: Iterable[tuple[int, int, Any]], face_policy: str = FACE_LARGEST,
+                      ) -> PredictionTrack:
+        """From ``(frame index, stamp ns, FaceAffectArray)`` triples."""
+        track = cls(face_policy)
+        for index, stamp, msg in messages:
+            track.add(index, stamp, [face_values_from_msg(f) for f in msg.faces])
+        return track

@@ -1,0 +1,116 @@
+"""A video file -> a ROS 2 bag of camera frames (``abaw-affect video-to-bag``).
+
+Each decoded video frame becomes one ``sensor_msgs/Image`` (or ``CompressedImage``)
+stamped at the video's own rate: frame ``i`` gets ``start + round(i * 1e9 / fps)`` ns, as
+header stamp and as log time. Given annotations keyed by frame index (Aff-Wild2-style
+files), a CSV keyed by those stamps is written next to the bag, so ``bag-eval`` can
+score the bag whatever frames it later skips.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from abaw_ros.offline.annotations import FrameLabels, write_stamp_csv
+from abaw_ros.offline.bag_io import DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoToBagResult:
+    video: Path
+    bag: Path
+    topic: str
+    storage: str
+    msgtype: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    stamps_ns: np.ndarray
+    labels_csv: Path | None = None
+
+    def summary(self) -> str:
+        text = (f"{self.frames} frames ({self.width}x{self.height} at {self.fps:g} fps) of {self.video} -> "
+                f"{self.bag} [{self.storage}] on {self.topic} ({self.msgtype})")
+        if self.labels_csv:
+            text += f"\nlabels keyed by stamp: {self.labels_csv}"
+        return text
+
+
+def video_to_bag(
+    video: str | Path,
+    bag: str | Path,
+    topic: str = DEFAULT_IMAGE_TOPIC,
+    storage: str = "mcap",
+    compression: str | None = None,
+    encoding: str = "bgr8",
+    frame_id: str = "camera",
+    fps: float | None = None,
+    start_ns: int | None = None,
+    max_frames: int | None = None,
+    labels: FrameLabels | None = None,
+    labels_csv: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> VideoToBagResult:
+    """Write every frame of ``video`` (up to ``max_frames``) to a new bag.
+
+    ``fps`` overrides the rate the file reports (needed when it reports none).
+    ``start_ns`` is the first stamp (default: the video file's modification time, whole
+    seconds, so the same file always gives the same bag). ``labels`` (keyed by frame
+    index) are written as a stamp-keyed CSV to ``labels_csv`` (default ``<bag>_labels.csv``).
+    """
+    video, bag = Path(video), Path(bag)
+    if not video.is_file():
+        raise FileNotFoundError(f"video {str(video)!r} does not exist")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames={max_frames}: must be >= 1")
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise BagError(f"OpenCV cannot open video {str(video)!r} (unknown container or codec)")
+    try:
+        rate = float(fps) if fps is not None else float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not math.isfinite(rate) or rate <= 0:
+            raise BagError(f"video {str(video)!r} reports frame rate {rate!r}: give the rate explicitly (fps)")
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if max_frames is not None:
+            total = min(total, max_frames) if total > 0 else max_frames
+        start = int(video.stat().st_mtime) * 1_000_000_000 if start_ns is None else int(start_ns)
+        stamps: list[int] = []
+        width = height = 0
+        from tqdm import tqdm
+
+        with ImageBagWriter(bag, topic, storage, compression=compression, encoding=encoding,
+                            frame_id=frame_id, overwrite=overwrite) as writer, \
+                tqdm(total=total or None, unit="frame", desc=video.name, disable=not progress) as bar:
+            while max_frames is None or len(stamps) < max_frames:
+                ok, image = capture.read()
+                if not ok or image is None:
+                    break
+                if image.ndim == 2:
+                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+                height, width = image.shape[:2]
+                stamp = start + round(len(stamps) * 1e9 / rate)
+                writer.write(image, stamp)
+                stamps.append(stamp)
+                bar.update(1)
+            msgtype = writer.msgtype
+    finally:
+        capture.release()
+    if not stamps:
+        raise BagError(f"no frame could be decoded from video {str(video)!r}")
+    if total and len(stamps) < total:
+        log.warning("%s: the container announces %d frames, %d could be decoded", video, total, len(stamps))
+    result = VideoToBagResult(video, bag, topic, storage, msgtype, len(stamps), rate, width, height,
+                              np.asarray(stamps, dtype=np.int64))
+    if labels is not None:
+        csv_path = Path(labels_csv) if labels_csv is not None else bag.with_name(bag.name + "_labels.csv")
+        result.labels_csv = write_stamp_csv(csv_path, result.stamps_ns, labels)
+    return result

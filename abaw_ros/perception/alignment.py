@@ -1,0 +1,63 @@
+"""Five-point similarity alignment to face crops like Aff-Wild2's ``cropped_aligned`` ones.
+
+The training crops are 112x112 faces aligned by their landmarks; at inference every face
+is warped the same way (eyes, nose and mouth corners onto a fixed template by the
+least-squares similarity transform of Umeyama 1991) and only then resized to the network's
+input size by ``runtime.preprocess_crops``, so inference sees what training saw.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+REFERENCE_SIZE = 112
+# Five-point template of 112x112 aligned faces (the ArcFace / InsightFace convention):
+# left eye, right eye, nose, left and right mouth corners, image left first.
+TEMPLATE_112 = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+])
+
+
+def template(size: int = REFERENCE_SIZE) -> np.ndarray:
+    """The landmark template for a ``size`` x ``size`` crop."""
+    return TEMPLATE_112 * (size / REFERENCE_SIZE)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + translation mapping ``src`` points onto
+    ``dst`` points (both ``(N, 2)``), as a 2x3 matrix for ``cv2.warpAffine``."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"points of shapes {src.shape} and {dst.shape}: need two equal (N>=2, 2) sets")
+    mean_s, mean_d = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - mean_s, dst - mean_d
+    var_s = (src_c**2).sum() / len(src)
+    if var_s < 1e-12:
+        raise ValueError("source points coincide: no similarity transform exists")
+    u, sigma, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ d @ vt
+    scale = float(np.trace(np.diag(sigma) @ d) / var_s)
+    translation = mean_d - scale * rotation @ mean_s
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = REFERENCE_SIZE) -> np.ndarray:
+    """The ``size`` x ``size`` aligned crop of the face with these five landmarks (image
+    pixels, LANDMARK_NAMES order); same channel order as ``image``, black outside it."""
+    matrix = similarity_transform(landmarks, template(size))
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def align_faces_rgb(image_bgr: np.ndarray, landmarks: Sequence[np.ndarray],
+                    size: int = REFERENCE_SIZE) -> list[np.ndarray]:
+    """Aligned RGB crops (the runtime's input format) of every face of a BGR frame."""
+    return [cv2.cvtColor(align_face(image_bgr, lm, size), cv2.COLOR_BGR2RGB) for lm in landmarks]

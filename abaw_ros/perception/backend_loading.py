@@ -1,0 +1,71 @@
+"""Loading the inference backend the config names, and checking it fits the config."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from abaw_ros.config import ConfigError, PipelineConfig
+from abaw_ros.runtime import InferenceBackend
+
+LOG = logging.getLogger(__name__)
+UNTRAINED_WARNING = (
+    "model_file_path is empty: running an UNTRAINED network built on the fly. Its affect "
+    "values are placeholders, not estimates. Set model_file_path to a trained checkpoint "
+    "(.pt) or an exported model bundle directory."
+)
+_UNTRAINED_SEED = 0
+
+
+def untrained_checkpoint(window_length: int, cache_dir: Path | None = None) -> Path:
+    """A checkpoint of a randomly initialised network (fixed seed) for this window length,
+    written once under the cache and reused (needs torch and timm)."""
+    from abaw_ros.runtime import default_cache_dir
+
+    path = (cache_dir or default_cache_dir()) / "untrained" / f"affect_net_T{window_length}.pt"
+    if path.is_file():
+        return path
+    import torch
+
+    from abaw_ros.models import create_affect_net, save_checkpoint
+
+    torch.manual_seed(_UNTRAINED_SEED)
+    model = create_affect_net(window_length=window_length).eval()
+    save_checkpoint(path, model, trained=False)
+    return path
+
+
+def engine_cache_dir(config: PipelineConfig) -> Path | None:
+    """``engine_file_path`` names where compiled engines live: a directory, or a file whose
+    directory is used (engine files are named by their cache key)."""
+    if not config.engine_file_path:
+        return None
+    path = Path(config.engine_file_path).expanduser()
+    return path.parent if path.suffix else path
+
+
+def load_pipeline_backend(config: PipelineConfig) -> InferenceBackend:
+    """The backend for ``config`` (an untrained network when ``model_file_path`` is
+    empty); raises ConfigError when the model's window length differs from the config's."""
+    from abaw_ros.runtime import load_backend
+
+    if config.model_file_path:
+        model_path = Path(config.model_file_path).expanduser()
+    else:
+        LOG.warning(UNTRAINED_WARNING)
+        model_path = untrained_checkpoint(config.window_length)
+    backend = load_backend(model_path, backend=config.backend, precision=config.precision,
+                           engine_cache_dir=engine_cache_dir(config),
+                           force_engine_update=config.force_engine_update,
+                           num_threads=config.num_threads)
+    check_backend_fits(config, backend)
+    if config.warmup:
+        backend.warmup()
+    return backend
+
+
+def check_backend_fits(config: PipelineConfig, backend: InferenceBackend) -> None:
+    model_t = backend.metadata.window_length
+    if model_t != config.window_length:
+        raise ConfigError(f"window_length={config.window_length}: the model "
+                          f"{config.model_file_path or '(untrained)'} was built for window_length={model_t}; "
+                          f"set window_length: {model_t}")

@@ -1,0 +1,165 @@
+"""The ROS-free perception pipeline: one camera frame in, per-face affect out.
+
+The node, ``bag-eval``, the demo and the benchmarks all call :meth:`PerceptionPipeline.process`,
+so what is measured offline is what runs on the robot. Per frame:
+
+1. detect faces (every ``detection_interval`` frames);
+2. track them (stable ids; between detections tracks keep their last box);
+3. align and crop every visible face (5-point similarity, ``crop_size`` square);
+4. encode all crops in one batched encoder call;
+5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
+6. run the temporal head over all faces' windows in one batched call;
+7. split the activated outputs per task and apply the model's decision thresholds.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from abaw_ros.config import PipelineConfig
+from abaw_ros.perception.alignment import align_faces_rgb
+from abaw_ros.perception.detection import FaceDetector, create_detector
+from abaw_ros.perception.image import as_bgr_image
+from abaw_ros.perception.ring_buffer import FaceBuffers
+from abaw_ros.perception.tracking import FaceTracker, Track
+from abaw_ros.runtime import InferenceBackend, preprocess_crops
+from abaw_ros.tasks import AU_NAMES, split_outputs
+
+STAGES: tuple[str, ...] = ("detect", "track", "align", "encode", "temporal", "total")
+# Most faces per backend call: the runtime's default TensorRT profiles take up to 8 windows
+# per temporal-head call; more faces are split into several calls.
+MAX_BATCH = 8
+
+
+@dataclass
+class FaceResult:
+    """One tracked face, estimated from the window ending at this frame."""
+
+    face_id: str
+    box: tuple[int, int, int, int]  # x, y, w, h in pixels, inside the image
+    confidence: float  # detector confidence of the track's latest detection
+    window_length: int  # T
+    frames_observed: int  # real frames in the window (< T while warming up)
+    outputs: dict[str, np.ndarray]  # task -> activated values (VA in [-1, 1], others [0, 1])
+    au_active: np.ndarray  # (12,) bool: AU probability >= that AU's threshold
+    hesitant: bool  # hesitancy probability >= the model's threshold
+    landmarks: np.ndarray | None = None  # (5, 2) image pixels, for drawing
+
+
+@dataclass
+class FrameResult:
+    stamp_ns: int
+    faces: list[FaceResult]
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage (STAGES)
+
+
+def _clipped_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    x1 = int(np.clip(round(float(box[0])), 0, width))
+    y1 = int(np.clip(round(float(box[1])), 0, height))
+    x2 = int(np.clip(round(float(box[2])), x1, width))
+    y2 = int(np.clip(round(float(box[3])), y1, height))
+    return x1, y1, x2 - x1, y2 - y1
+
+
+class PerceptionPipeline:
+    """Detection, tracking, alignment, batched encoding, per-face windows, temporal head.
+
+    ``backend`` is an :class:`abaw_ros.runtime.InferenceBackend`; when None it is loaded
+    from ``config.model_file_path`` (an untrained network when that is empty).
+    ``detector`` replaces the one ``config.detector`` names.
+    """
+
+    def __init__(self, config: PipelineConfig, backend: InferenceBackend | None = None,
+                 detector: FaceDetector | None = None) -> None:
+        config.validate(check_files=backend is None)
+        self.config = config
+        if backend is None:
+            from abaw_ros.perception.backend_loading import load_pipeline_backend
+
+            backend = load_pipeline_backend(config)
+        else:
+            from abaw_ros.perception.backend_loading import check_backend_fits
+
+            check_backend_fits(config, backend)
+        self.backend = backend
+        self.metadata = backend.metadata
+        self.detector = detector if detector is not None else create_detector(config)
+        self.tracker = FaceTracker.from_config(config)
+        self.buffers = FaceBuffers(self.metadata.feature_shapes, self.metadata.window_length)
+        self.frame_index = 0
+        self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
+
+    def reset(self) -> None:
+        """Forget all faces (e.g. after a jump in a recording)."""
+        self.tracker.reset()
+        self.buffers.keep_only(())
+        self.frame_index = 0
+
+    def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
+        """Run every stage on one frame; raises ValueError for an invalid image."""
+        start = time.perf_counter()
+        timings = dict.fromkeys(STAGES, 0.0)
+        image = as_bgr_image(image_bgr)
+        height, width = image.shape[:2]
+
+        detections = None
+        if self.frame_index % self.config.detection_interval == 0:
+            t = time.perf_counter()
+            detections = self.detector.detect(image)
+            timings["detect"] = _ms(t)
+        self.frame_index += 1
+
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections)
+        self.buffers.keep_only(track.face_id for track in self.tracker.tracks)
+        timings["track"] = _ms(t)
+
+        faces: list[FaceResult] = []
+        if tracks:
+            t = time.perf_counter()
+            crops = align_faces_rgb(image, [track.landmarks for track in tracks], self.config.crop_size)
+            batch = preprocess_crops(crops, self.metadata)
+            timings["align"] = _ms(t)
+
+            ids = [track.face_id for track in tracks]
+            rows = []
+            for first in range(0, len(ids), MAX_BATCH):
+                chunk = slice(first, first + MAX_BATCH)
+                t = time.perf_counter()
+                features = self.backend.encode(batch[chunk])
+                timings["encode"] += _ms(t)
+
+                t = time.perf_counter()
+                self.buffers.push_batch(ids[chunk], features)
+                out = np.asarray(self.backend.temporal(self.buffers.windows(ids[chunk])))
+                rows.append(out[:, -1] if out.ndim == 3 else out)  # per-frame mode: newest frame
+                timings["temporal"] += _ms(t)
+            outputs = np.concatenate(rows)
+            faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
+        timings["total"] = _ms(start)
+        return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+
+    def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
+        outputs = {task: np.asarray(values, dtype=np.float32).copy()
+                   for task, values in split_outputs(row, self.metadata.tasks).items()}
+        au = outputs.get("au")
+        au_active = au >= self._au_thresholds if au is not None else np.zeros(len(AU_NAMES), dtype=bool)
+        ah = outputs.get("ah")
+        hesitant = bool(ah is not None and ah[0] >= self.metadata.ah_threshold)
+        return FaceResult(
+            face_id=track.face_id,
+            box=_clipped_box(track.box, width, height),
+            confidence=float(track.score),
+            window_length=self.metadata.window_length,
+            frames_observed=self.buffers.frames_observed(track.face_id),
+            outputs=outputs,
+            au_active=au_active,
+            hesitant=hesitant,
+            landmarks=track.landmarks.copy(),
+        )
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1e3

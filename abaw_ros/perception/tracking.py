@@ -1,0 +1,164 @@
+"""Face tracking by detection: stable string ids across frames.
+
+Each detector run is matched to the live tracks by box overlap (IoU) and centre distance
+(Hungarian assignment). A new face is published only after ``min_hits`` detections in a
+row (birth hysteresis) and a track survives ``max_misses`` detector runs without a match
+before it is dropped (death hysteresis), so a face that the detector misses for a frame
+keeps its id and its temporal buffer. Between detector runs (``update(None)``) tracks keep
+their last box.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from abaw_ros.config import PipelineConfig
+from abaw_ros.perception.boxes import iou_matrix
+from abaw_ros.perception.detection import FaceDetection
+
+_FORBIDDEN = 1e6
+
+
+@dataclass
+class Track:
+    """One tracked face; box and landmarks are those of its latest matched detection."""
+
+    face_id: str
+    box: np.ndarray  # (4,) x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # (5, 2)
+    hits: int = 1  # consecutive detector runs with a match
+    misses: int = 0  # consecutive detector runs without a match
+    confirmed: bool = False
+
+    @property
+    def visible(self) -> bool:
+        """Published: born and matched by the latest detector run."""
+        return self.confirmed and self.misses == 0
+
+    def update(self, detection: FaceDetection, min_hits: int) -> None:
+        self.box = detection.box.astype(np.float64)
+        self.score = detection.score
+        self.landmarks = detection.landmarks.astype(np.float64)
+        self.hits += 1
+        self.misses = 0
+        self.confirmed = self.confirmed or self.hits >= min_hits
+
+
+def select_faces(detections: Sequence[FaceDetection], min_face_size: float,
+                 max_faces: int) -> list[FaceDetection]:
+    """Drop faces smaller than ``min_face_size`` (shorter side) and keep the ``max_faces``
+    largest, most confident ones (ranked by area x score)."""
+    large = [d for d in detections if min(d.width, d.height) >= min_face_size]
+    large.sort(key=lambda d: d.width * d.height * d.score, reverse=True)
+    return large[:max_faces]
+
+
+@functools.cache
+def _hungarian() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """scipy's Hungarian solver, or None where scipy is not installed (it is optional in
+    the core install); imported once, at tracker construction, not on a frame."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        return None
+    return linear_sum_assignment
+
+
+def _assign(cost: np.ndarray, hungarian: bool = True) -> list[tuple[int, int]]:
+    """Minimum-cost one-to-one pairs (row, col) among the allowed costs: Hungarian when
+    scipy is there, else greedy on sorted costs (the same for the few faces of a frame
+    unless two candidate pairings tie closely)."""
+    if cost.size == 0:
+        return []
+    solver = _hungarian() if hungarian else None
+    if solver is not None:
+        rows, cols = solver(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _FORBIDDEN]
+    pairs: list[tuple[int, int]] = []
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        r, c = divmod(int(flat), cost.shape[1])
+        if r not in used_rows and c not in used_cols and cost[r, c] < _FORBIDDEN:
+            pairs.append((r, c))
+            used_rows.add(r)
+            used_cols.add(c)
+    return pairs
+
+
+class FaceTracker:
+    """Assigns stable ids to detected faces (``face_1``, ``face_2``, ...)."""
+
+    def __init__(self, iou_threshold: float = 0.3, distance_threshold: float = 0.5, min_hits: int = 2,
+                 max_misses: int = 5, max_faces: int = 4, min_face_size: float = 40) -> None:
+        self.iou_threshold = float(iou_threshold)
+        self.distance_threshold = float(distance_threshold)
+        self.min_hits = int(min_hits)
+        self.max_misses = int(max_misses)
+        self.max_faces = int(max_faces)
+        self.min_face_size = float(min_face_size)
+        self.tracks: list[Track] = []
+        self._ids = itertools.count(1)
+        _hungarian()
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> FaceTracker:
+        return cls(iou_threshold=config.track_iou_threshold,
+                   distance_threshold=config.track_distance_threshold,
+                   min_hits=config.track_min_hits, max_misses=config.track_max_misses,
+                   max_faces=config.max_faces, min_face_size=config.min_face_size)
+
+    @property
+    def visible(self) -> list[Track]:
+        return [t for t in self.tracks if t.visible]
+
+    def reset(self) -> None:
+        self.tracks.clear()
+
+    def update(self, detections: Sequence[FaceDetection] | None) -> list[Track]:
+        """Advance one frame. ``detections`` is None on frames without a detector run.
+        Returns the visible tracks, oldest first."""
+        if detections is None:
+            return self.visible
+        faces = select_faces(detections, self.min_face_size, self.max_faces)
+        pairs = _assign(self._cost(faces))
+        matched_tracks = {r for r, _ in pairs}
+        matched_faces = {c for _, c in pairs}
+        for r, c in pairs:
+            self.tracks[r].update(faces[c], self.min_hits)
+        survivors = []
+        for i, track in enumerate(self.tracks):
+            if i not in matched_tracks:
+                track.misses += 1
+                track.hits = 0
+                # A face not yet born dies on its first miss; a born one after max_misses.
+                if not track.confirmed or track.misses > self.max_misses:
+                    continue
+            survivors.append(track)
+        for c, face in enumerate(faces):
+            if c not in matched_faces:
+                survivors.append(Track(face_id=f"face_{next(self._ids)}", box=face.box.astype(np.float64),
+                                       score=face.score, landmarks=face.landmarks.astype(np.float64),
+                                       confirmed=self.min_hits <= 1))
+        self.tracks = survivors
+        return self.visible
+
+    def _cost(self, faces: Sequence[FaceDetection]) -> np.ndarray:
+        """(tracks x faces) association cost: (1 - IoU) + centre distance / track size;
+        pairs that pass neither gate are forbidden."""
+        if not self.tracks or not faces:
+            return np.zeros((len(self.tracks), len(faces)))
+        track_boxes = np.stack([t.box for t in self.tracks])
+        face_boxes = np.stack([f.box for f in faces])
+        iou = iou_matrix(track_boxes, face_boxes)
+        centres_t = (track_boxes[:, :2] + track_boxes[:, 2:]) / 2
+        centres_f = (face_boxes[:, :2] + face_boxes[:, 2:]) / 2
+        size_t = np.sqrt(np.prod(np.clip(track_boxes[:, 2:] - track_boxes[:, :2], 1e-6, None), axis=1))
+        distance = np.linalg.norm(centres_t[:, None] - centres_f[None], axis=2) / size_t[:, None]
+        allowed = ((iou > 0) & (iou >= self.iou_threshold)) | (distance <= self.distance_threshold)
+        return np.where(allowed, (1.0 - iou) + distance, _FORBIDDEN)

@@ -1,0 +1,126 @@
+"""Model files a backend can load: an exported bundle directory or a checkpoint.
+
+A bundle is what ``export_onnx`` writes: ``encoder.onnx``, ``temporal_head.onnx`` and
+optionally ``window.onnx``, each carrying the metadata JSON. A checkpoint (``.pt``) runs
+directly in PyTorch; the ONNX-based backends export it once into the cache first.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import ModelMetadata
+from .engine_cache import default_cache_dir, file_sha256
+
+LOG = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.onnx"
+TEMPORAL_HEAD_FILE = "temporal_head.onnx"
+WINDOW_FILE = "window.onnx"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    directory: Path
+    metadata: ModelMetadata
+
+    @property
+    def encoder(self) -> Path:
+        return self.directory / ENCODER_FILE
+
+    @property
+    def temporal_head(self) -> Path:
+        return self.directory / TEMPORAL_HEAD_FILE
+
+    @property
+    def window(self) -> Path | None:
+        path = self.directory / WINDOW_FILE
+        return path if path.is_file() else None
+
+    @classmethod
+    def open(cls, directory: str | Path) -> ModelBundle:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"model bundle directory not found: {directory}")
+        missing = [n for n in (ENCODER_FILE, TEMPORAL_HEAD_FILE) if not (directory / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"model bundle {directory} lacks {missing}; a bundle holds {ENCODER_FILE} and "
+                f"{TEMPORAL_HEAD_FILE} as written by `abaw-affect export`"
+            )
+        return cls(directory, ModelMetadata.from_onnx(directory / ENCODER_FILE))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved ``model_path``: exactly one of ``checkpoint`` / ``bundle_dir`` is set."""
+
+    path: Path
+    checkpoint: Path | None = None
+    bundle_dir: Path | None = None
+
+
+def resolve_model_path(model_path: str | Path) -> ModelSource:
+    """Classify ``model_path``: a checkpoint file, a bundle directory, or one ONNX file of
+    a bundle (its directory is used)."""
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model file not found: {path} (expected a checkpoint {'/'.join(CHECKPOINT_SUFFIXES)} "
+            "or a bundle directory from `abaw-affect export`)"
+        )
+    if path.is_dir():
+        return ModelSource(path, bundle_dir=path)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return ModelSource(path, checkpoint=path)
+    if path.suffix.lower() == ".onnx":
+        return ModelSource(path, bundle_dir=path.parent)
+    raise ValueError(
+        f"model_path={str(path)!r}: unsupported file type {path.suffix!r}; give a checkpoint "
+        f"({', '.join(CHECKPOINT_SUFFIXES)}) or a bundle directory"
+    )
+
+
+def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ModelBundle:
+    """Export ``checkpoint`` to ONNX once; later calls reuse the export (keyed by the
+    checkpoint's hash). The export is written to a temporary directory and renamed, so
+    a half-written bundle is never picked up."""
+    checkpoint = Path(checkpoint)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha256(file_sha256(checkpoint).encode()).hexdigest()[:16]
+    target = root / "bundles" / f"{checkpoint.stem}-{digest}"
+    if (target / ENCODER_FILE).is_file() and (target / TEMPORAL_HEAD_FILE).is_file():
+        LOG.info("using exported bundle %s for %s", target, checkpoint)
+        return ModelBundle.open(target)
+    from abaw_ros.models import export_onnx, load_checkpoint  # torch + timm, only here
+
+    LOG.info("exporting %s to ONNX under %s", checkpoint, target)
+    model, info = load_checkpoint(checkpoint)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        export_onnx(model, tmp, **_export_kwargs(info))
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ModelBundle.open(target)
+
+
+def _export_kwargs(info: dict) -> dict:
+    """Thresholds and the trained flag stored in the checkpoint travel into the export."""
+    kwargs: dict = {"graphs": ("encoder", "temporal_head")}  # the fused window graph is not run here
+    thresholds = {k: info[k] for k in ("au_thresholds", "ah_threshold") if k in info}
+    if thresholds:
+        kwargs["thresholds"] = thresholds
+    if "trained" in info:
+        kwargs["trained"] = bool(info["trained"])
+    return kwargs

@@ -1,0 +1,230 @@
+"""ONNX Runtime backend: CPU by default, the CUDA execution provider where installed.
+
+Threading: one session per graph, ``intra_op_num_threads`` = ``num_threads`` (default:
+the cores this process may run on), ``inter_op_num_threads`` = 1 and sequential
+execution; the two graphs never run at the same time, so parallelism inside operators is
+all there is to gain.
+
+``int8``: the encoder is statically quantized (QDQ: int8 weights per channel, uint8
+activations) with ranges calibrated on face crops; the temporal head stays fp32 (it is a
+small share of the work, and dynamic int8 is slower than fp32 for this network). The
+quantized graph is cached like an engine, keyed by the fp32 graph, the calibration crops
+and the ONNX Runtime version. :func:`abaw_ros.runtime.accuracy.compare_backends` reports
+the loss of accuracy against fp32 on the same inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .base import BackendOptions, BackendUnavailableError, InferenceBackend, TensorSpec
+from .bundle import ModelBundle, ModelSource, bundle_from_checkpoint
+from .engine_cache import CachedEngine, EngineCache, EngineKey, onnx_sha256
+from .preprocess import as_crop_list, preprocess_crops
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # pragma: no cover - depends on the machine
+    raise BackendUnavailableError(f"ONNX Runtime is not installed ({exc}): `pip install onnxruntime`") from exc
+
+LOG = logging.getLogger(__name__)
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+QUANT_SETTINGS = "qdq u8 activations, s8 per-channel weights, minmax"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(num_threads: int | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads or usable_cores()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def choose_providers(device: str | None, precision: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device in (None, "auto"):
+        # QDQ int8 graphs are a CPU feature of ONNX Runtime; fp32 uses the GPU when present.
+        use_cuda = CUDA_PROVIDER in available and precision == "fp32"
+    elif device == "cpu":
+        use_cuda = False
+    elif device.startswith("cuda"):
+        if CUDA_PROVIDER not in available:
+            raise BackendUnavailableError(
+                f"device={device!r}: ONNX Runtime has no CUDA provider here (available: {available}); "
+                "install onnxruntime-gpu, or use device='cpu'"
+            )
+        use_cuda = True
+    else:
+        raise ValueError(f"device={device!r}: choose 'cpu', 'cuda' or 'cuda:<index>'")
+    return [CUDA_PROVIDER, CPU_PROVIDER] if use_cuda else [CPU_PROVIDER]
+
+
+# -- static int8 quantization ------------------------------------------------------------
+def quantize_encoder_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path, batch_size: int = 8) -> Path:
+    """Statically quantize the encoder graph (QDQ) with activation ranges from
+    ``calibration`` (preprocessed crops ``(N, 3, S, S)``)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = ort.InferenceSession(str(fp32_path), providers=[CPU_PROVIDER]).get_inputs()[0].name
+
+    class CropReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // batch_size)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: np.ascontiguousarray(batch, np.float32)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:  # shape inference + folding: better node coverage for the quantizer
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            source = prepared
+        except Exception as exc:  # the quantizer still works on the raw graph
+            LOG.warning("quantization pre-processing skipped (%s)", exc)
+            source = fp32_path
+        quantize_static(
+            str(source),
+            str(out_path),
+            CropReader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return out_path
+
+
+def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
+    """The int8 encoder graph for ``bundle``: from the cache, or quantized now with the
+    calibration crops; without crops, the newest graph quantized earlier for this encoder."""
+    key = EngineKey(
+        onnx_sha256=onnx_sha256(bundle.encoder),
+        precision="int8",
+        profiles=(),
+        compiler=f"onnxruntime {ort.__version__} ({QUANT_SETTINGS})",
+        device_name="cpu",
+    )
+    cache = EngineCache(options.cache_root, suffix=".onnx")
+    stem = f"{bundle.directory.name}.encoder"
+    if options.calibration is None:
+        found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
+        if found is None:
+            raise ValueError(
+                "precision='int8' needs calibration face crops: pass calibration=<folder of face-crop images> "
+                "(or a list of HxWx3 uint8 RGB crops), or quantize once with `abaw-affect build-engine MODEL "
+                f"--backend onnxruntime --precision int8 --calibration DIR` into {cache.directory}"
+            )
+        return found
+    crops = preprocess_crops(as_crop_list(options.calibration, options.calibration_limit), bundle.metadata)
+    if len(crops) == 0:
+        raise ValueError("calibration holds no face crops")
+    key = dataclasses.replace(key, extra=(("calibration_sha256", hashlib.sha256(crops.tobytes()).hexdigest()),))
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = quantize_encoder_int8(bundle.encoder, crops, Path(tmp) / "encoder.int8.onnx")
+            return out.read_bytes()
+
+    return cache.get_or_build(key, build, stem=stem, force=options.force_engine_update)
+
+
+# -- the backend -------------------------------------------------------------------------
+def _ordered(names: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    return list(wanted) if set(wanted) <= set(names) and len(wanted) == len(names) else list(names)
+
+
+def _specs(items: Sequence[ort.NodeArg]) -> list[TensorSpec]:
+    def dim(d: object) -> int | str:
+        return d if isinstance(d, int) else str(d or "?")
+
+    def dtype(onnx_type: str) -> str:
+        name = onnx_type.removeprefix("tensor(").rstrip(")")
+        return {"float": "float32", "double": "float64", "float16": "float16"}.get(name, name)
+
+    return [TensorSpec(a.name, tuple(dim(d) for d in a.shape), dtype(a.type)) for a in items]
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: ModelBundle, options: BackendOptions) -> None:
+        if options.precision == "fp16":
+            raise ValueError(
+                "precision='fp16' is not offered by the ONNX Runtime backend: use 'fp32' or 'int8' "
+                "(static QDQ, CPU), or backend='tensorrt' for fp16"
+            )
+        providers = choose_providers(options.device, options.precision)
+        device = "cuda" if providers[0] == CUDA_PROVIDER else f"cpu x{options.num_threads or usable_cores()}"
+        super().__init__(bundle.metadata, options.precision, device)
+        self.bundle = bundle
+        self.quantized: CachedEngine | None = None
+        encoder_path = bundle.encoder
+        if options.precision == "int8":
+            self.quantized = quantized_encoder(bundle, options)
+            encoder_path = self.quantized.path
+        opts = session_options(options.num_threads)
+        self._encoder = ort.InferenceSession(str(encoder_path), sess_options=opts, providers=providers)
+        self._head = ort.InferenceSession(str(bundle.temporal_head), sess_options=opts, providers=providers)
+        self._enc_in = self._encoder.get_inputs()[0].name
+        self._enc_out = _ordered([o.name for o in self._encoder.get_outputs()], self.metadata.feature_names)
+        self._head_in = _ordered([i.name for i in self._head.get_inputs()], self.metadata.feature_names)
+        self._head_out = self._head.get_outputs()[0].name
+        LOG.info("onnxruntime %s: providers %s, %s", ort.__version__, self._encoder.get_providers(), self.device)
+
+    def compiled_artifacts(self) -> dict[str, CachedEngine]:
+        return {"encoder": self.quantized} if self.quantized is not None else {}
+
+    def encode(self, crops: np.ndarray) -> list[np.ndarray]:
+        crops = self.check_crops(crops)
+        return self._encoder.run(self._enc_out, {self._enc_in: crops})
+
+    def temporal(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        windows = self.check_windows(windows)
+        return self._head.run([self._head_out], dict(zip(self._head_in, windows, strict=True)))[0]
+
+    def input_specs(self) -> dict[str, list[TensorSpec]]:
+        return {"encoder": _specs(self._encoder.get_inputs()), "temporal_head": _specs(self._head.get_inputs())}
+
+    def output_specs(self) -> dict[str, list[TensorSpec]]:
+        return {"encoder": _specs(self._encoder.get_outputs()), "temporal_head": _specs(self._head.get_outputs())}
+
+
+def check_available(options: BackendOptions) -> None:
+    choose_providers(options.device, options.precision)
+    if options.precision == "fp16":
+        raise BackendUnavailableError("ONNX Runtime backend offers fp32 and int8, not fp16")
+
+
+def create_backend(source: ModelSource, options: BackendOptions) -> OnnxRuntimeBackend:
+    bundle = (
+        ModelBundle.open(source.bundle_dir)
+        if source.bundle_dir is not None
+        else bundle_from_checkpoint(source.checkpoint, options.cache_root)
+    )
+    return OnnxRuntimeBackend(bundle, options)

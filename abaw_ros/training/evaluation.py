@@ -1,0 +1,216 @@
+"""Predict every annotated frame of a validation set and score it with the official metrics.
+
+``predict`` runs the evaluation windows (one prediction per annotated row, see
+:mod:`abaw_ros.data.windows`), sharded over DDP ranks and gathered, so the metrics are
+those of the whole set. ``score`` computes each task's metrics, ``metrics_table`` prints
+them, ``write_submissions`` writes ABAW-style prediction files.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from abaw_ros.data.dataset import ClipDataset
+from abaw_ros.metrics import PRIMARY_METRIC, ah_metrics, task_metrics, tune_ah_threshold, tune_au_thresholds
+from abaw_ros.models import activate, broadcast_to_frames
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES, output_slices
+from abaw_ros.training.distributed import DistContext, gather_objects
+
+Forward = Callable[[torch.Tensor | list[torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    """``metrics[task]``: that task's official metrics; ``score``: mean of the tasks'
+    primary metrics (model selection); thresholds as used/tuned."""
+
+    metrics: dict[str, dict[str, float]]
+    score: float
+    au_thresholds: list[float] | None = None
+    ah_threshold: float | None = None
+    frames: dict[str, int] = field(default_factory=dict)  # valid frames (videos for EMI) scored
+
+    def to_dict(self) -> dict:
+        return {
+            "score": self.score,
+            "primary": {t: PRIMARY_METRIC[t] for t in self.metrics},
+            "tasks": self.metrics,
+            "frames_scored": self.frames,
+            "au_thresholds": self.au_thresholds,
+            "ah_threshold": self.ah_threshold,
+        }
+
+
+def to_device(inputs, device: torch.device):
+    if isinstance(inputs, list | tuple):
+        return [x.to(device, non_blocking=True) for x in inputs]
+    return inputs.to(device, non_blocking=True)
+
+
+def autocast_for(device: torch.device, amp: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+@torch.no_grad()
+def predict(
+    forward: Forward,
+    dataset: ClipDataset,
+    ctx: DistContext,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    amp: bool = False,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """Activated predictions ``(N, D)`` for every row of every record of ``dataset``."""
+    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    videos, rows, values = [], [], []
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and ctx.is_main), leave=False):
+        with autocast_for(ctx.device, amp):
+            raw = forward(to_device(batch["inputs"], ctx.device))
+        out = broadcast_to_frames(activate(raw.float(), dataset.tasks), dataset.window_length).cpu()
+        write = batch["write"]
+        b_idx, t_idx = torch.nonzero(write, as_tuple=True)
+        videos.append(batch["video"][b_idx].numpy())
+        rows.append(batch["rows"][b_idx, t_idx].numpy())
+        values.append(out[b_idx, t_idx].numpy().astype(np.float32))
+    mine = (
+        np.concatenate(videos) if videos else np.zeros(0, np.int64),
+        np.concatenate(rows) if rows else np.zeros(0, np.int64),
+        np.concatenate(values) if values else np.zeros((0, dataset.size), np.float32),
+    )
+    preds = [np.zeros((len(r), dataset.size), dtype=np.float32) for r in dataset.records]
+    covered = [np.zeros(len(r), dtype=bool) for r in dataset.records]
+    for v, r, x in gather_objects(mine, ctx):
+        for video in np.unique(v):
+            sel = v == video
+            preds[int(video)][r[sel]] = x[sel]
+            covered[int(video)][r[sel]] = True
+    for rec, p, c in zip(dataset.records, preds, covered, strict=True):
+        if not c.all():
+            raise RuntimeError(f"{rec.source}: {int((~c).sum())} rows got no prediction")
+        if not np.isfinite(p).all():
+            raise FloatingPointError(f"{rec.source}: the model predicted NaN/inf (diverged training?)")
+    return preds
+
+
+def score(
+    dataset: ClipDataset,
+    preds: Sequence[np.ndarray],
+    tune_thresholds: bool = False,
+    au_thresholds: Sequence[float] | None = None,
+    ah_threshold: float | None = None,
+) -> EvalResult:
+    """Official metrics per task from per-row predictions (invalid rows excluded).
+
+    The primary metrics use threshold 0.5. Thresholds tuned on this set (when
+    ``tune_thresholds``; optimistic on the set they were tuned on), else the given ones,
+    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned``.
+    """
+    slices = output_slices(dataset.tasks)
+    metrics: dict[str, dict[str, float]] = {}
+    frames: dict[str, int] = {}
+    used_thresholds = list(au_thresholds) if au_thresholds is not None else None
+    for task in dataset.tasks:
+        pairs = [(r, p) for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
+        if not pairs:
+            continue
+        p = np.concatenate([pr[r.valid][:, slices[task]] for r, pr in pairs])
+        t = np.concatenate([r.labels[r.valid] for r, _ in pairs])
+        ids = [r.name for r, _ in pairs for _ in range(int(r.valid.sum()))]
+        if p.shape[0] == 0:
+            continue  # an unlabeled (test) set: predictions only
+        if task == "au" and tune_thresholds:
+            used_thresholds = tune_au_thresholds(p, t).tolist()
+        if task == "ah" and tune_thresholds:
+            ah_threshold = tune_ah_threshold(p, t)
+        metrics[task] = task_metrics(task, p, t, video_ids=ids,
+                                     au_thresholds=used_thresholds if task == "au" else None)
+        if task == "ah" and ah_threshold is not None:
+            metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
+        frames[task] = len(set(ids)) if task == "emi" else int(p.shape[0])
+    primaries = [m[PRIMARY_METRIC[t]] for t, m in metrics.items()]
+    total = float(np.mean(primaries)) if primaries else float("nan")
+    return EvalResult(metrics, total, used_thresholds, ah_threshold, frames)
+
+
+def metrics_table(result: EvalResult) -> str:
+    """Plain-text table: each task's primary metric, its parts, and F1 per AU."""
+    lines = [f"{'task':<5} {'metric':<34} {'value':>8}", "-" * 49]
+    for task, m in result.metrics.items():
+        primary = PRIMARY_METRIC[task]
+        lines.append(f"{task:<5} {primary + ' *':<34} {m[primary]:>8.4f}")
+        for name, value in m.items():
+            if name == primary:
+                continue
+            label = name
+            if task == "au" and name.startswith("au_f1_AU") and result.au_thresholds is not None:
+                th = result.au_thresholds[AU_NAMES.index(name.removeprefix("au_f1_"))]
+                label = f"{name} (tuned th {th:.2f})"
+            lines.append(f"{'':<5} {label:<34} {value:>8.4f}")
+    lines.append("-" * 49)
+    lines.append(f"{'all':<5} {'mean of primary metrics (*)':<34} {result.score:>8.4f}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
+
+
+def write_submissions(
+    out_dir: Path,
+    dataset: ClipDataset,
+    preds: Sequence[np.ndarray],
+    au_thresholds: Sequence[float] | None = None,
+    ah_threshold: float | None = None,
+) -> dict[str, Path]:
+    """ABAW-style prediction files, one per task, every annotated row of every video:
+
+    - ``VA_predictions.txt``: ``image_location,valence,arousal`` (``<video>/00001.jpg``);
+    - ``AU_predictions.txt``: ``image_location,AU1,...,AU26`` as 0/1 at the thresholds;
+    - ``EMI_predictions.csv``: ``Filename,<6 dimensions>``, one row per video (frame mean);
+    - ``AH_predictions.txt``: ``image_location,hesitancy`` (``<video id>/frame-<N>.jpg``, 0/1).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slices = output_slices(dataset.tasks)
+    au_th = np.asarray(au_thresholds if au_thresholds is not None else [0.5] * len(AU_NAMES))
+    ah_threshold = 0.5 if ah_threshold is None else ah_threshold
+    written: dict[str, Path] = {}
+    for task in dataset.tasks:
+        pairs = [(r, p[:, slices[task]]) for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
+        if not pairs:
+            continue
+        lines = []
+        if task == "va":
+            lines.append("image_location," + ",".join(VA_NAMES))
+            for r, p in pairs:
+                lines += [f"{r.name}/{n:05d}.jpg,{v[0]:.6f},{v[1]:.6f}" for n, v in zip(r.frame_numbers, p, strict=True)]
+            path = out_dir / "VA_predictions.txt"
+        elif task == "au":
+            lines.append("image_location," + ",".join(AU_NAMES))
+            for r, p in pairs:
+                on = (p >= au_th).astype(int)
+                lines += [f"{r.name}/{n:05d}.jpg," + ",".join(map(str, o)) for n, o in zip(r.frame_numbers, on, strict=True)]
+            path = out_dir / "AU_predictions.txt"
+        elif task == "emi":
+            lines.append("Filename," + ",".join(EMI_NAMES))
+            for r, p in pairs:
+                lines.append(f"{int(r.name)}," + ",".join(f"{v:.6f}" for v in p.mean(0)))
+            path = out_dir / "EMI_predictions.csv"
+        else:
+            lines.append("image_location," + TASKS["ah"].outputs[0])
+            for r, p in pairs:
+                lines += [f"{r.name}/frame-{n}.jpg,{int(v[0] >= ah_threshold)}" for n, v in zip(r.frame_numbers, p, strict=True)]
+            path = out_dir / "AH_predictions.txt"
+        path.write_text("\n".join(lines) + "\n")
+        written[task] = path
+    return written

@@ -1,0 +1,211 @@
+"""The training loop, top to bottom: data, model, optimizer, epochs, evaluation, checkpoints.
+
+Single process: ``abaw-affect train --config config/train_au_l3.yaml``.
+Several GPUs (or CPU processes): ``torchrun --nproc_per_node 4 -m abaw_ros.cli train ...``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
+from tqdm import tqdm
+
+from abaw_ros.data.dataset import ClipDataset
+from abaw_ros.data.sources import load_split
+from abaw_ros.data.transforms import AugmentConfig, ClipTransform
+from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
+from abaw_ros.training.config import TrainConfig
+from abaw_ros.training.distributed import DistContext, barrier, close_distributed, init_distributed
+from abaw_ros.training.evaluation import (
+    EvalResult,
+    autocast_for,
+    metrics_table,
+    predict,
+    score,
+    to_device,
+    write_json,
+)
+from abaw_ros.training.features import encode_frames
+from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_epoch: int
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _seed_worker(_worker_id: int) -> None:
+    info = get_worker_info()
+    ds = info.dataset
+    ds = getattr(ds, "dataset", ds)
+    if getattr(ds, "transform", None) is not None:  # each worker its own augmentation stream
+        ds.transform.rng = np.random.default_rng(info.seed % 2**32)
+
+
+def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+
+
+def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tuple[ClipDataset, ClipDataset]:
+    tasks, mc = cfg.model.tasks, cfg.model
+    train_records = [r for recs in load_split(cfg.data, tasks, "train").values() for r in recs]
+    val_records = [r for recs in load_split(cfg.data, tasks, "val").values() for r in recs]
+    plain = ClipTransform(mc.input_size, mc.mean, mc.std)
+    if cfg.cache_features:
+        paths = [p for r in train_records + val_records for p in r.frames]
+        features = encode_frames(model.encoder, paths, plain, ctx.device, progress=ctx.is_main)
+        return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
+                ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
+                            features=features))
+    augment = AugmentConfig(per_frame=cfg.per_frame_augment) if cfg.augment else None
+    train_tf = ClipTransform(mc.input_size, mc.mean, mc.std, augment, seed=cfg.seed + ctx.rank)
+    return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
+            ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride))
+
+
+def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
+    au = [r for r in ds.records if r.task == "au"]
+    if not au:
+        return None
+    return pos_weight_from_labels(np.concatenate([r.labels for r in au]), np.concatenate([r.valid for r in au]))
+
+
+def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool) -> EvalResult:
+    preds = predict(forward, val_ds, ctx, cfg.batch_size, cfg.num_workers, amp, progress=True)
+    return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        close_distributed(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
+    out_dir = Path(cfg.out_dir)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "train_config.json", cfg.to_dict())
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
+
+    # -- model and data
+    model = AffectNet(cfg.model).to(ctx.device)
+    train_ds, val_ds = build_datasets(cfg, model, ctx)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
+    # With cached maps only the temporal head runs (and trains).
+    trainable: torch.nn.Module = model.head if cfg.cache_features else model
+    net: torch.nn.Module = trainable
+    if ctx.distributed:
+        net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    sampler = (DistributedSampler(train_ds, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+               if ctx.distributed else RandomSampler(train_ds))
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        worker_init_fn=_seed_worker, drop_last=len(train_ds) > cfg.batch_size * ctx.world_size,
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
+    loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
+
+    # -- optimizer, schedule (per step), precision
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.restart_steps,
+                                                                     T_mult=1, eta_min=cfg.min_lr)
+    amp = use_amp(cfg, ctx.device)
+
+    start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
+    if cfg.resume:
+        stored, info = load_checkpoint(cfg.resume)
+        model.load_state_dict(stored.state_dict())
+        optimizer.load_state_dict(info["optimizer"])
+        scheduler.load_state_dict(info["scheduler"])
+        start_epoch = int(info["epoch"]) + 1
+        best_score, best_epoch = float(info.get("best_score", -math.inf)), int(info.get("best_epoch", -1))
+        history = list(info.get("history", []))
+        log.info("resumed from %s at epoch %d (best %.4f at epoch %d)", cfg.resume, start_epoch, best_score, best_epoch)
+
+    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    if ctx.is_main:
+        log.info("%d training windows (%d steps/epoch x %d processes), %d validation windows, tasks %s, device %s%s",
+                 len(train_ds), steps_per_epoch, ctx.world_size, len(val_ds), list(cfg.model.tasks),
+                 ctx.device, ", bf16" if amp else "")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not ctx.is_main, leave=False)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            with autocast_for(ctx.device, amp):
+                raw = net(to_device(batch["inputs"], ctx.device))
+            loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            running += float(loss.detach())
+            seen += 1
+            bar.update()
+            bar.set_postfix(loss=f"{running / seen:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+            if ctx.is_main and cfg.log_every and (step + 1) % cfg.log_every == 0:
+                log.debug("epoch %d step %d loss %.4f %s", epoch + 1, step + 1, running / seen, parts)
+        bar.close()
+        entry = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": scheduler.get_last_lr()[0]}
+
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            model.eval()
+            # The unwrapped module: ranks may run different numbers of evaluation batches,
+            # and DDP's forward would wait for the others (buffer broadcast).
+            result = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            entry["val"] = result.to_dict()
+            improved = result.score > best_score
+            if improved:
+                best_score, best_epoch, best_metrics, stale = result.score, epoch, result.to_dict(), 0
+            else:
+                stale += 1
+            history.append(entry)
+            if ctx.is_main:
+                log.info("epoch %d: train loss %.4f, validation score %.4f%s\n%s", epoch + 1, entry["train_loss"],
+                         result.score, " (best)" if improved else "", metrics_table(result))
+                extra = dict(optimizer=optimizer, scheduler=scheduler, epoch=epoch, best_score=best_score,
+                             best_epoch=best_epoch, history=history, metrics=result.to_dict(),
+                             train_config=cfg.to_dict())
+                if improved:
+                    save_checkpoint(best_path, model, au_thresholds=result.au_thresholds,
+                                    ah_threshold=result.ah_threshold, trained=True, **extra)
+                save_checkpoint(last_path, model, au_thresholds=result.au_thresholds,
+                                ah_threshold=result.ah_threshold, trained=True, **extra)
+                write_json(out_dir / "metrics.json", {"best_epoch": best_epoch, "best": best_metrics,
+                                                      "history": history})
+            if cfg.patience and stale >= cfg.patience:
+                if ctx.is_main:
+                    log.info("no improvement for %d evaluations: stopping", stale)
+                break
+        else:
+            history.append(entry)
+    barrier(ctx)
+    return TrainResult(best_score, best_epoch, best_path, last_path, best_metrics, history)

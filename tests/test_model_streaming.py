@@ -1,0 +1,150 @@
+"""Streaming: per-face ring buffers of encoded frames + temporal head == fused window model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from abaw_ros.models import (
+    FaceWindows,
+    FeatureRingBuffer,
+    create_affect_net,
+    default_head_interval,
+    newest_frame,
+    read_metadata,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _stream(net, frames: torch.Tensor) -> list[torch.Tensor]:
+    """Encode frames one at a time, buffer them, run the head after every push."""
+    buf = FeatureRingBuffer(net.feature_shapes, net.cfg.window_length)
+    outs = []
+    with torch.no_grad():
+        for frame in frames:
+            buf.push(net.encoder(frame[None]))
+            window = [torch.from_numpy(w)[None] for w in buf.window()]
+            outs.append(net.head(window))
+    return outs
+
+
+@pytest.mark.parametrize("mode", ["window", "frame"])
+def test_ring_buffer_stream_equals_fused_window_model(mode):
+    torch.manual_seed(0)
+    t = 8
+    net = create_affect_net(input_size=64, window_length=t, n_levels=3, output_mode=mode).eval()
+    frames = torch.randn(t + 5, 3, 64, 64)  # wraps around the ring more than once per slot
+    outs = _stream(net, frames)
+    with torch.no_grad():
+        for end in (t, t + 1, t + 4, t + 5):
+            fused = net(frames[end - t:end][None])
+            torch.testing.assert_close(outs[end - 1], fused, rtol=1e-5, atol=1e-5)
+    # windows ending at different frames really differ (the check is not vacuous)
+    assert not torch.allclose(outs[-1], outs[-2], atol=1e-4)
+
+
+def test_warm_up_window_is_the_first_frame_repeated_in_front():
+    torch.manual_seed(0)
+    net = create_affect_net(input_size=64, window_length=8, n_levels=2).eval()
+    frames = torch.randn(3, 3, 64, 64)
+    outs = _stream(net, frames)
+    padded = torch.cat([frames[:1].expand(6, -1, -1, -1), frames[1:3]])
+    with torch.no_grad():
+        torch.testing.assert_close(outs[2], net(padded[None]), rtol=1e-5, atol=1e-5)
+
+
+def test_ring_buffer_order_and_counts_exactly():
+    buf = FeatureRingBuffer([(1, 1, 1), (2, 1, 1)], window_length=4)
+    assert buf.frames_observed == 0 and not buf.is_full
+    with pytest.raises(RuntimeError, match="before any push"):
+        buf.window()
+    for i in range(1, 11):
+        buf.push([np.full((1, 1, 1), i, np.float32), np.full((1, 2, 1, 1), -i, np.float32)])
+        first, second = buf.window()
+        want = [max(1, j) for j in range(i - 3, i + 1)]
+        assert first[:, 0, 0, 0].tolist() == want
+        assert second[:, 1, 0, 0].tolist() == [-v for v in want]
+        assert buf.frames_observed == min(i, 4)
+    assert buf.is_full and buf.frames_pushed == 10
+    with pytest.raises(ValueError, match=r"feature level 1: shape \(3, 1, 1\), expected \(2, 1, 1\)"):
+        buf.push([np.zeros((1, 1, 1)), np.zeros((3, 1, 1))])
+    with pytest.raises(ValueError, match="1 feature maps pushed: expected 2"):
+        buf.push([np.zeros((1, 1, 1))])
+    buf.reset()
+    assert buf.frames_observed == 0
+
+
+def test_face_windows_keep_faces_apart_and_batch_them():
+    faces = FaceWindows([(1, 2, 2)], window_length=4)
+    for i in range(6):
+        batch = np.stack([np.full((1, 2, 2), i, np.float32), np.full((1, 2, 2), 100 + i, np.float32)])
+        ids = ["a", "b"] if i % 2 == 0 else ["b", "a"]
+        if i % 2:
+            batch = batch[::-1]
+        faces.push_batch(ids, [batch])
+    faces.push("c", [np.full((1, 2, 2), 7, np.float32)])
+    (stacked,) = faces.windows(["b", "a", "c"])
+    assert stacked.shape == (3, 4, 1, 2, 2)
+    assert stacked[0, :, 0, 0, 0].tolist() == [102, 103, 104, 105]
+    assert stacked[1, :, 0, 0, 0].tolist() == [2, 3, 4, 5]
+    assert stacked[2, :, 0, 0, 0].tolist() == [7, 7, 7, 7]
+    assert faces.frames_observed("c") == 1 and faces.frames_observed("zzz") == 0
+    assert faces.keep_only(["a", "c"]) == ["b"] and faces.face_ids == ["a", "c"]
+    with pytest.raises(KeyError, match="b"):
+        faces.windows(["b"])
+    with pytest.raises(ValueError, match="2 rows for 1 face ids"):
+        faces.push_batch(["a"], [np.zeros((2, 1, 2, 2))])
+
+
+def test_head_interval_marks_faces_due_every_kth_frame():
+    faces = FaceWindows([(1, 1, 1)], window_length=8, head_interval=3)
+    due_at = []
+    for i in range(1, 11):
+        faces.push("a", [np.zeros((1, 1, 1), np.float32)])
+        if faces.due("a"):
+            due_at.append(i)
+            faces.mark_run(["a"])
+    assert due_at == [1, 4, 7, 10]
+    assert not faces.due("unknown")
+    with pytest.raises(ValueError, match="head_interval=0"):
+        FaceWindows([(1, 1, 1)], 8, head_interval=0)
+
+
+def test_default_head_interval_is_one_eighth_of_the_window():
+    assert [default_head_interval(t) for t in (4, 8, 16, 32, 64)] == [1, 1, 2, 4, 8]
+
+
+def test_newest_frame_picks_the_last_frame_output():
+    frame_out = torch.arange(2 * 8 * 3).reshape(2, 8, 3)
+    assert torch.equal(newest_frame(frame_out), frame_out[:, 7])
+    window_out = torch.ones(2, 3)
+    assert newest_frame(window_out) is window_out
+
+
+def test_onnx_encoder_plus_ring_buffer_plus_onnx_head_equals_onnx_window(model_bundle):
+    """The deployed path: encoder.onnx per frame -> ring buffer -> temporal_head.onnx."""
+    import onnxruntime as ort
+
+    meta = read_metadata(model_bundle / "encoder.onnx")
+    t, s = meta["window_length"], meta["input_size"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sessions = {name: ort.InferenceSession(str(model_bundle / f"{name}.onnx"), opts,
+                                           providers=["CPUExecutionProvider"])
+                for name in ("encoder", "temporal_head", "window")}
+    faces = FaceWindows(meta["feature_shapes"], t)
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((t + 2, 3, s, s), dtype=np.float32)
+    for frame in frames:
+        faces.push("face", sessions["encoder"].run(None, {"crops": frame[None]}))
+    windows = faces.windows(["face"])
+    streamed = sessions["temporal_head"].run(None, dict(zip(meta["feature_names"], windows, strict=True)))[0]
+    fused = sessions["window"].run(None, {"clips": frames[2:][None]})[0]
+    np.testing.assert_allclose(streamed, fused, rtol=0, atol=1e-5)

@@ -1,0 +1,225 @@
+"""The node's building blocks without DDS: image message decoding, the latest-frame
+hand-off, warning throttling, the launch file's structure."""
+from __future__ import annotations
+
+import ast
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
+
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from abaw_ros.ros.conversions import (  # noqa: E402
+    IMAGE_ERRORS,
+    bgr_to_compressed,
+    bgr_to_image,
+    compressed_to_bgr,
+    image_to_bgr,
+)
+from abaw_ros.ros.handoff import LatestSlot  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def picture() -> np.ndarray:
+    """A real photograph, BGR, with an odd size so row padding and strides matter."""
+    from skimage import data
+
+    return np.ascontiguousarray(cv2.cvtColor(data.astronaut()[:101, :75], cv2.COLOR_RGB2BGR))
+
+
+def _raw(pixels: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    """An Image message with ``pad`` extra bytes at the end of every row."""
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1)
+    padded = np.concatenate([rows, np.full((height, pad), 77, np.uint8)], axis=1)
+    msg = Image(height=height, width=width, encoding=encoding, step=padded.shape[1])
+    msg.data = padded.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("encoding", "to_encoding"),
+    [
+        ("bgr8", None),
+        ("rgb8", cv2.COLOR_BGR2RGB),
+        ("bgra8", cv2.COLOR_BGR2BGRA),
+        ("rgba8", cv2.COLOR_BGR2RGBA),
+    ],
+)
+@pytest.mark.parametrize("pad", [0, 3])
+def test_color_encodings_decode_to_the_same_bgr_pixels(picture, encoding, to_encoding, pad):
+    pixels = picture if to_encoding is None else cv2.cvtColor(picture, to_encoding)
+    decoded = image_to_bgr(_raw(pixels, encoding, pad))
+    assert decoded.shape == picture.shape and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, picture)
+
+
+def test_mono8_decodes_to_grey_bgr(picture):
+    grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    decoded = image_to_bgr(_raw(grey, "mono8", pad=1))
+    assert decoded.shape == picture.shape
+    for channel in range(3):
+        np.testing.assert_array_equal(decoded[:, :, channel], grey)
+
+
+def test_decoded_image_does_not_alias_the_message(picture):
+    msg = _raw(picture, "bgr8")
+    decoded = image_to_bgr(msg)
+    decoded[:] = 0
+    np.testing.assert_array_equal(image_to_bgr(msg), picture)
+
+
+def test_image_messages_written_by_the_demo_camera_round_trip(picture):
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    for encoding in ("bgr8", "rgb8"):
+        msg = bgr_to_image(picture, header, encoding)
+        assert (msg.encoding, msg.header.frame_id, msg.header.stamp.nanosec) == (encoding, "cam", 345)
+        np.testing.assert_array_equal(image_to_bgr(msg), picture)
+    compressed = bgr_to_compressed(picture, header)
+    assert "jpeg" in compressed.format
+    decoded = compressed_to_bgr(compressed)
+    assert decoded.shape == picture.shape
+    assert np.abs(decoded.astype(int) - picture.astype(int)).mean() < 6.0  # JPEG loss only
+
+
+def _error_text(func, msg) -> str:
+    with pytest.raises(IMAGE_ERRORS) as info:
+        func(msg)
+    return str(info.value)
+
+
+def test_unsupported_encoding_is_named(picture):
+    msg = _raw(picture, "bgr8")
+    msg.encoding = "32FC1"
+    assert "32FC1" in _error_text(image_to_bgr, msg)
+
+
+def test_data_shorter_than_height_times_step_is_reported_with_both_numbers(picture):
+    msg = _raw(picture, "bgr8")
+    msg.data = bytes(msg.data)[: msg.step * msg.height - 10]
+    text = _error_text(image_to_bgr, msg)
+    assert str(msg.step * msg.height - 10) in text and str(msg.step * msg.height) in text
+
+
+def test_step_smaller_than_a_row_is_reported(picture):
+    msg = _raw(picture, "bgr8")
+    msg.step = msg.width * 3 - 1
+    assert str(msg.step) in _error_text(image_to_bgr, msg)
+
+
+def test_zero_size_images_are_rejected():
+    assert "0x0" in _error_text(image_to_bgr, Image(height=0, width=0, encoding="bgr8", step=0))
+    assert "no data" in _error_text(compressed_to_bgr, CompressedImage(format="jpeg"))
+
+
+def test_corrupt_jpeg_is_rejected(picture):
+    good = bytes(bgr_to_compressed(picture).data)
+    msg = CompressedImage(format="jpeg")
+    msg.data = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8  # JPEG magic, then garbage
+    assert "could not be decoded" in _error_text(compressed_to_bgr, msg)
+    msg.data = good[:20]  # truncated header
+    with pytest.raises(IMAGE_ERRORS):
+        compressed_to_bgr(msg)
+
+
+# -- latest-frame hand-off -------------------------------------------------------------------
+def test_slot_keeps_only_the_newest_item_and_counts_the_replaced_ones():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True
+    assert slot.put(3) is True
+    assert slot.take(timeout=0) == 3
+    assert slot.dropped == 2
+    assert slot.take(timeout=0.05) is None  # empty again
+    assert slot.put(4) is False  # the previous item was taken, nothing dropped
+    assert slot.dropped == 2
+
+
+def test_slot_wakes_a_waiting_taker_on_put_and_on_close():
+    slot: LatestSlot[str] = LatestSlot()
+    got: list[str | None] = []
+    taker = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    taker.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    taker.join(timeout=2.0)
+    assert got == ["frame"]
+
+    started = time.monotonic()
+    taker = threading.Thread(target=lambda: got.append(slot.take(timeout=5.0)))
+    taker.start()
+    time.sleep(0.05)
+    slot.close()
+    taker.join(timeout=2.0)
+    assert not taker.is_alive() and got[-1] is None
+    assert time.monotonic() - started < 2.0
+    assert slot.take(timeout=5.0) is None  # closed: returns at once
+
+
+def test_slot_memory_is_bounded_under_a_flood():
+    slot: LatestSlot[bytes] = LatestSlot()
+    for _ in range(10_000):
+        slot.put(b"x" * 100)
+    assert slot.dropped == 9_999
+    assert slot.take(timeout=0) is not None and slot.take(timeout=0) is None
+
+
+def test_warning_throttle_reports_each_kind_once_per_period_and_counts_the_rest():
+    from abaw_ros.ros.affect_node import WarningThrottle
+
+    class Lines:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def warning(self, text: str) -> None:
+            self.lines.append(text)
+
+    log = Lines()
+    throttle = WarningThrottle(log, period=0.2)
+    for _ in range(5):
+        throttle.warn("a", "bad encoding")
+        throttle.warn("b", "short data")
+    assert log.lines == ["bad encoding", "short data"]
+    time.sleep(0.25)
+    throttle.warn("a", "bad encoding")
+    assert log.lines[-1].startswith("bad encoding (4 more like it")
+
+
+# -- launch file (launch_ros is not installed here: check it compiles and its structure) -----
+def test_launch_file_starts_the_affect_node_with_its_arguments():
+    path = ROOT / "launch" / "affect.launch.py"
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=str(path))
+    compile(tree, str(path), "exec")
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+
+    def name(call: ast.Call) -> str:
+        return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+
+    declared = {c.args[0].value for c in calls if name(c) == "DeclareLaunchArgument"}
+    assert declared == {"image_topic", "params_file", "model_file_path"}
+    nodes = [c for c in calls if name(c) == "Node"]
+    assert nodes, "no launch_ros Node action"
+    keywords = {k.arg: k.value for k in nodes[0].keywords}
+    for key, value in {"package": "abaw_ros", "executable": "affect_node", "name": "abaw_affect"}.items():
+        assert isinstance(keywords.get(key), ast.Constant) and keywords[key].value == value, key
+    assert {"parameters", "remappings"} <= set(keywords)
+    assert '("image", image_topic)' in source
+    share = [c for c in calls if name(c) == "get_package_share_directory"]
+    assert share and share[0].args[0].value == "abaw_ros"
+    assert '"affect.yaml"' in source
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "launch_ros.actions" in imported

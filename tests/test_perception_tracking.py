@@ -1,0 +1,143 @@
+"""FaceTracker: stable ids on real detections, hysteresis, max_faces, min_face_size."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from abaw_ros.config import PipelineConfig
+from abaw_ros.perception.detection import FaceDetection, landmarks_from_box
+from abaw_ros.perception.mtcnn import MTCNNDetector
+from abaw_ros.perception.tracking import FaceTracker, _assign, select_faces
+
+
+def face_at(x: float, y: float, size: float, score: float = 0.99) -> FaceDetection:
+    box = np.array([x, y, x + size, y + size], dtype=float)
+    return FaceDetection(box=box, score=score, landmarks=landmarks_from_box(box))
+
+
+def moving_astronaut(astronaut_bgr: np.ndarray, index: int, offset_x: int = 0) -> np.ndarray:
+    """640x480 frame with the astronaut's head drifting right and growing with ``index``."""
+    head = astronaut_bgr[20:240, 130:320]
+    scale = 0.7 + 0.03 * index
+    head = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 100, np.uint8)
+    x, y = 20 + 12 * index + offset_x, 40 + 4 * index
+    frame[y:y + head.shape[0], x:x + head.shape[1]] = head
+    return frame
+
+
+@pytest.fixture(scope="module")
+def astronaut_bgr(astronaut_rgb) -> np.ndarray:
+    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNNDetector:
+    return MTCNNDetector(min_face_size=40, num_threads=2)
+
+
+def test_same_id_while_a_real_face_moves_and_scales(mtcnn, astronaut_bgr):
+    tracker = FaceTracker(min_hits=1)
+    ids, widths = [], []
+    for i in range(12):
+        visible = tracker.update(mtcnn.detect(moving_astronaut(astronaut_bgr, i)))
+        assert len(visible) == 1, i
+        ids.append(visible[0].face_id)
+        widths.append(visible[0].box[2] - visible[0].box[0])
+    assert len(set(ids)) == 1
+    assert widths[-1] > 1.25 * widths[0]  # it really grew, and the id held
+
+
+def test_two_real_faces_get_two_stable_ids(mtcnn, astronaut_bgr):
+    tracker = FaceTracker(min_hits=1)
+    seen = []
+    for i in range(4):
+        frame = moving_astronaut(astronaut_bgr, i)
+        mirrored = cv2.flip(moving_astronaut(astronaut_bgr, i), 1)  # a second face on the right
+        frame[:, 320:] = mirrored[:, 320:]
+        visible = tracker.update(mtcnn.detect(frame))
+        seen.append({t.face_id: t.box[0] < 320 for t in visible})
+    assert all(len(s) == 2 for s in seen), seen
+    assert all(s == seen[0] for s in seen)  # same id on the same side every frame
+
+
+def test_birth_hysteresis_needs_min_hits_in_a_row():
+    tracker = FaceTracker(min_hits=3, max_misses=2)
+    assert tracker.update([face_at(100, 100, 80)]) == []
+    assert tracker.update([face_at(102, 100, 80)]) == []
+    born = tracker.update([face_at(104, 100, 80)])
+    assert [t.face_id for t in born] == ["face_1"]
+    # a one-frame false positive never becomes visible, and leaves no track behind
+    tracker.update([face_at(104, 100, 80), face_at(400, 300, 60)])
+    assert [t.face_id for t in tracker.update([face_at(104, 100, 80)])] == ["face_1"]
+    assert len(tracker.tracks) == 1
+
+
+def test_death_hysteresis_keeps_the_id_through_short_misses_then_drops_the_track():
+    tracker = FaceTracker(min_hits=1, max_misses=2)
+    assert [t.face_id for t in tracker.update([face_at(100, 100, 80)])] == ["face_1"]
+    assert tracker.update([]) == []  # missed: not published, but kept
+    assert tracker.update([]) == []
+    assert [t.face_id for t in tracker.tracks] == ["face_1"]
+    assert [t.face_id for t in tracker.update([face_at(104, 102, 80)])] == ["face_1"]  # same id back
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.tracks == []  # dropped after max_misses + 1 misses
+    assert [t.face_id for t in tracker.update([face_at(104, 102, 80)])] == ["face_2"]  # a new face
+
+
+def test_frames_without_detection_keep_the_last_box():
+    tracker = FaceTracker(min_hits=1)
+    first = tracker.update([face_at(100, 100, 80)])
+    box = first[0].box.copy()
+    for _ in range(5):
+        visible = tracker.update(None)
+        assert [t.face_id for t in visible] == ["face_1"]
+        np.testing.assert_array_equal(visible[0].box, box)
+    assert tracker.tracks[0].misses == 0
+
+
+def test_association_by_centre_distance_when_boxes_do_not_overlap():
+    # a fast move: IoU 0, but the centre moved 0.4 of the face size
+    tracker = FaceTracker(min_hits=1, iou_threshold=0.3, distance_threshold=0.5)
+    tracker.update([face_at(100, 100, 50)])
+    assert [t.face_id for t in tracker.update([face_at(120, 100, 50)])] == ["face_1"]
+    strict = FaceTracker(min_hits=1, iou_threshold=0.9, distance_threshold=0.1)
+    strict.update([face_at(100, 100, 50)])
+    assert [t.face_id for t in strict.update([face_at(120, 100, 50)])] == ["face_2"]
+
+
+def test_crossing_faces_keep_their_ids_by_global_assignment():
+    tracker = FaceTracker(min_hits=1)
+    tracker.update([face_at(100, 100, 80), face_at(200, 100, 80)])
+    a, b = tracker.update([face_at(130, 100, 80), face_at(175, 100, 80)])
+    assert (a.face_id, a.box[0]) == ("face_1", 130) and (b.face_id, b.box[0]) == ("face_2", 175)
+
+
+def test_max_faces_keeps_the_largest_most_confident():
+    faces = [face_at(0, 0, 50), face_at(100, 0, 120), face_at(300, 0, 80, score=0.95), face_at(450, 0, 80, score=0.7)]
+    kept = select_faces(faces, min_face_size=40, max_faces=2)
+    assert [f.box[0] for f in kept] == [100, 300]
+    tracker = FaceTracker(min_hits=1, max_faces=2)
+    assert len(tracker.update(faces)) == 2
+    assert sorted(t.box[0] for t in tracker.visible) == [100, 300]
+
+
+def test_min_face_size_drops_small_faces():
+    tracker = FaceTracker(min_hits=1, min_face_size=60)
+    visible = tracker.update([face_at(0, 0, 59), face_at(100, 0, 61)])
+    assert [t.box[0] for t in visible] == [100]
+
+
+def test_greedy_fallback_matches_hungarian_on_clear_cases():
+    cost = np.array([[0.1, 0.9, 1e6], [0.8, 0.2, 1e6], [1e6, 1e6, 1e6]])
+    assert sorted(_assign(cost)) == sorted(_assign(cost, hungarian=False)) == [(0, 0), (1, 1)]
+
+
+def test_tracker_from_config():
+    config = PipelineConfig(track_min_hits=3, track_max_misses=7, max_faces=2, min_face_size=30,
+                            track_iou_threshold=0.4, track_distance_threshold=0.6)
+    tracker = FaceTracker.from_config(config)
+    assert (tracker.min_hits, tracker.max_misses, tracker.max_faces, tracker.min_face_size,
+            tracker.iou_threshold, tracker.distance_threshold) == (3, 7, 2, 30, 0.4, 0.6)
