@@ -69,6 +69,10 @@ class PipelineConfig:
     warmup: bool = _param(True, "Run one dummy inference at start so the first frame is not slow.")
     window_length: int = _param(
         8, "Frames per temporal window T; a multiple of 4 and equal to the model's T.")
+    head_interval: int = _param(
+        0, "Frames between temporal-head passes per face; every frame is still encoded and "
+           "buffered. 0: T/8 (every frame at T=8, every 4th at T=32), which keeps the cost per "
+           "frame flat in T; 1: every frame.")
 
     # --- face detection ----------------------------------------------------------------
     detector: str = _param(
@@ -153,6 +157,8 @@ class PipelineConfig:
             raise ConfigError(f"window_length={self.window_length}: must be a positive multiple of 4 "
                               f"(the temporal mixer's time patch is 4 frames)")
         _require(self.num_threads >= 1, "num_threads", self.num_threads, "must be >= 1")
+        _require(self.head_interval >= 0, "head_interval", self.head_interval,
+                 "must be >= 0 (0 = T/8, 1 = every frame)")
         _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
                  "must be >= 1 (1 = detect on every frame)")
         _require(0.0 <= self.detection_threshold <= 1.0, "detection_threshold",

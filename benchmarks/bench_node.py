@@ -67,6 +67,25 @@ class FrameLoop:
         return self.messages[k if k < len(self.messages) else self._cycle - k]
 
 
+def pipeline_reference(params: Path, faces: int, frames: int = 60) -> dict:
+    """The same pipeline on the same frames in this process, without ROS: what the node
+    would do if it added nothing. Run next to the node measurements, it tells the node's
+    overhead apart from the load other processes put on the machine."""
+    from abaw_ros.config import PipelineConfig
+    from abaw_ros.perception.pipeline import PerceptionPipeline
+    from abaw_ros.ros.conversions import image_to_bgr
+
+    pipeline = PerceptionPipeline(PipelineConfig.from_yaml(params))
+    loop = FrameLoop(faces)
+    for i in range(24):
+        pipeline.process(image_to_bgr(loop.message(i)), i)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i in range(frames):
+        pipeline.process(image_to_bgr(loop.message(24 + i)), i)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"faces": faces, "ms_per_frame": wall * 1e3 / frames, "cpu_ms_per_frame": cpu * 1e3 / frames}
+
+
 def publish_paced(client: FrameClient, loop: FrameLoop, rate: float, count: int, start: int = 0) -> list[int]:
     """Publish ``count`` frames at ``rate`` Hz, stamped with the publish time."""
     stamps = []
@@ -241,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             s = results["soak"]
             print(f"RSS first {s['rss_first_mib']:.1f} MiB, last {s['rss_last_mib']:.1f}, max {s['rss_max_mib']:.1f}; "
                   f"slope over the second half {s['rss_slope_mib_per_1000_frames_second_half']:+.2f} MiB/1000 frames")
+        print("\nthe same pipeline without ROS, in this process (decode + process, lockstep):")
+        for faces in args.faces:
+            ref = pipeline_reference(params, faces)
+            results.setdefault("pipeline_reference", []).append(ref)
+            print(f"{faces:>6} people: {ref['ms_per_frame']:.1f} ms/frame ({1e3 / ref['ms_per_frame']:.1f} fps), "
+                  f"CPU {ref['cpu_ms_per_frame']:.1f} ms/frame", flush=True)
         results["machine"]["loadavg_end"] = os.getloadavg()
         print(f"load average at start {results['machine']['loadavg_start']}, at end {results['machine']['loadavg_end']} "
               f"({os.cpu_count()} CPUs)")

@@ -151,6 +151,10 @@ def test_bad_config_values_are_named_in_the_error(kwargs, message):
         ModelConfig(**kwargs)
 
 
+def test_tasks_given_as_text_are_split():
+    assert ModelConfig(tasks="au, va").tasks == ("va", "au")
+
+
 def test_config_dict_round_trip_and_unknown_keys():
     cfg = ModelConfig(n_levels=2, window_length=16, tasks=("ah", "emi"), output_mode="frame", freeze="all")
     data = cfg.to_dict()

@@ -157,6 +157,7 @@ def test_export_rejects_bad_arguments(tmp_path):
         export_onnx(net, tmp_path, graphs=("engine",))
     with pytest.raises(ValueError, match="au_thresholds has 2 values"):
         export_onnx(net, tmp_path, thresholds={"au_thresholds": [0.5, 0.5]})
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_export_command_writes_a_verified_bundle(tmp_path, capsys):

@@ -148,3 +148,24 @@ def test_onnx_encoder_plus_ring_buffer_plus_onnx_head_equals_onnx_window(model_b
     streamed = sessions["temporal_head"].run(None, dict(zip(meta["feature_names"], windows, strict=True)))[0]
     fused = sessions["window"].run(None, {"clips": frames[2:][None]})[0]
     np.testing.assert_allclose(streamed, fused, rtol=0, atol=1e-5)
+
+
+def test_streaming_imports_without_torch():
+    """An ONNX-Runtime-only deployment can use the ring buffers without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from abaw_ros.models import FaceWindows, default_head_interval; "
+            "from abaw_ros.models.streaming import FeatureRingBuffer; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_public_name_resolves():
+    import abaw_ros.models as models
+
+    assert set(models.__all__) == set(models._EXPORTS)
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        models.Nope  # noqa: B018

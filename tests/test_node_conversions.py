@@ -132,6 +132,52 @@ def test_corrupt_jpeg_is_rejected(picture):
         compressed_to_bgr(msg)
 
 
+# -- FrameResult -> FaceAffectArray ----------------------------------------------------------
+def _face(face_id: str, box, tasks: dict) -> object:
+    from abaw_ros.perception.pipeline import FaceResult
+
+    au = tasks.get("au")
+    return FaceResult(
+        face_id=face_id, box=box, confidence=0.97, window_length=8, frames_observed=5,
+        outputs={k: np.asarray(v, dtype=np.float32) for k, v in tasks.items()},
+        au_active=np.asarray(au) >= 0.5 if au is not None else np.zeros(12, bool),
+        hesitant=bool(tasks.get("ah", [0.0])[0] >= 0.5),
+    )
+
+
+def test_frame_result_becomes_a_message_with_the_source_header():
+    from abaw_ros.perception.pipeline import FrameResult
+    from abaw_ros.ros.conversions import frame_result_to_msg
+
+    au = np.linspace(0.05, 0.95, 12)
+    emi = np.linspace(0.1, 0.6, 6)
+    faces = [
+        _face("face_3", (10, 20, 30, 40), {"va": [0.25, -0.5], "au": au, "emi": emi, "ah": [0.75]}),
+        _face("face_4", (600, 450, 80, 60), {"va": [-1.0, 1.0]}),  # a VA-only model, box past the edge
+    ]
+    header = Header(frame_id="camera_optical")
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_000, 123_456_789
+    msg = frame_result_to_msg(FrameResult(stamp_ns=1, faces=faces), header, (480, 640, 3))
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
+        "camera_optical", 1_700_000_000, 123_456_789)
+    first, second = msg.faces
+    assert first.face_id == "face_3"
+    assert (first.roi.x_offset, first.roi.y_offset, first.roi.width, first.roi.height) == (10, 20, 30, 40)
+    assert (first.window_length, first.frames_observed) == (8, 5)
+    assert first.valence == pytest.approx(0.25) and first.arousal == pytest.approx(-0.5)
+    np.testing.assert_allclose(first.au_probability, au, atol=1e-6)
+    assert list(first.au_active) == [bool(v >= 0.5) for v in au]
+    np.testing.assert_allclose(first.mimicry_intensity, emi, atol=1e-6)
+    assert first.hesitancy_probability == pytest.approx(0.75) and first.hesitant
+    # Clipped to the image; tasks the model does not estimate are NaN, flags false.
+    assert (second.roi.x_offset, second.roi.y_offset, second.roi.width, second.roi.height) == (600, 450, 40, 30)
+    assert np.isnan(second.au_probability).all() and not any(second.au_active)
+    assert np.isnan(second.mimicry_intensity).all() and np.isnan(second.hesitancy_probability)
+    assert not second.hesitant
+    empty = frame_result_to_msg(FrameResult(stamp_ns=1, faces=[]), header)
+    assert empty.faces == [] and empty.header.stamp.nanosec == 123_456_789
+
+
 # -- latest-frame hand-off -------------------------------------------------------------------
 def test_slot_keeps_only_the_newest_item_and_counts_the_replaced_ones():
     slot: LatestSlot[int] = LatestSlot()

@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch size of the batched measurements (default 8)")
     parser.add_argument("--iterations", type=int, default=20, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement")
+    parser.add_argument("--stat", choices=("median", "min"), default="median",
+                        help="statistic over the timed runs; 'min' is the steadier estimate on a shared machine")
     parser.add_argument("--num-threads", type=int, default=None, help="CPU threads (default: all usable cores)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of face crops for int8 calibration and the accuracy report "
@@ -71,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
 
 
-def _median_ms(fn: Callable[[], object], iterations: int, warmup: int) -> float:
+def _time_ms(fn: Callable[[], object], iterations: int, warmup: int, stat: str = "median") -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -79,10 +81,10 @@ def _median_ms(fn: Callable[[], object], iterations: int, warmup: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * (min(times) if stat == "min" else statistics.median(times))
 
 
-def measure(backend, batch: int, iterations: int, warmup: int, crops: np.ndarray) -> BenchRow:
+def measure(backend, batch: int, iterations: int, warmup: int, crops: np.ndarray, stat: str = "median") -> BenchRow:
     def frames(n: int) -> np.ndarray:
         return np.ascontiguousarray(np.resize(crops, (n, *crops.shape[1:])), np.float32)
 
@@ -95,10 +97,10 @@ def measure(backend, batch: int, iterations: int, warmup: int, crops: np.ndarray
         backend=backend.name,
         precision=backend.precision,
         device=backend.device,
-        encoder_ms_per_frame_b1=_median_ms(lambda: backend.encode(one), iterations, warmup),
-        encoder_ms_per_frame_batched=_median_ms(lambda: backend.encode(many), iterations, warmup) / batch,
-        head_ms_per_window_b1=_median_ms(lambda: backend.temporal(win1), iterations, warmup),
-        head_ms_per_window_batched=_median_ms(lambda: backend.temporal(winb), iterations, warmup) / batch,
+        encoder_ms_per_frame_b1=_time_ms(lambda: backend.encode(one), iterations, warmup, stat),
+        encoder_ms_per_frame_batched=_time_ms(lambda: backend.encode(many), iterations, warmup, stat) / batch,
+        head_ms_per_window_b1=_time_ms(lambda: backend.temporal(win1), iterations, warmup, stat),
+        head_ms_per_window_batched=_time_ms(lambda: backend.temporal(winb), iterations, warmup, stat) / batch,
     )
 
 
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 skipped.append(f"{name} {precision}: {exc}")
                 continue
             crops = preprocess_crops(evaluation, backend.metadata)
-            rows.append(measure(backend, args.batch, args.iterations, args.warmup, crops))
+            rows.append(measure(backend, args.batch, args.iterations, args.warmup, crops, args.stat))
             backends[(name, precision)] = backend
         if not rows:
             print("no backend could run:\n  " + "\n  ".join(skipped))
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         meta = next(iter(backends.values())).metadata
         print(f"model: {model} ({'trained' if meta.trained else 'untrained'}; T={meta.window_length}, "
               f"{len(meta.feature_names)} levels, tasks {','.join(meta.tasks)})")
+        print(f"{args.stat} of {args.iterations} timed runs after {args.warmup} warm-up runs")
         print(format_table(rows, args.batch))
         reasons: dict[str, list[str]] = {}
         for line in skipped:

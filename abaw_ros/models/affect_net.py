@@ -106,6 +106,8 @@ class ModelConfig:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):  # "va,au" from a command line or YAML
+            self.tasks = tuple(t for t in self.tasks.split(",") if t.strip())
         self.tasks = task_registry.normalize_tasks(self.tasks)
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)

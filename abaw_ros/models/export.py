@@ -85,13 +85,15 @@ class _WindowGraph(nn.Module):
 
 
 def build_metadata(
-    model: AffectNet,
+    model: nn.Module,
     *,
     graph: str | None = None,
     thresholds: Mapping[str, Any] | None = None,
     trained: bool = False,
 ) -> dict[str, Any]:
-    """The JSON stored with every exported graph."""
+    """The JSON stored with every exported graph (also what a checkpoint-backed runtime
+    reports as its metadata)."""
+    model = unwrap_model(model)
     cfg = model.cfg
     th = validate_thresholds((thresholds or {}).get("au_thresholds"), (thresholds or {}).get("ah_threshold"))
     t = cfg.window_length
@@ -153,22 +155,17 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
         # these graphs in under a second with plain dynamic batch axes; the torch.export
         # path takes ~10x longer here and needs per-input Dim specs for *args graphs.
         warnings.simplefilter("ignore", DeprecationWarning)
-        _export_traced(module, args, path, input_names, output_names, dynamic_axes, opset)
-
-
-def _export_traced(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-                   output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
-    torch.onnx.export(
-        module.eval(),
-        args,
-        str(path),
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_axes=dynamic_axes,
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def export_onnx(
@@ -191,6 +188,7 @@ def export_onnx(
     unknown = [g for g in graphs if g not in GRAPH_FILES]
     if unknown:
         raise ValueError(f"graphs {unknown}: choose from {list(GRAPH_FILES)}")
+    validate_thresholds((thresholds or {}).get("au_thresholds"), (thresholds or {}).get("ah_threshold"))
     # export a CPU eval copy: the caller's model keeps its device and mode
     net = copy.deepcopy(unwrap_model(model)).cpu().eval()
     cfg = net.cfg

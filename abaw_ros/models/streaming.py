@@ -76,6 +76,11 @@ class FeatureRingBuffer:
     def __len__(self) -> int:
         return self.frames_observed
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this face's buffer (fixed at creation)."""
+        return sum(s.nbytes for s in self._store)
+
     def reset(self) -> None:
         self._slot = -1
         self.frames_pushed = 0

@@ -8,7 +8,8 @@ so what is measured offline is what runs on the robot. Per frame:
 3. align and crop every visible face (5-point similarity, ``crop_size`` square);
 4. encode all crops in one batched encoder call;
 5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
-6. run the temporal head over all faces' windows in one batched call;
+6. run the temporal head over the windows of the faces that are due (``head_interval``) in
+   one batched call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from abaw_ros.config import PipelineConfig
 from abaw_ros.perception.alignment import align_faces_rgb
 from abaw_ros.perception.detection import FaceDetector, create_detector
 from abaw_ros.perception.image import as_bgr_image
-from abaw_ros.perception.ring_buffer import FaceBuffers
+from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.tracking import FaceTracker, Track
 from abaw_ros.runtime import InferenceBackend, preprocess_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
@@ -87,7 +88,10 @@ class PerceptionPipeline:
         self.metadata = backend.metadata
         self.detector = detector if detector is not None else create_detector(config)
         self.tracker = FaceTracker.from_config(config)
-        self.buffers = FaceBuffers(self.metadata.feature_shapes, self.metadata.window_length)
+        t = self.metadata.window_length
+        self.buffers = FaceWindows(self.metadata.feature_shapes, t,
+                                   head_interval=config.head_interval or default_head_interval(t))
+        self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
 
@@ -95,6 +99,7 @@ class PerceptionPipeline:
         """Forget all faces (e.g. after a jump in a recording)."""
         self.tracker.reset()
         self.buffers.keep_only(())
+        self._latest.clear()
         self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
@@ -113,7 +118,8 @@ class PerceptionPipeline:
 
         t = time.perf_counter()
         tracks = self.tracker.update(detections)
-        self.buffers.keep_only(track.face_id for track in self.tracker.tracks)
+        for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
+            self._latest.pop(gone, None)
         timings["track"] = _ms(t)
 
         faces: list[FaceResult] = []
@@ -124,19 +130,22 @@ class PerceptionPipeline:
             timings["align"] = _ms(t)
 
             ids = [track.face_id for track in tracks]
-            rows = []
             for first in range(0, len(ids), MAX_BATCH):
                 chunk = slice(first, first + MAX_BATCH)
                 t = time.perf_counter()
                 features = self.backend.encode(batch[chunk])
+                self.buffers.push_batch(ids[chunk], features)
                 timings["encode"] += _ms(t)
 
+            due = [face_id for face_id in ids if self.buffers.due(face_id)]
+            for first in range(0, len(due), MAX_BATCH):
+                chunk = due[first:first + MAX_BATCH]
                 t = time.perf_counter()
-                self.buffers.push_batch(ids[chunk], features)
-                out = np.asarray(self.backend.temporal(self.buffers.windows(ids[chunk])))
-                rows.append(out[:, -1] if out.ndim == 3 else out)  # per-frame mode: newest frame
+                out = newest_frame(np.asarray(self.backend.temporal(self.buffers.windows(chunk))))
+                self.buffers.mark_run(chunk)
+                self._latest.update(zip(chunk, out, strict=True))
                 timings["temporal"] += _ms(t)
-            outputs = np.concatenate(rows)
+            outputs = [self._latest[face_id] for face_id in ids]
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)

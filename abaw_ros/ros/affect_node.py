@@ -23,12 +23,12 @@ import re
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -47,6 +47,9 @@ from abaw_ros.ros.conversions import (
 )
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
+
+if TYPE_CHECKING:
+    from abaw_ros.perception.pipeline import PerceptionPipeline
 
 NODE_NAME = "abaw_affect"
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
@@ -90,8 +93,6 @@ def _warning_kind(transport: str, exc: Exception) -> str:
 
 
 def _ros_type(py_type: type) -> int:
-    from rcl_interfaces.msg import ParameterType
-
     return {
         bool: ParameterType.PARAMETER_BOOL,
         int: ParameterType.PARAMETER_INTEGER,
@@ -121,7 +122,7 @@ class AffectNode(Node):
             )
             self.declare_parameter(spec.name, spec.default, descriptor)
         self.config: PipelineConfig | None = None
-        self.pipeline: Any = None
+        self.pipeline: PerceptionPipeline | None = None
         self._slot: LatestSlot[tuple[str, Any]] = LatestSlot()
         self._stats = NodeStats()
         self._warnings = WarningThrottle(self.get_logger())
@@ -133,6 +134,8 @@ class AffectNode(Node):
     def read_config(self) -> PipelineConfig:
         """The parameters as a validated :class:`PipelineConfig`; raises ConfigError."""
         declared = {spec.name for spec in PipelineConfig.parameters()}
+        # rclpy ignores values from --params-file / -p that no declaration asks for, so a
+        # misspelt name would silently keep the default; its overrides are only kept here.
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         unknown = sorted(
             name for name in overrides
@@ -198,7 +201,7 @@ class AffectNode(Node):
             self._worker = None
 
     def _describe_model(self) -> None:
-        assert self.config is not None
+        assert self.config is not None and self.pipeline is not None
         metadata = self.pipeline.metadata
         self._weights_trained = bool(metadata.trained)
         model = self.config.model_file_path or "(none: untrained network built at start)"
@@ -235,10 +238,11 @@ class AffectNode(Node):
             try:
                 self._process(transport, msg)
             except Exception as exc:  # keep serving frames; the error says what broke
+                if not self.context.ok():  # shutting down: the frame cannot be published
+                    return
                 self._warnings.warn(
                     f"process:{type(exc).__name__}",
-                    f"frame {self._describe_frame(msg)} failed in the pipeline: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"processing frame {self._describe_frame(msg)} failed: {type(exc).__name__}: {exc}",
                 )
 
     def _process(self, transport: str, msg: Image | CompressedImage) -> None:
@@ -256,12 +260,15 @@ class AffectNode(Node):
         result = self.pipeline.process(image, stamp_ns)
         processing_ms = (time.perf_counter() - started) * 1e3
         out = frame_result_to_msg(result, msg.header, image.shape)
+        if not self.context.ok():
+            return
         self._affect_pub.publish(out)
         now_ns = self.get_clock().now().nanoseconds
         latency_ms = (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else processing_ms
         self._stats.on_published(latency_ms, processing_ms, len(out.faces), result.timings)
         if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
-            self._debug_pub.publish(bgr_to_image(draw_affect(image, out), msg.header))
+            note = "" if self._weights_trained else "UNTRAINED weights: values are placeholders"
+            self._debug_pub.publish(bgr_to_image(draw_affect(image, out, note), msg.header))
 
     @staticmethod
     def _describe_frame(msg: Image | CompressedImage) -> str:
@@ -284,11 +291,15 @@ class AffectNode(Node):
         )
 
 
-def draw_affect(image_bgr: np.ndarray, msg: FaceAffectArray) -> np.ndarray:
-    """A copy of the image with each face's box, id and main values drawn."""
+def draw_affect(image_bgr: np.ndarray, msg: FaceAffectArray, note: str = "") -> np.ndarray:
+    """A copy of the image with each face's box, id and main values drawn, and ``note``
+    in the top-left corner."""
     import cv2
 
     canvas = image_bgr.copy()
+    if note:
+        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
     for face in msg.faces:
         x, y, w, h = face.roi.x_offset, face.roi.y_offset, face.roi.width, face.roi.height
         cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)

@@ -1,10 +1,11 @@
-"""Per-face feature ring buffers: order, warm-up padding, bounded memory, dropping faces."""
+"""Per-face feature ring buffers as the pipeline uses them: order, warm-up padding,
+bounded memory, dropping faces."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from abaw_ros.perception.ring_buffer import FaceBuffers, FeatureRing
+from abaw_ros.models.streaming import FaceWindows, FeatureRingBuffer
 
 SHAPES = [(3, 2, 2), (5, 1, 1)]
 
@@ -18,7 +19,7 @@ def firsts(window: list[np.ndarray]) -> list[float]:
 
 
 def test_warm_up_pads_with_the_first_frame_then_slides():
-    ring = FeatureRing(SHAPES, window_length=4)
+    ring = FeatureRingBuffer(SHAPES, window_length=4)
     ring.push(frame(1))
     assert ring.frames_observed == 1 and firsts(ring.window()) == [1, 1, 1, 1]
     ring.push(frame(2))
@@ -32,7 +33,7 @@ def test_warm_up_pads_with_the_first_frame_then_slides():
 
 
 def test_memory_is_fixed_whatever_the_stream_length():
-    ring = FeatureRing(SHAPES, window_length=8)
+    ring = FeatureRingBuffer(SHAPES, window_length=8)
     size = ring.nbytes
     for v in range(1000):
         ring.push(frame(v))
@@ -40,15 +41,15 @@ def test_memory_is_fixed_whatever_the_stream_length():
 
 
 def test_shape_errors_name_the_level():
-    ring = FeatureRing(SHAPES, window_length=4)
-    with pytest.raises(ValueError, match="feature level 1 has shape"):
+    ring = FeatureRingBuffer(SHAPES, window_length=4)
+    with pytest.raises(ValueError, match=r"feature level 1: shape \(4, 1, 1\), expected \(5, 1, 1\)"):
         ring.push([np.zeros(SHAPES[0], np.float32), np.zeros((4, 1, 1), np.float32)])
     with pytest.raises(RuntimeError, match="empty"):
         ring.window()
 
 
 def test_face_buffers_batch_per_face_and_drop_dead_faces():
-    buffers = FaceBuffers(SHAPES, window_length=4)
+    buffers = FaceWindows(SHAPES, window_length=4)
     batch = [np.stack([np.full(s, v, np.float32) for v in (1, 100)]) for s in SHAPES]
     buffers.push_batch(["a", "b"], batch)
     buffers.push_batch(["b"], [x[1:] + 1 for x in batch])
@@ -62,7 +63,7 @@ def test_face_buffers_batch_per_face_and_drop_dead_faces():
 
 
 def test_a_single_face_window_is_a_contiguous_view():
-    buffers = FaceBuffers(SHAPES, window_length=4)
+    buffers = FaceWindows(SHAPES, window_length=4)
     for v in range(6):
         buffers.push_batch(["a"], [np.full((1, *s), v, np.float32) for s in SHAPES])
     (first, second) = buffers.windows(["a"])
