@@ -43,7 +43,7 @@ def running(domain, model_bundle, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node_compressed")
     namespace = unique_namespace("jpeg")
     params = params_file(tmp, model_file_path=str(model_bundle), backend="onnxruntime", window_length=8,
-                         image_transport="compressed", publish_debug_image=True)
+                         image_transport="compressed", publish_debug_image=True, detection_interval=2)
     node = NodeProcess(params, tmp / "node.log", namespace)
     client = FrameClient(namespace, domain_id=domain)
     try:
@@ -56,10 +56,10 @@ def running(domain, model_bundle, tmp_path_factory):
 
 def test_compressed_frames_give_tracked_faces(running):
     node, client = running
-    sent = send_in_lockstep(client, DemoScene(faces=1), 10, frame_id=FRAME_ID, compressed=True)
+    sent = send_in_lockstep(client, DemoScene(faces=1), 12, frame_id=FRAME_ID, compressed=True)
     answers = [a for a in sent if a.result is not None]
-    assert len(answers) >= 9, f"only {len(answers)} of 10 JPEG frames answered:\n{node.log()[-2000:]}"
-    settled = [a for a in answers if a.index >= 2]
+    assert len(answers) >= 11, f"only {len(answers)} of 12 JPEG frames answered:\n{node.log()[-2000:]}"
+    settled = [a for a in answers if a.index >= 4]  # published from the second detection on
     assert all(len(a.msg.faces) == 1 for a in settled), [len(a.msg.faces) for a in settled]
     assert len({a.msg.faces[0].face_id for a in settled}) == 1
     assert all(a.msg.header.frame_id == FRAME_ID for a in answers)

@@ -40,6 +40,23 @@ def test_bad_parameter_fails_at_start_naming_it(tmp_path, ros_domain_id, overrid
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("content", [None, "abaw_affect:\n  ros__parameters:\n    window_length: [8\n"],
+                         ids=["missing", "malformed"])
+def test_unreadable_parameters_file_fails_at_start_naming_it(tmp_path, ros_domain_id, content):
+    path = tmp_path / "affect_params.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    node = NodeProcess(path, tmp_path / "node.log", unique_namespace("params"))
+    try:
+        code = node.wait_exit(timeout=60)
+    finally:
+        node.stop()
+    log = node.log()
+    assert code == 2, f"exit code {code}:\n{log[-2000:]}"
+    assert str(path) in log and "[FATAL]" in log
+    assert "Traceback" not in log
+
+
 def test_model_with_another_window_length_is_refused(tmp_path, ros_domain_id, model_bundle):
     node = _start(tmp_path, model_file_path=str(model_bundle), backend="onnxruntime", window_length=12)
     try:

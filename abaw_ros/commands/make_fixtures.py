@@ -10,7 +10,7 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fixtures"), help="output folder (default runs/fixtures)")
     parser.add_argument("--frames-per-video", type=int, default=16, help="Aff-Wild2 and BAH frames per video")
-    parser.add_argument("--affwild2-videos", type=int, nargs=2, default=(10, 4), metavar=("TRAIN", "VAL"),
+    parser.add_argument("--affwild2-videos", type=int, nargs=2, default=(10, 6), metavar=("TRAIN", "VAL"),
                         help="videos per Aff-Wild2 task (train also gets one _left/_right pair)")
     parser.add_argument("--hume-videos", type=int, nargs=2, default=(32, 12), metavar=("TRAIN", "VAL"))
     parser.add_argument("--hume-frames", type=int, default=8, help="frames per HUME-Vidmimic2 video")

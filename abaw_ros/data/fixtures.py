@@ -6,7 +6,7 @@ row/frame pairing, wrong order, wrong mask) or a training bug shows up as a metr
 chance level:
 
 - VA: valence sets the brightness, arousal a warm (red) / cool (blue) tint of the face;
-- AU: each active AU draws a white disc at its own place of a 4x3 grid over the face;
+- AU: each active AU draws a disc of its own colour at its own place of a 4x3 grid;
 - EMI: per video, Admiration = brightness, Amusement = red tint, Determination = blue tint,
   Empathic Pain = contrast, Excitement = size of a dark mouth ellipse, Joy = mean of
   Amusement and Excitement;
@@ -34,12 +34,12 @@ SIZE = 112
 
 @dataclass
 class FixtureSpec:
-    """How much to write. Defaults (1120 frames): about two seconds to write, a few CPU
+    """How much to write. Defaults (1184 frames): about two seconds to write, a few CPU
     minutes to learn with ``config/train_fixture.yaml``; many identities rather than long
     videos, so that validation (other faces) generalizes."""
 
     frames_per_video: int = 16
-    affwild2_videos: tuple[int, int] = (10, 4)  # (train, val) per task, plus one _left/_right pair in train
+    affwild2_videos: tuple[int, int] = (10, 6)  # (train, val) per task, plus one _left/_right pair in train
     hume_videos: tuple[int, int] = (32, 12)
     hume_frames: int = 8
     bah_videos: tuple[int, int] = (12, 4)
@@ -79,6 +79,12 @@ def au_disc_centres() -> list[tuple[int, int]]:
     return [(x, y) for y in ys for x in xs]
 
 
+def au_disc_colours() -> list[tuple[float, float, float]]:
+    """One saturated hue per AU (30 degrees apart), RGB 0..255."""
+    hsv = np.array([[[15 * k, 255, 255] for k in range(12)]], dtype=np.uint8)  # OpenCV hue: 0..180
+    return [tuple(float(v) for v in c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]]
+
+
 def render(
     face: np.ndarray,
     rng: np.random.Generator,
@@ -100,9 +106,9 @@ def render(
     if mouth > 0:
         cv2.ellipse(img, (56, 88), (int(4 + 22 * mouth), int(2 + 10 * mouth)), 0, 0, 360, (15, 15, 15), -1)
     if aus is not None:
-        for (x, y), on in zip(au_disc_centres(), aus, strict=True):
+        for (x, y), colour, on in zip(au_disc_centres(), au_disc_colours(), aus, strict=True):
             if on > 0:
-                cv2.circle(img, (x, y), 11, (255, 255, 255), -1)
+                cv2.circle(img, (x, y), 11, colour, -1)
     img = img + rng.normal(0.0, 3.0, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -146,7 +152,8 @@ def _write_affwild2(paths: FixturePaths, spec: FixtureSpec, faces: list[np.ndarr
                 face = faces[next(face_ids)]
                 valence, arousal = smooth_curve(n, rng), smooth_curve(n, rng)
                 p_on = rng.uniform(0.2, 0.45, size=len(AU_NAMES))
-                aus = np.stack([binary_segments(n, rng, p) for p in p_on], axis=1)
+                # AU states change every 8 frames (about a third of a second at 25 fps)
+                aus = np.stack([binary_segments(n, rng, p, min_len=8, max_len=8) for p in p_on], axis=1)
                 # Gaps: annotated frames without an image (no face detected).
                 n_missing, n_invalid = max(1, n // 16), max(2, n // 12)
                 missing = set(int(x) for x in rng.choice(np.arange(3, n - 1), size=n_missing, replace=False) + 1)

@@ -211,6 +211,7 @@ class AffectNode(Node):
             "precision": self.config.precision,
             "detector": self.config.detector,
             "detection_interval": str(self.config.detection_interval),
+            "head_interval": str(self.config.head_interval),
             "window_length": str(self.config.window_length),
             "tasks": ",".join(metadata.tasks),
         }
@@ -337,7 +338,11 @@ class _RosLogHandler(logging.Handler):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or an external shutdown; 2 when it cannot start."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
+        print(f"[FATAL] [{NODE_NAME}]: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
     node: AffectNode | None = None
     code = 0
     core_log = logging.getLogger("abaw_ros")
