@@ -30,14 +30,6 @@ def astronaut_rgb() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def lfw_faces() -> np.ndarray:
-    """200 real face crops (25x25 float grey, 0..1) from Labeled Faces in the Wild."""
-    from skimage import data
-
-    return data.lfw_subset()
-
-
-@pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory):
     """Path to a checkpoint of an untrained all-tasks AffectNet (T=8, n_levels=3)."""
     import torch
