@@ -52,3 +52,15 @@ def model_bundle(untrained_checkpoint, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("bundle")
     export_onnx(model, out_dir, thresholds=info["thresholds"], trained=info["trained"])
     return out_dir
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Single-threaded torch for a module: small models on a shared 2-core machine run
+    faster and steadier without thread contention."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -10,13 +10,7 @@ from abaw_ros._compat import import_timm
 from abaw_ros.models import create_affect_net, load_backbone_weights
 from abaw_ros.models.backbone import create_backbone
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _grads_after_backward(freeze: str) -> dict[str, bool]:

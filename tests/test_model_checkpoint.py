@@ -6,13 +6,7 @@ import torch
 
 from abaw_ros.models import create_affect_net, load_checkpoint, save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturb(net: torch.nn.Module) -> None:

@@ -37,12 +37,7 @@ OUTPUT_ATOL = 1e-4  # activated outputs, absolute
 FEATURE_RTOL = 1e-4  # encoder maps, relative to the largest magnitude
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _session(path) -> ort.InferenceSession:

@@ -12,12 +12,7 @@ PAPER_PARAMS = {"stride8": 1.259e6, "stride16": 0.604e6, "stride32": 1.194e6}
 BACKBONE_SHAPES = {"stride32": (960, 7, 7), "stride16": (96, 14, 14), "stride8": (64, 28, 28)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(module: torch.nn.Module) -> int:

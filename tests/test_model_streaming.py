@@ -14,13 +14,7 @@ from abaw_ros.models import (
     read_metadata,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stream(net, frames: torch.Tensor) -> list[torch.Tensor]:

@@ -64,6 +64,13 @@ class ModelSource:
     checkpoint: Path | None = None
     bundle_dir: Path | None = None
 
+    def onnx_bundle(self, cache_dir: str | Path | None = None) -> ModelBundle:
+        """The ONNX graphs of this model: the bundle itself, or a checkpoint's export
+        (made once into ``cache_dir``)."""
+        if self.bundle_dir is not None:
+            return ModelBundle.open(self.bundle_dir)
+        return bundle_from_checkpoint(self.checkpoint, cache_dir)
+
 
 def resolve_model_path(model_path: str | Path) -> ModelSource:
     """Classify ``model_path``: a checkpoint file, a bundle directory, or one ONNX file of

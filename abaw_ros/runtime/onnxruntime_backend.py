@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import BackendOptions, BackendUnavailableError, InferenceBackend, TensorSpec
-from .bundle import ModelBundle, ModelSource, bundle_from_checkpoint
+from .bundle import ModelBundle, ModelSource
 from .engine_cache import CachedEngine, EngineCache, EngineKey, onnx_sha256
 from .preprocess import as_crop_list, preprocess_crops
 
@@ -226,9 +226,4 @@ def check_available(options: BackendOptions) -> None:
 
 
 def create_backend(source: ModelSource, options: BackendOptions) -> OnnxRuntimeBackend:
-    bundle = (
-        ModelBundle.open(source.bundle_dir)
-        if source.bundle_dir is not None
-        else bundle_from_checkpoint(source.checkpoint, options.cache_root)
-    )
-    return OnnxRuntimeBackend(bundle, options)
+    return OnnxRuntimeBackend(source.onnx_bundle(options.cache_root), options)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .base import BackendOptions, BackendUnavailableError, InferenceBackend, TensorSpec
-from .bundle import ModelBundle, ModelSource, bundle_from_checkpoint
+from .bundle import ModelBundle, ModelSource
 from .engine_cache import CachedEngine, EngineCache, EngineKey, InputProfile, atomic_write_bytes, onnx_sha256
 from .preprocess import as_crop_list, preprocess_crops
 
@@ -445,9 +445,4 @@ def check_available(options: BackendOptions) -> None:
 
 
 def create_backend(source: ModelSource, options: BackendOptions) -> TensorRTBackend:
-    bundle = (
-        ModelBundle.open(source.bundle_dir)
-        if source.bundle_dir is not None
-        else bundle_from_checkpoint(source.checkpoint, options.cache_root)
-    )
-    return TensorRTBackend(bundle, options)
+    return TensorRTBackend(source.onnx_bundle(options.cache_root), options)
