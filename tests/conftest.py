@@ -30,6 +30,12 @@ def astronaut_rgb() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def astronaut_bgr(astronaut_rgb) -> np.ndarray:
+    """The same picture in OpenCV's BGR order, as cameras publish it."""
+    return np.ascontiguousarray(astronaut_rgb[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory):
     """Path to a checkpoint of an untrained all-tasks AffectNet (T=8, n_levels=3)."""
     import torch

@@ -10,11 +10,6 @@ from abaw_ros.perception.mtcnn import MTCNNDetector
 
 
 @pytest.fixture(scope="module")
-def astronaut_bgr(astronaut_rgb) -> np.ndarray:
-    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)
-
-
-@pytest.fixture(scope="module")
 def mtcnn() -> MTCNNDetector:
     return MTCNNDetector(min_face_size=30, num_threads=2)
 

@@ -21,11 +21,6 @@ def mtcnn() -> MTCNNDetector:
 
 
 @pytest.fixture(scope="module")
-def astronaut_bgr(astronaut_rgb) -> np.ndarray:
-    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)
-
-
-@pytest.fixture(scope="module")
 def lfw_face() -> np.ndarray:
     """One real 25x25 grey face (float 0..1) from Labeled Faces in the Wild."""
     from skimage import data

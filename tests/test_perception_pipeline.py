@@ -19,11 +19,6 @@ def backend(model_bundle):
     return load_backend(model_bundle, backend="onnxruntime", num_threads=2)
 
 
-@pytest.fixture(scope="module")
-def astronaut_bgr(astronaut_rgb) -> np.ndarray:
-    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)
-
-
 class CountingBackend:
     """The real backend, counting its calls and the batch sizes it is given."""
 

@@ -28,11 +28,6 @@ def moving_astronaut(astronaut_bgr: np.ndarray, index: int, offset_x: int = 0) -
 
 
 @pytest.fixture(scope="module")
-def astronaut_bgr(astronaut_rgb) -> np.ndarray:
-    return cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)
-
-
-@pytest.fixture(scope="module")
 def mtcnn() -> MTCNNDetector:
     return MTCNNDetector(min_face_size=40, num_threads=2)
 
