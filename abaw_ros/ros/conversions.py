@@ -7,8 +7,6 @@ node can warn and move on to the next frame.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray
+from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.images import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -24,7 +23,6 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult
@@ -81,46 +79,19 @@ def stamp_to_ns(header: Header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-def _floats(values: object, size: int) -> list[float]:
-    """A task's outputs as ``size`` floats; NaN where the model does not estimate the task."""
-    if values is None:
-        return [math.nan] * size
-    flat = np.asarray(values, dtype=np.float32).reshape(-1)
-    if flat.size != size:
-        raise ValueError(f"expected {size} outputs, got {flat.size}")
-    return [float(v) for v in flat]
-
-
-def _roi(box: Sequence[int], image_shape: tuple[int, ...] | None) -> RegionOfInterest:
-    x, y, w, h = (int(round(float(v))) for v in box)
-    x0, y0, x1, y1 = x, y, x + w, y + h
-    if image_shape is not None:  # RegionOfInterest is unsigned and must lie inside the image
-        height, width = image_shape[:2]
-        x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
-        y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
-    else:
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = max(x1, x0), max(y1, y0)
-    return RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False)
-
-
 def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = None) -> FaceAffect:
-    """One tracked face -> ``FaceAffect``. Tasks the model does not estimate are NaN (and
-    their flags false)."""
-    outputs: Mapping[str, np.ndarray] = face.outputs
+    """One tracked face -> ``FaceAffect``, filled by the rules bag-eval uses too
+    (:func:`abaw_ros.offline.face_values.face_affect_values`): tasks the model does not
+    estimate are NaN (and their flags false), the box is clipped to the image."""
+    values = face_affect_values(face, image_shape)
+    x, y, w, h = values.pop("roi")
     msg = FaceAffect()
-    msg.face_id = str(face.face_id)
-    msg.roi = _roi(face.box, image_shape)
-    msg.detection_confidence = float(face.confidence)
-    msg.window_length = int(face.window_length)
-    msg.frames_observed = int(face.frames_observed)
-    msg.valence, msg.arousal = _floats(outputs.get("va"), 2)
-    msg.au_probability = _floats(outputs.get("au"), len(AU_NAMES))
-    active = face.au_active if face.au_active is not None else [False] * len(AU_NAMES)
-    msg.au_active = [bool(a) for a in np.asarray(active, dtype=bool).reshape(-1)]
-    msg.mimicry_intensity = _floats(outputs.get("emi"), len(EMI_NAMES))
-    (msg.hesitancy_probability,) = _floats(outputs.get("ah"), 1)
-    msg.hesitant = bool(face.hesitant)
+    msg.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
+    values["au_probability"] = values["au_probability"].tolist()
+    values["mimicry_intensity"] = values["mimicry_intensity"].tolist()
+    values["au_active"] = values["au_active"].tolist()
+    for name, value in values.items():
+        setattr(msg, name, value)
     return msg
 
 
