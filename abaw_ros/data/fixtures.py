@@ -6,7 +6,8 @@ row/frame pairing, wrong order, wrong mask) or a training bug shows up as a metr
 chance level:
 
 - VA: valence sets the brightness, arousal a warm (red) / cool (blue) tint of the face;
-- AU: each active AU draws a disc of its own colour at its own place of a 4x3 grid;
+- AU: each active AU fills its own cell of a 4x3 grid with its own colour (a patch of about
+  22x28 pixels, large enough to survive in the 7x7 map of a frozen backbone);
 - EMI: per video, Admiration = brightness, Amusement = red tint, Determination = blue tint,
   Empathic Pain = contrast, Excitement = size of a dark mouth ellipse, Joy = mean of
   Amusement and Excitement;
@@ -34,12 +35,16 @@ SIZE = 112
 
 @dataclass
 class FixtureSpec:
-    """How much to write. Defaults (1184 frames): about two seconds to write, a few CPU
+    """How much to write. Defaults (1792 frames): a few seconds to write, a few CPU
     minutes to learn with ``config/train_fixture.yaml``; many identities rather than long
     videos, so that validation (other faces) generalizes."""
 
     frames_per_video: int = 16
     affwild2_videos: tuple[int, int] = (10, 6)  # (train, val) per task, plus one _left/_right pair in train
+    # AU has twelve outputs to learn: its training set has au_video_factor times as many
+    # videos, and all its videos are au_length_factor times as long, as VA's.
+    au_video_factor: int = 2
+    au_length_factor: int = 2
     hume_videos: tuple[int, int] = (32, 12)
     hume_frames: int = 8
     bah_videos: tuple[int, int] = (12, 4)
@@ -75,6 +80,7 @@ def face_pool() -> list[np.ndarray]:
 
 
 def au_disc_centres() -> list[tuple[int, int]]:
+    """Centre of each AU's patch (cells of a 4x3 grid), in AU_NAMES order."""
     xs, ys = (22, 45, 68, 91), (26, 56, 86)
     return [(x, y) for y in ys for x in xs]
 
@@ -108,7 +114,7 @@ def render(
     if aus is not None:
         for (x, y), colour, on in zip(au_disc_centres(), au_disc_colours(), aus, strict=True):
             if on > 0:
-                cv2.circle(img, (x, y), 11, colour, -1)
+                cv2.rectangle(img, (x - 11, y - 14), (x + 11, y + 14), colour, -1)
     img = img + rng.normal(0.0, 3.0, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -140,18 +146,21 @@ def binary_segments(n: int, rng: np.random.Generator, p_on: float, min_len: int 
 
 def _write_affwild2(paths: FixturePaths, spec: FixtureSpec, faces: list[np.ndarray],
                     rng: np.random.Generator) -> None:
-    n = spec.frames_per_video
     face_ids = iter(rng.permutation(np.arange(1, len(faces))))
     for split_key, split_dir in (("train", "Train_Set"), ("val", "Validation_Set")):
-        n_videos = spec.affwild2_videos[0 if split_key == "train" else 1]
         for task in ("va", "au"):
+            n_videos = spec.affwild2_videos[0 if split_key == "train" else 1]
+            n = spec.frames_per_video
+            if task == "au":
+                n *= spec.au_length_factor
+                n_videos *= spec.au_video_factor if split_key == "train" else 1
             names = [f"{task}{split_key}{k:02d}-30-640x360" for k in range(n_videos)]
             if split_key == "train":
                 names += [f"video{task}7_left", f"video{task}7_right"]
             for name in names:
                 face = faces[next(face_ids)]
                 valence, arousal = smooth_curve(n, rng), smooth_curve(n, rng)
-                p_on = rng.uniform(0.2, 0.45, size=len(AU_NAMES))
+                p_on = rng.uniform(0.15, 0.35, size=len(AU_NAMES))
                 # AU states change every 8 frames (about a third of a second at 25 fps)
                 aus = np.stack([binary_segments(n, rng, p, min_len=8, max_len=8) for p in p_on], axis=1)
                 # Gaps: annotated frames without an image (no face detected).
@@ -249,6 +258,9 @@ def make_fixtures(out_dir: Path | str, spec: FixtureSpec | None = None) -> Fixtu
     spec = spec or FixtureSpec()
     if spec.frames_per_video < 12:
         raise ValueError(f"frames_per_video={spec.frames_per_video}: need >= 12 for gaps and invalid runs")
+    if spec.au_video_factor < 1 or spec.au_length_factor < 1:
+        raise ValueError(f"au_video_factor={spec.au_video_factor}, au_length_factor={spec.au_length_factor}: "
+                         "must be >= 1")
     root = Path(out_dir)
     paths = FixturePaths(
         root=root,

@@ -140,6 +140,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         start_epoch = int(info["epoch"]) + 1
         best_score, best_epoch = float(info.get("best_score", -math.inf)), int(info.get("best_epoch", -1))
         history = list(info.get("history", []))
+        # the best evaluation's metrics, so that metrics.json keeps them when no later epoch improves
+        best_metrics = next((h["val"] for h in history if h.get("epoch") == best_epoch and "val" in h), {})
         log.info("resumed from %s at epoch %d (best %.4f at epoch %d)", cfg.resume, start_epoch, best_score, best_epoch)
 
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
