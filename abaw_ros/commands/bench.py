@@ -134,13 +134,12 @@ def _wanted(spec: str) -> list[tuple[str, str]]:
 
 
 def _default_model(workdir: Path) -> Path:
-    import torch
+    from abaw_ros.models import ModelConfig
+    from abaw_ros.perception.backend_loading import untrained_checkpoint
 
-    from abaw_ros.models import create_affect_net, save_checkpoint
-
-    LOG.info("no --model: benchmarking an untrained network (default ModelConfig, seed 0)")
-    torch.manual_seed(0)  # the same weights every run, so accuracy reports compare
-    return save_checkpoint(workdir / "untrained.pt", create_affect_net().eval(), trained=False)
+    LOG.info("no --model: benchmarking an untrained network (default ModelConfig, fixed seed)")
+    # The same weights every run (fixed seed), so accuracy reports compare.
+    return untrained_checkpoint(ModelConfig().window_length, workdir)
 
 
 def run(args: argparse.Namespace) -> int:
