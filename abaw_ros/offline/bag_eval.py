@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from abaw_ros.offline.annotations import FrameLabels
 from abaw_ros.offline.bag_io import (
     DEFAULT_AFFECT_TOPIC,
+    DEFAULT_BAG_VERSION,
     DEFAULT_IMAGE_TOPIC,
     STORAGES,
     AffectBagWriter,
@@ -57,6 +58,7 @@ class BagEvalOptions:
     topic: str | None = DEFAULT_IMAGE_TOPIC  # None: the bag's only image topic
     output_topic: str = DEFAULT_AFFECT_TOPIC
     storage: str | None = None  # mcap | sqlite3; None: as the input
+    bag_version: int = DEFAULT_BAG_VERSION  # rosbag2 metadata version of the affect bag (8 or 9)
     overwrite: bool = False
     recover: bool = False  # read a cut-short MCAP recording up to the damage
     labels: FrameLabels | None = None
@@ -213,7 +215,8 @@ def evaluate_bag(
         track = PredictionTrack(options.face)
         start = time.perf_counter()
         try:
-            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite) as sink, \
+            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
+                                 options.bag_version) as sink, \
                     _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
         except BaseException:
@@ -235,6 +238,8 @@ def evaluate_bag(
                        + (f"; first: {result.skipped[0].reason}" if result.skipped else "")
                        + (f"; damage: {result.damage}" if result.damage else "") + ")")
 
+    # A tracker id that never occurs: say which ids did (the affect bag stays: it is complete).
+    track.require_face(f"bag {str(options.bag)!r} (affect bag written to {str(options.output)!r})")
     aligned = None
     if options.labels is not None:
         aligned = options.labels.align(track.index_array, track.stamp_array, options.stamp_tolerance_ns)
@@ -244,7 +249,8 @@ def evaluate_bag(
         title = f"{options.bag.name} {result.topic}"
         if model.get("trained") is False:
             title += " - UNTRAINED model: affect values are placeholders"
-        result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px)
+        result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px,
+                                    ah_threshold=model.get("ah_threshold", 0.5), metrics=result.metrics)
     if options.report is not None:
         report = {
             "run": result.to_dict(),

@@ -52,6 +52,12 @@ STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": Sto
 BASE_STORE = Stores.ROS2_KILTED
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_AFFECT_TOPIC = "/affect"
+# rosbag2 metadata versions the writers offer. Version 8 stores ``offered_qos_profiles`` as
+# a YAML string, which Humble's reader requires (it reads the field with
+# ``as<std::string>()`` for every version >= 4); Jazzy and later read 8 and 9. Version 9
+# stores it as a YAML list, which only Jazzy and later read. See docs/BAGS.md.
+BAG_VERSIONS: tuple[int, ...] = (8, 9)
+DEFAULT_BAG_VERSION = 8
 _OUR_MESSAGES: tuple[str, ...] = ("FaceAffect", "FaceAffectArray")
 
 
@@ -448,7 +454,10 @@ class _BagWriter:
     """One-topic bag writer (context manager) over ``rosbags.rosbag2.Writer``."""
 
     def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
+        if version not in BAG_VERSIONS:
+            raise BagError(f"bag version {version!r}: choose from {list(BAG_VERSIONS)} (8 is read by Humble, "
+                           f"Jazzy and Kilted; 9 by Jazzy and later only)")
         self.path = Path(path)
         self.topic = topic
         self.msgtype = msgtype
@@ -458,7 +467,7 @@ class _BagWriter:
         plugin = _storage_plugin(storage)
         _prepare_output(self.path, overwrite)
         try:
-            self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            self._writer = Writer(self.path, version=version, storage_plugin=plugin)
             self._writer.open()
         except WriterError as exc:
             raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
@@ -489,8 +498,8 @@ class AffectBagWriter(_BagWriter):
     """Writes ``FaceAffectArray`` messages, one per processed frame."""
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC, storage: str = "mcap",
-                 overwrite: bool = False) -> None:
-        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite)
+                 overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
+        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite, version)
 
     def write(self, result: FrameResult, frame: ImageFrame) -> None:
         """The result of ``frame``: header stamp and frame_id copied from the image, written
@@ -506,14 +515,15 @@ class ImageBagWriter(_BagWriter):
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
                  compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",
-                 jpeg_quality: int = 90, overwrite: bool = False) -> None:
+                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
         if compression is not None and compression not in ("jpeg", "png"):
             raise BagError(f"compression={compression!r}: choose jpeg, png or None (raw Image)")
         self.compression = compression
         self.encoding = encoding
         self.frame_id = frame_id
         self.jpeg_quality = jpeg_quality
-        super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite)
+        super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite,
+                         version)
 
     def write(self, image_bgr: np.ndarray, stamp_ns: int, log_time_ns: int | None = None) -> None:
         header = make_header(stamp_ns, self.frame_id, self.store)
