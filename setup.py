@@ -22,6 +22,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["abaw_ros", "abaw_ros.*"]),
     package_data={"abaw_ros": ["py.typed"]},
+    # The message definitions (bags embed them) and the node's parameters file, where a
+    # colcon install puts them: <prefix>/share/abaw_ros/.
+    data_files=[
+        ("share/abaw_ros/msg", sorted(str(p) for p in Path("msg").glob("*.msg"))),
+        ("share/abaw_ros/config", ["config/affect.yaml"]),
+    ],
     install_requires=[
         "numpy",
         # 4.x: the version tested here; OpenCV 5 wheels ship no Haar cascades.

@@ -104,13 +104,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_params_file() -> Path | None:
-    """config/affect.yaml of the source tree, else of the colcon install, else None."""
+    """config/affect.yaml of the source tree, else of the colcon or pip install, else None."""
     source = ROOT / "config" / "affect.yaml"
     if source.is_file():
         return source
     import os
 
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+    from abaw_ros.offline.bag_io import install_prefixes
+
+    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
         candidate = Path(prefix) / "share" / "abaw_ros" / "config" / "affect.yaml"
         if prefix and candidate.is_file():
             return candidate

@@ -76,14 +76,23 @@ class BagReadError(BagError):
 # ---------------------------------------------------------------------------------------
 # Message types
 # ---------------------------------------------------------------------------------------
+def install_prefixes() -> list[str]:
+    """Where ``pip install`` puts this package's data files (``setup.py`` data_files)."""
+    import site
+    import sys
+
+    return list(dict.fromkeys([sys.prefix, site.getuserbase()]))
+
+
 def find_msg_dir() -> Path:
     """The folder holding ``FaceAffect.msg`` and ``FaceAffectArray.msg``.
 
     Looked up in the source tree next to this package, then in the ``share/abaw_ros/msg``
-    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install).
+    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install) and of the Python
+    environment (``pip install``).
     """
     candidates = [Path(__file__).resolve().parents[2] / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
         if prefix:
             candidates.append(Path(prefix) / "share" / PACKAGE / "msg")
     for folder in candidates:
