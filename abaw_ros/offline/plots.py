@@ -81,13 +81,30 @@ def plot_timeline(
 
     ``ah_threshold`` is the model's hesitancy decision threshold (drawn as a dotted line);
     ``metrics`` (from :func:`abaw_ros.offline.report.compute_metrics`) go into the title
-    next to ``title`` and the followed face."""
+    next to ``title`` and the followed face. A track that follows a tracker id no frame
+    shows raises :class:`~abaw_ros.offline.track.UnknownFaceError` listing the ids."""
+    fig = timeline_figure(track, labels, title, size_px, dpi, ah_threshold, metrics)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def timeline_figure(
+    track: PredictionTrack,
+    labels: AlignedLabels | None = None,
+    title: str = "",
+    size_px: tuple[int, int] = DEFAULT_SIZE_PX,
+    dpi: int = DEFAULT_DPI,
+    ah_threshold: float = 0.5,
+    metrics: Mapping[str, Any] | None = None,
+) -> Figure:
+    """The figure :func:`plot_timeline` writes; ``fig.axes_by_row[name]`` gives the axes
+    of each row (valence, arousal, au_pred, au_true, hesitancy, faces)."""
     track.require_face()
     width, height = (int(v) for v in size_px)
     if width < 200 or height < 200:
         raise ValueError(f"size_px={size_px}: the timeline needs at least 200x200 pixels")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     t, edges = _time_axis(track.stamp_array)
     tasks = labels.tasks if labels is not None else ()
     au_labelled = "au" in tasks
@@ -144,8 +161,8 @@ def plot_timeline(
     fig.subplots_adjust(left=0.07, right=0.93, top=0.95 - 0.025 * (len(lines) - 1), bottom=0.06, hspace=0.12)
     colorbar_ax = fig.add_axes((0.945, 0.3, 0.012, 0.35))
     fig.colorbar(ax_of["au_pred"].collections[0], cax=colorbar_ax)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    fig.axes_by_row = ax_of
+    return fig
 
 
 def _strip_cmap():
