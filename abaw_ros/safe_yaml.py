@@ -8,7 +8,9 @@ No file we read (BAH ``annotation.yml``, parameters files, training configs, ros
 is constructed. PyYAML's composer hands out the anchored node object itself for each alias
 (``yaml.composer.Composer.compose_node`` and its C twin in ``_yaml.pyx``), so a node reached
 twice in the composed graph is exactly an alias; the check is one walk over the nodes and
-works with the fast C loader.
+works with the fast C loader. The same walk refuses a mapping that names a key twice,
+which ``safe_load`` resolves silently by keeping the last value (a video of an annotation
+file, a parameter, lost without a word).
 """
 from __future__ import annotations
 
@@ -22,8 +24,16 @@ class YamlAliasError(yaml.YAMLError):
     """The document uses an alias (``*name``); the message says where."""
 
 
+class YamlDuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice; the message says where."""
+
+
 def _loader_class() -> type:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _line(node: yaml.Node) -> int | None:
+    return node.start_mark.line + 1 if node.start_mark is not None else None
 
 
 def _refuse_aliases(root: yaml.Node, source: str) -> None:
@@ -40,20 +50,34 @@ def _refuse_aliases(root: yaml.Node, source: str) -> None:
         if isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int | None] = {}
             for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if (key.tag, key.value) in first:
+                        raise YamlDuplicateKeyError(
+                            f"{source}:{_line(key)}: key {key.value!r} appears a second time in this "
+                            f"mapping (first at line {first[(key.tag, key.value)]}): only one may be given")
+                    first[(key.tag, key.value)] = _line(key)
                 stack.extend((key, value))
 
 
 def safe_load_text(text: str, source: str = "<yaml>") -> Any:
-    """Like ``yaml.safe_load(text)``, refusing aliases (:class:`YamlAliasError`).
+    """Like ``yaml.safe_load(text)``, refusing aliases (:class:`YamlAliasError`) and
+    repeated keys (:class:`YamlDuplicateKeyError`).
     ``source`` names the text in the error (a file name)."""
+    return safe_load_with_nodes(text, source)[0]
+
+
+def safe_load_with_nodes(text: str, source: str = "<yaml>") -> tuple[Any, yaml.Node | None]:
+    """:func:`safe_load_text` and the composed node tree, whose ``start_mark`` gives the
+    line of every value (for error messages that name it)."""
     loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         _refuse_aliases(node, source)
-        return loader.construct_document(node)
+        return loader.construct_document(node), node
     finally:
         loader.dispose()
 

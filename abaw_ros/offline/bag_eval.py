@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abaw_ros.offline.annotations import FrameLabels
+from abaw_ros.offline.annotations import FrameLabels, coverage_warnings
 from abaw_ros.offline.bag_io import (
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
@@ -135,6 +135,7 @@ class BagEvalResult:
     elapsed_s: float = 0.0
     pipeline_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    label_warnings: list[str] = field(default_factory=list)  # labels and bag do not fit
     report: Path | None = None
     plot: Path | None = None
     track: PredictionTrack | None = None
@@ -194,6 +195,7 @@ class BagEvalResult:
             lines.append(f"bag damaged: {self.damage}")
         if self.stopped:
             lines.append(f"stopped early (--strict): {self.stopped}")
+        lines += [f"warning: {w}" for w in self.label_warnings]
         for task, entry in self.metrics.items():
             if "scores" in entry:
                 name = entry["primary"]
@@ -286,6 +288,9 @@ def evaluate_bag(
     aligned = None
     if options.labels is not None:
         aligned = options.labels.align(track.index_array, track.stamp_array, options.stamp_tolerance_ns)
+        result.label_warnings = coverage_warnings(options.labels, aligned, result.frames_in_bag)
+        for line in result.label_warnings:
+            log.warning("%s", line)
         result.metrics = compute_metrics(track, aligned, options.missing)
     model = _model_summary(pipeline)
     if options.write_plot and options.plot is not None:
@@ -300,6 +305,7 @@ def evaluate_bag(
             "face": options.face,
             "missing": options.missing,
             "labels": dict(aligned.sources) if aligned is not None else {},
+            "label_warnings": result.label_warnings,
             "metrics": result.metrics,
             "plot": str(result.plot) if result.plot else None,
             "model": model,
