@@ -212,3 +212,19 @@ def test_our_mcap_output_carries_chunk_crcs(tmp_path):
         (length,) = struct.unpack_from("<Q", data, offset + 9 + 32)
         records = data[offset + 9 + 40:offset + 9 + 40 + length]
         assert crc != 0 and crc == zlib.crc32(records)
+
+
+@pytest.mark.parametrize(("rows", "warning"), [(2, "only 2 of the 20 processed frames have a label row"),
+                                               (2000, "2000 label rows for a bag of 20 frames")])
+def test_label_files_that_do_not_fit_the_bag_are_warned_about(tmp_path, config, caplog, rows, warning):
+    """A VA file 10x shorter or 100x longer than the bag (another video's file, a wrong
+    --first-frame): scored anyway, and said in the log and the report."""
+    bag = tmp_path / "rec"
+    write_bag(bag, 20)
+    va = tmp_path / "video.txt"
+    va.write_text("valence,arousal\n" + "0.1,0.2\n" * rows)
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(config, bag, "--va", str(va)) == 0
+    assert warning in caplog.text and str(va) in caplog.text
+    report = json.loads((tmp_path / "rec_affect_report.json").read_text())
+    assert any(warning in w for w in report["label_warnings"])

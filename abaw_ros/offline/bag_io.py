@@ -229,12 +229,27 @@ def open_bag(path: str | Path) -> Reader:
     if path.is_file() and path.suffix not in (".mcap", ".db3"):
         raise BagReadError(f"{str(path)!r} is not a ROS 2 bag: expected a bag directory, a .mcap "
                            f"or a .db3 file")
+    if path.is_dir():
+        _check_metadata(path / "metadata.yaml")
     try:
         reader = Reader(path)
         reader.open()
     except Exception as exc:  # ReaderError, OSError, and the storage back ends' own (apsw, zstd)
         raise BagReadError(_damage_message(path, exc, "cannot open")) from exc
     return reader
+
+
+def _check_metadata(meta: Path) -> None:
+    """Read ``metadata.yaml`` with our YAML rules (no aliases: a few hundred bytes of them
+    expand into gigabytes) before rosbags parses it."""
+    import yaml
+
+    from abaw_ros.safe_yaml import safe_load_file
+
+    try:
+        safe_load_file(meta)
+    except yaml.YAMLError as exc:
+        raise BagReadError(f"bag metadata {str(meta)!r} cannot be used: {exc}") from None
 
 
 def _damage_message(path: Path, exc: BaseException, what: str) -> str:
