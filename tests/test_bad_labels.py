@@ -25,6 +25,7 @@ def _write(path, lines):
         (["1000,0.5,0.1,7"], r":2: 4 fields, but the header has 3"),  # a stray extra column
         (["1000,0.5"], r":2: 2 fields, but the header has 3"),  # a column short: not "all invalid"
         (["2000,0.1,0.1", "inf,0.5,0.1"], r":3: stamp 'inf' is not a finite number"),
+        (["nan,0.5,0.1"], r":2: stamp 'nan' is not a finite number"),
         (["99999999999999999999,0.5,0.1"], r":2: stamp '99999999999999999999' .*outside the 64-bit range"),
         (["1000,0.5,0.1", "1000.5,0.1,0.2"], r":3: stamp_ns '1000.5' is not a whole number"),
         (["1000,0.5,0.1", "1000,0.2,0.2"], r":3: stamp '1000' again \(line 2\)"),
@@ -102,6 +103,14 @@ def test_parameters_files_refuse_aliases_and_repeated_keys(tmp_path):
                                              "    max_faces: 2", "    crop_size: 96"])
     with pytest.raises(ConfigError, match=rf"{twice}:5: key 'crop_size' appears a second time .*line 3"):
         PipelineConfig.from_yaml(twice)
+
+
+def test_training_configs_refuse_aliases(tmp_path):
+    from abaw_ros.training.config import load_train_config
+
+    config = _write(tmp_path / "train.yaml", ["train:", *("  " + line for line in _alias_bomb(3)), "  epochs: 2"])
+    with pytest.raises(ValueError, match=rf"{config}:\d+: .*YAML alias"):
+        load_train_config(config)
 
 
 def test_cli_parameter_values_refuse_aliases(tmp_path, caplog):
