@@ -6,10 +6,10 @@ billions of references that every consumer walking the data pays for in time and
 No file we read (BAH ``annotation.yml``, parameters files, training configs, rosbag2
 ``metadata.yaml``) needs aliases, so a document that uses one is refused before anything
 is constructed; ROS 2 itself refuses them in parameters files (``rcl_yaml_param_parser``,
-``src/parse.c``: "Will not support aliasing at line N"). PyYAML's composer hands out the anchored node object itself for each alias
-(``yaml.composer.Composer.compose_node`` and its C twin in ``_yaml.pyx``), so a node reached
-twice in the composed graph is exactly an alias; the check is one walk over the nodes and
-works with the fast C loader. The same walk refuses a mapping that names a key twice,
+``src/parse.c``: "Will not support aliasing at line N"). PyYAML's composer hands out the
+anchored node object itself for each alias (``yaml.composer.Composer.compose_node`` and
+its C twin in ``_yaml.pyx``), so a node reached twice in the composed graph is exactly an
+alias; the check is one walk over the nodes and works with the fast C loader. The same walk refuses a mapping that names a key twice,
 which ``safe_load`` resolves silently by keeping the last value (a video of an annotation
 file, a parameter, lost without a word).
 """

@@ -147,6 +147,10 @@ def test_an_undecodable_frame_is_skipped_and_counted_or_stops_strict_runs(tmp_pa
     assert stamps_of(strict_out) == stamps[:6]
     strict_report = json.loads((tmp_path / "strict_report.json").read_text())
     assert strict_report["run"]["frames_processed"] == 6 and "'16UC1'" in strict_report["run"]["stopped"]
+    # An incomplete run never replaces a complete earlier bag, even with --overwrite.
+    assert run_cli(config, bag, "--strict", "--overwrite") == 2
+    assert stamps_of(tmp_path / "rec_affect") == stamps[:6] + stamps[7:]
+    assert stamps_of(tmp_path / "rec_affect.partial") == stamps[:6]
 
 
 def test_a_damaged_chunk_is_reported_and_read_past(tmp_path, config, caplog):

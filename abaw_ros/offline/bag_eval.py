@@ -265,7 +265,11 @@ def evaluate_bag(
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
         except BaseException:
-            sink.close(complete=False)  # keeps what was written; an empty bag is dropped
+            try:
+                sink.close(complete=False)  # keeps what was written; an empty bag is dropped
+            except Exception as exc:  # the writer itself failed (disk full): nothing readable to keep
+                log.error("the affect bag could not be finished: %s", exc)
+                sink.discard()
             raise
         result.frames_read = source.frames_read
         result.damage = source.damage

@@ -7,6 +7,7 @@ tools can read it back without this package.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -454,8 +455,9 @@ class ImageBagReader:
             self.frames_read += 1
             yield frame
         if self.damage is not None:
-            log.error("bag %s is damaged: %s (%d of %d messages on %s not read)", self.path, self.damage,
-                      self.frames_unread, self.message_count, self.topic)
+            log.log(logging.WARNING if self.recovered else logging.ERROR,
+                    "bag %s is damaged: %s (%d of %d messages on %s not read)", self.path, self.damage,
+                    self.frames_unread, self.message_count, self.topic)
 
     @property
     def frames_unread(self) -> int:
@@ -599,7 +601,8 @@ class _BagWriter:
         """Drop the bag being written (nothing outside its staging folder is touched)."""
         self._closed = True
         try:
-            self._writer.abort()
+            with contextlib.suppress(Exception):  # the writer may have failed already
+                self._writer.abort()
         finally:
             self._stage.discard()
 

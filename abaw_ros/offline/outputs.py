@@ -128,8 +128,9 @@ def check_file_output(path: str | Path, what: str, overwrite: bool, ours: bool =
     if path.is_dir() or not path.is_file():
         raise OutputError(f"{what} {str(path)!r} exists and is not a regular file: not replacing it")
     if not (ours or overwrite):
-        raise OutputError(f"{what} {str(path)!r} exists and was not written by bag-eval: not replacing "
-                          f"it; choose another path or pass --overwrite")
+        why = "was not written by bag-eval" if what == "report" else "exists already"
+        raise OutputError(f"{what} {str(path)!r} {why}: not replacing it; choose another path or pass "
+                          f"--overwrite")
 
 
 def write_file_atomically(path: str | Path, data: bytes) -> Path:
@@ -168,23 +169,22 @@ class StagedBag:
     def commit(self, complete: bool = True) -> Path:
         """Move the bag into place; returns where it ended up.
 
-        A complete bag replaces the destination when that is allowed. An incomplete one
-        (the run stopped early) never replaces an earlier bag: it goes to the destination
-        when that is free, else to ``<destination>.partial[-N]``, and the log says where.
+        A complete bag replaces the destination when that was allowed and the destination
+        is still a bag of ours. Otherwise (an incomplete bag, the run stopped early; or the
+        destination appeared or changed during the run) nothing is replaced: the bag goes
+        to the destination when that is free, else to ``<destination>.partial[-N]``, and
+        the log says where.
         """
         target = self.destination
-        exists = target.exists() or target.is_symlink()
-        if exists and complete and self.replace:
-            if bag_marker(target) != self.kind:  # changed under us since the check
-                raise OutputError(f"output {str(target)!r} changed during the run and is no longer "
-                                  f"a bag of ours: the new bag stays in {str(self.path)!r}")
-            shutil.rmtree(target)
-        elif exists:
-            target = _free_sibling(target, ".partial")
+        if target.exists() or target.is_symlink():
+            if complete and self.replace and bag_marker(target) == self.kind:
+                shutil.rmtree(target)
+            else:
+                target = _free_sibling(target, ".partial")
+                log.warning("%s exists and is not replaced by %s a bag: the bag is kept at %s",
+                            self.destination, "a complete" if complete else "an incomplete", target)
         os.replace(self.path, target)
         self._holder.rmdir()
-        if not complete:
-            log.warning("incomplete bag kept at %s", target)
         return target
 
     def discard(self) -> None:
