@@ -90,6 +90,8 @@ class RecoveredMcap:
             if magic != MAGIC:
                 raise ValueError(f"{self.path}: not an MCAP file (starts with {magic!r})")
             pos = self.readable_bytes = len(MAGIC)
+            self._channels_from_summary(handle, size)
+            handle.seek(pos)
             try:
                 while pos < size:
                     op, content = _read_record(handle, pos, size)
@@ -121,6 +123,32 @@ class RecoveredMcap:
                 return
             self.damage = "; ".join(filter(None, [self._bad_chunk_note(),
                                                   f"file ends at offset {pos} without a footer (recording cut short)"]))
+
+    def _channels_from_summary(self, handle, size: int) -> None:
+        """Schemas and channels from the summary section, when the file has its footer: a
+        damaged first chunk then does not take the channel definitions with it (writers
+        put them in the first chunk and repeat them in the summary)."""
+        footer_at = size - len(MAGIC) - 9 - 20  # footer: opcode, length, 8 + 8 + 4 bytes
+        if footer_at <= len(MAGIC):
+            return
+        handle.seek(footer_at)
+        tail = handle.read(9 + 20 + len(MAGIC))
+        if tail[0] != OP_FOOTER or tail[-len(MAGIC):] != MAGIC:
+            return
+        summary_start, summary_offsets = struct.unpack_from("<QQ", tail, 9)
+        end = summary_offsets or footer_at
+        if not len(MAGIC) <= summary_start < end <= footer_at:
+            return
+        pos = summary_start
+        handle.seek(pos)
+        try:
+            while pos < end:
+                op, content = _read_record(handle, pos, end)
+                if op in (OP_SCHEMA, OP_CHANNEL):
+                    list(self._plain(op, content, pos))
+                pos += 9 + len(content)
+        except (McapTruncation, struct.error):
+            return  # a damaged summary: the data section still has the definitions
 
     def _bad_chunk_note(self) -> str | None:
         if not self.bad_chunks:
