@@ -293,10 +293,12 @@ class ImageBagReader:
     """Reads the frames of one Image or CompressedImage topic of a bag, in recording order.
 
     Use as a context manager. :meth:`frames` yields every message of the topic: decoded
-    frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) with
-    ``image=None`` and the reason. An encoding that cannot be read at all raises
-    :class:`UnsupportedEncodingError`. When the storage itself fails part way (a damaged
-    chunk or page), iteration stops there and :attr:`damage` says why.
+    frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) or
+    in an encoding that cannot be decoded (``unsupported=True``) with ``image=None`` and
+    the reason. When the storage itself fails part way (a damaged chunk or page), reading
+    goes on past the damage where the format allows (:meth:`_continue_past_damage`); the
+    frames lost are counted (:attr:`frames_lost`, :attr:`frames_unread`) and keep their
+    place in the topic index, and :attr:`damage` says what happened.
 
     ``recover=True`` reads an MCAP recording that cannot be opened normally (cut short,
     no footer) from its start up to the first incomplete record
