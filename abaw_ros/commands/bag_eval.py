@@ -74,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames without a prediction: exclude (default) or score as neutral")
 
     out = parser.add_argument_group("outputs")
-    out.add_argument("--report", type=Path, default=None, help="JSON report (default <output>_report.json)")
+    out.add_argument("--report", type=Path, default=None,
+                     help="JSON report (default <output>_report.json); an existing file is replaced only "
+                          "when it is a bag-eval report, or with --overwrite")
     out.add_argument("--plot", type=Path, default=None, help="timeline PNG (default <output>_timeline.png)")
     out.add_argument("--no-plot", action="store_true", help="do not draw the timeline")
     out.add_argument("--plot-size", default="1600x1000", metavar="WxH", help="plot size in pixels")
