@@ -23,10 +23,10 @@ DEFAULT_OUTPUT = "affect_eval"
 
 def is_many(args: argparse.Namespace) -> bool:
     """Several bags, a folder of bags, or a parallel executor asked for."""
-    from abaw_ros.offline.batch import is_bag
+    from abaw_ros.offline.batch import is_bag_folder
 
     return (len(args.bag) > 1 or args.workers != 1 or args.ray is not None or args.labels_dir is not None
-            or args.summary is not None or not is_bag(Path(args.bag[0])))
+            or args.summary is not None or is_bag_folder(Path(args.bag[0])))
 
 
 def _single_bag_labels(args: argparse.Namespace) -> str | None:

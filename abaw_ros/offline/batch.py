@@ -51,6 +51,21 @@ def is_bag(path: Path) -> bool:
         path.is_file() and path.suffix in STORAGE_SUFFIXES)
 
 
+def _bags_inside(path: Path) -> list[Path]:
+    return sorted((p for p in path.iterdir() if is_bag(p) and not bag_name(p).endswith(OUTPUT_SUFFIX)),
+                  key=lambda p: p.name)
+
+
+def is_bag_folder(path: Path) -> bool:
+    """A folder of bags: no ``metadata.yaml`` of its own, and bag sub-folders or more than
+    one storage file. (One storage file alone is a recording whose recorder was killed
+    before writing ``metadata.yaml``: a single bag.)"""
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return False
+    inside = _bags_inside(path)
+    return any(p.is_dir() for p in inside) or len(inside) > 1
+
+
 def bag_name(path: Path) -> str:
     return path.name.removesuffix(path.suffix) if path.is_file() else path.name
 
@@ -62,20 +77,19 @@ def find_bags(paths: Iterable[str | Path]) -> list[Path]:
     bags: list[Path] = []
     for item in paths:
         path = Path(item)
-        if is_bag(path):
-            bags.append(path)
+        if is_bag_folder(path):
+            bags.extend(_bags_inside(path))
+            continue
+        if is_bag(path) or (path.is_dir() and _bags_inside(path)):
+            bags.append(path)  # a bag, or a recording folder with one storage file
             continue
         if not path.exists():
             raise BagReadError(f"bag {str(path)!r} does not exist")
         if not path.is_dir():
             raise BagReadError(f"{str(path)!r} is not a ROS 2 bag: expected a bag directory, a .mcap or a "
                                f".db3 file, or a folder of bags")
-        found = sorted((p for p in path.iterdir() if is_bag(p) and not bag_name(p).endswith(OUTPUT_SUFFIX)),
-                       key=lambda p: p.name)
-        if not found:
-            raise BagReadError(f"{str(path)!r} holds no bag (no sub-folder with metadata.yaml, no .mcap or "
-                               f".db3 file) and has no metadata.yaml itself")
-        bags.extend(found)
+        raise BagReadError(f"{str(path)!r} holds no bag (no sub-folder with metadata.yaml, no .mcap or "
+                           f".db3 file) and has no metadata.yaml itself")
     seen: dict[Path, Path] = {}
     for bag in bags:
         key = bag.resolve()
