@@ -1,5 +1,4 @@
-"""``abaw-affect``: train, evaluate, export, build-engine, bench, bag-eval, predict,
-video-to-bag, make-fixtures, demo.
+"""``abaw-affect``: train, evaluate, export, build-engine, bench, bag-eval, predict, video-to-bag, make-fixtures, demo.
 
 Each command lives in ``abaw_ros/commands/<module>.py`` and is imported only when it is
 run, so a missing optional dependency (TensorRT, rosbags, ROS) never breaks the others.
