@@ -66,7 +66,7 @@ def run_many(args: argparse.Namespace) -> int:
             storage=args.storage, overwrite=args.overwrite, recover=args.recover,
             write_plot=not args.no_plot, plot_size_px=parse_size(args.plot_size), face=args.face,
             missing=args.missing, stamp_tolerance_ns=int(round(args.stamp_tolerance * 1e9)),
-            max_frames=args.max_frames, progress=False, bag_version=args.bag_version,
+            max_frames=args.max_frames, progress=False, bag_version=args.bag_version, strict=args.strict,
         )
         result = evaluate_bags(bags, template, config, output_dir=output_dir, labels_dir=args.labels_dir,
                                workers=args.workers, ray_address=args.ray, summary=args.summary,
