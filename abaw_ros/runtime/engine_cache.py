@@ -2,8 +2,10 @@
 
 An entry is a pair of files: the compiled bytes (``<stem>.<precision>.<digest>.engine``)
 and a key file beside it (``.json``) recording everything the bytes depend on: the
-source ONNX hash, precision, input shapes/optimisation profiles, the compiler version
-and the GPU (name and compute capability). An entry is used only when its key file
+source ONNX hash, precision, input shapes/optimisation profiles, the compiler version,
+the GPU (name and compute capability) and the precision recipe (how a reduced-precision
+graph was made from the source). The key file also keeps the verdict of the precision
+check the build went through (``precision_check``: passed, or accepted below tolerance). An entry is used only when its key file
 matches the wanted key exactly and the bytes still hash to what the key file recorded;
 anything else (missing, truncated, replaced, built elsewhere) is rebuilt, never used.
 Writes are atomic (temporary file + ``os.replace``), and the key file is written last,
@@ -89,6 +91,7 @@ class EngineKey:
     device_name: str  # e.g. "NVIDIA Jetson AGX Orin" or "cpu"
     compute_capability: str = ""  # e.g. "8.7"; empty for CPU
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # e.g. calibration set hash
+    recipe: str = ""  # how the graph the engine was built from was made (fp16 converter, Q/DQ settings)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,6 +113,7 @@ class EngineKey:
             device_name=str(data["device_name"]),
             compute_capability=str(data.get("compute_capability", "")),
             extra=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("extra", {})).items())),
+            recipe=str(data.get("recipe", "")),
         )
 
     def digest(self) -> str:
@@ -202,6 +206,30 @@ class EngineCache:
         if file_sha256(engine_path) != record.get("engine_sha256"):
             return "engine file hash differs from the key file (modified or replaced)"
         return None
+
+    def read_record(self, engine_path: Path) -> dict[str, Any]:
+        """The key file's content (key, hashes, build time, precision-check verdict);
+        empty when there is none or it cannot be read."""
+        try:
+            record = json.loads(self.key_path(engine_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def update_record(self, engine_path: Path, **fields: Any) -> None:
+        """Add ``fields`` to an entry's key file (atomically; the key itself is kept)."""
+        record = self.read_record(engine_path)
+        if not record:
+            raise FileNotFoundError(f"no key file for {engine_path}: cannot record {sorted(fields)}")
+        record.update(fields)
+        atomic_write_bytes(self.key_path(engine_path), json.dumps(record, indent=2, sort_keys=True).encode())
+
+    def discard(self, engine_path: Path) -> None:
+        """Remove an entry (key file first, so nothing half-removed validates)."""
+        for path in (self.key_path(engine_path), engine_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        LOG.info("removed %s from the cache", engine_path.name)
 
     def find_calibrated(self, key: EngineKey, stem: str) -> CachedEngine | None:
         """The newest valid entry that matches ``key`` in everything but ``extra`` (the
