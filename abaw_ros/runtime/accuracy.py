@@ -262,10 +262,17 @@ def enforce_precision(
     check runs now on ``crops()`` against ``reference()`` (an fp32 backend): a pass is
     recorded in every entry's key file; a miss with ``accept`` is recorded as accepted and
     logged as a warning; a miss without it removes the entries that have no verdict and
-    raises :class:`PrecisionCheckError` (the report is logged)."""
+    raises :class:`PrecisionCheckError` (the report is logged) after removing the
+    entries built by this call, so no later start can pick them up."""
     what = f"{candidate.name} {candidate.precision}"
-    verdicts = {graph: cache.read_record(entry.path).get("precision_check") for graph, entry in entries.items()}
-    if verdicts and all(isinstance(v, dict) and v.get("status") in ("passed", "accepted") for v in verdicts.values()):
+    # A verdict holds for the entries checked together (an fp16 head serves fp16 and int8).
+    config = " + ".join(f"{graph} {entry.key.digest()[:16]}" for graph, entry in sorted(entries.items()))
+    verdicts = {}
+    for graph, entry in entries.items():
+        stored = cache.read_record(entry.path).get("precision_check")
+        valid = isinstance(stored, dict) and stored.get("config") == config
+        verdicts[graph] = stored if valid and stored.get("status") in ("passed", "accepted") else None
+    if verdicts and all(v is not None for v in verdicts.values()):
         record = next(iter(verdicts.values()))
         accepted = [g for g, v in verdicts.items() if v.get("status") == "accepted"]
         if accepted:
@@ -279,11 +286,12 @@ def enforce_precision(
         result = check_precision(precision_report(candidate, ref, crops()), tolerances)
     finally:
         ref.close()
-    record = result.to_record(accepted=accept)
+    record = {**result.to_record(accepted=accept), "config": config}
     if not result.passed and not accept:
         LOG.error("%s refused:\n%s", what, result.format())
-        for graph, entry in entries.items():
-            if verdicts.get(graph) is None:
+        for entry in entries.values():
+            # Builds made now, and entries never checked; one checked with other entries may still serve those.
+            if entry.built or "precision_check" not in cache.read_record(entry.path):
                 cache.discard(entry.path)
         raise PrecisionCheckError(result, what)
     for entry in entries.values():

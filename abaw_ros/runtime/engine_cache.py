@@ -78,6 +78,42 @@ class InputProfile:
             lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max, strict=True)
         )
 
+    @classmethod
+    def for_onnx(cls, onnx_path: str | Path, opt_batch: int, max_batch: int) -> tuple[InputProfile, ...]:
+        """One profile per input of ``onnx_path``: the leading (batch) dimension spans
+        1..max_batch (tuned for ``opt_batch``), every other dimension must be static."""
+        onnx_path = Path(onnx_path)
+        profiles = []
+        for name, shape in _onnx_input_shapes(onnx_path):
+            if any(d < 0 for d in shape[1:]):
+                raise ValueError(
+                    f"{onnx_path.name} input '{name}' has shape {shape}: only the batch dimension may be dynamic"
+                )
+            if shape[0] >= 0:  # static batch: the profile is that shape
+                profiles.append(cls(name, shape, shape, shape))
+                continue
+            rest = shape[1:]
+            profiles.append(cls(name, (1, *rest), (min(opt_batch, max_batch), *rest), (max_batch, *rest)))
+        return tuple(profiles)
+
+
+def _onnx_input_shapes(path: Path) -> list[tuple[str, Shape]]:
+    """``(name, shape)`` of each graph input, -1 for a symbolic dimension (read with
+    ``onnx``, or ONNX Runtime where ``onnx`` is not installed)."""
+    try:
+        import onnx
+    except ImportError:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape)) for i in session.get_inputs()]
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [
+        (i.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim))
+        for i in graph.input if i.name not in weights
+    ]
+
 
 @dataclass(frozen=True)
 class EngineKey:
