@@ -210,17 +210,20 @@ def check_precision(report: AccuracyReport, tolerances: Tolerances = DEFAULT_TOL
     return GateResult(not failures, tuple(failures), report, tolerances)
 
 
-def precision_report(candidate: InferenceBackend, reference: InferenceBackend, crops: np.ndarray) -> AccuracyReport:
+def precision_report(
+    candidate: InferenceBackend, reference: InferenceBackend, crops: np.ndarray, chunk: int = 8
+) -> AccuracyReport:
     """The report the gate judges: ``candidate`` against the fp32 ``reference`` on
-    ``crops`` (preprocessed; see :func:`precision_check_crops`)."""
-    return compare_backends(reference, candidate, crops)
+    ``crops`` (preprocessed; see :func:`precision_check_crops`), ``chunk`` crops / windows
+    per call (at most what the candidate's engines take)."""
+    return compare_backends(reference, candidate, crops, chunk=chunk)
 
 
 SAMPLE_CHECK_CROPS = 48  # sample faces (runtime/samples.py) every check runs on
 USER_CHECK_CROPS = 32  # most of the user's calibration crops added to them
 
 
-def precision_check_crops(metadata: ModelMetadata, calibration: object = None, limit: int = 256) -> np.ndarray:
+def precision_check_crops(metadata: ModelMetadata, calibration: object = None) -> np.ndarray:
     """The preprocessed face crops a precision check runs on: the sample faces of
     :mod:`abaw_ros.runtime.samples` (real faces, independent of the calibration set, so a
     build calibrated on unsuitable images is caught) plus up to 32 of the user's
@@ -235,7 +238,7 @@ def precision_check_crops(metadata: ModelMetadata, calibration: object = None, l
     except RuntimeError as exc:  # scikit-image missing: the user's crops must do
         LOG.info("precision check without the sample faces: %s", exc)
     if calibration is not None:
-        crops += as_crop_list(calibration, limit)[:USER_CHECK_CROPS]
+        crops += as_crop_list(calibration, USER_CHECK_CROPS)
     if len(crops) < metadata.window_length:
         raise ValueError(
             f"checking a reduced-precision build needs at least {metadata.window_length} face crops, found "
@@ -253,6 +256,7 @@ def enforce_precision(
     crops: Callable[[], np.ndarray],
     accept: bool = False,
     tolerances: Tolerances = DEFAULT_TOLERANCES,
+    chunk: int = 8,
 ) -> dict[str, object]:
     """Make sure the compiled ``entries`` ``candidate`` runs have passed (or were
     explicitly accepted by) the precision check, and return the verdict record.
@@ -283,7 +287,7 @@ def enforce_precision(
         return record
     ref = reference()
     try:
-        result = check_precision(precision_report(candidate, ref, crops()), tolerances)
+        result = check_precision(precision_report(candidate, ref, crops(), chunk), tolerances)
     finally:
         ref.close()
     record = {**result.to_record(accepted=accept), "config": config}

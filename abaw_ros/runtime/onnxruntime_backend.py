@@ -207,7 +207,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             self.precision_verdict = enforce_precision(
                 self, {"encoder": self.quantized}, int8_cache(options),
                 reference=lambda: OnnxRuntimeBackend(bundle, fp32),
-                crops=lambda: precision_check_crops(self.metadata, options.calibration, options.calibration_limit),
+                crops=lambda: precision_check_crops(self.metadata, options.calibration),
                 accept=options.accept_precision,
             )
 

@@ -97,22 +97,32 @@ class TensorRTBackend(InferenceBackend):
         LOG.info("%s on %s", FEATURES.describe(), self.device)
         calibration: Callable[[], np.ndarray] = _memo(lambda: preprocess_crops(
             as_crop_list(options.calibration, options.calibration_limit), bundle.metadata))
-        runners = {}
+        try:
+            self._start(options, gpu_name, capability, calibration)
+        except BaseException:  # free the GPU memory and stream of what did start
+            self.close()
+            raise
+
+    def _start(self, options: BackendOptions, gpu_name: str, capability: str,
+               calibration: Callable[[], np.ndarray]) -> None:
         for graph, precision in graph_precisions(options.precision).items():
             entry = self._engine(graph, precision, options, gpu_name, capability, calibration)
             self.engines[graph] = entry
-            runners[graph] = EngineRunner(entry.read_bytes(), self.stream, graph)
-        self._encoder = runners["encoder"]
-        self._head = runners["temporal_head"]
+            runner = EngineRunner(entry.read_bytes(), self.stream, graph)
+            if graph == "encoder":
+                self._encoder = runner
+            else:
+                self._head = runner
         meta = self.metadata
         self._encoder_outputs = _ordered(self._encoder.outputs, meta.feature_names)
         self._head_inputs = _ordered(self._head.inputs, meta.feature_names)
         if options.precision != "fp32":
             self.precision_verdict = enforce_precision(
                 self, self.engines, self.cache,
-                reference=lambda: _fp32_reference(bundle, options),
-                crops=lambda: precision_check_crops(meta, options.calibration, options.calibration_limit),
+                reference=lambda: _fp32_reference(self.bundle, options),
+                crops=lambda: precision_check_crops(meta, options.calibration),
                 accept=options.accept_precision,
+                chunk=min(options.max_batch_size, options.max_windows),
             )
 
     def _engine(self, graph: str, precision: str, options: BackendOptions, gpu_name: str, capability: str,
