@@ -174,8 +174,9 @@ PIP_SRC=()
 if [ -n "$WHEELHOUSE" ]; then PIP_SRC=(--no-index --find-links "$WHEELHOUSE"); fi
 STATUS=0
 
-run_checks() {  # $1 venv python, $2 run directory
-  local py="$1" run="$2" t
+run_checks() {  # $1 venv python, $2 run directory, $3 seconds this run may take
+  local py="$1" run="$2" share="$3" t end
+  end=$(( SECONDS + share ))
   mkdir -p "$run"
   "$py" - > "$run/versions.json" 2>> "$run/log.txt" <<'PY'
 import importlib, json, platform
@@ -188,18 +189,18 @@ for name in ("tensorrt", "cuda.bindings", "onnxruntime", "onnxconverter_common",
 print(json.dumps(found))
 PY
   log "$(basename "$run"): $(cat "$run/versions.json")"
-  t=$(left)
+  t=$(( end - SECONDS ))
   if [ "$t" -lt 60 ]; then
     echo "tests and bench skipped: the time budget ran out" > "$run/budget.note"; STATUS=1; return
   fi
-  log "tests/test_runtime_tensorrt.py (up to $((t / 2)) s)"
-  if ! timeout "$((t / 2))" "$py" -m pytest -q -p no:cacheprovider -rs -s tests/test_runtime_tensorrt.py \
+  log "tests/test_runtime_tensorrt.py (up to $((t * 3 / 5)) s)"
+  if ! timeout "$((t * 3 / 5))" "$py" -m pytest -q -p no:cacheprovider -rs -s tests/test_runtime_tensorrt.py \
       --junitxml="$run/tests.xml" >> "$run/log.txt" 2>&1; then
     STATUS=1
     log "tests failed or timed out (see $run/log.txt)"
   fi
   grep -q 'skipped="[1-9]' "$run/tests.xml" 2>/dev/null && STATUS=1  # a skip on a GPU machine is a failure here
-  t=$(left)
+  t=$(( end - SECONDS ))
   if [ "$t" -lt 30 ]; then
     echo "bench skipped: the time budget ran out" > "$run/budget.note"; STATUS=1; return
   fi
@@ -228,7 +229,7 @@ if [ "$JETSON" = 1 ]; then
       onnxconverter-common onnxscript "opencv-python-headless<5" pyyaml scikit-image pytest torch timm \
       >> "$OUT/setup.log" 2>&1 || { echo "gpu_check: installing into $venv failed (see $OUT/setup.log)" >&2; exit 2; }
   "$venv/bin/python" -m pip install -q --no-deps -e . >> "$OUT/setup.log" 2>&1 || exit 2
-  run_checks "$venv/bin/python" "$OUT/run-jetpack"
+  run_checks "$venv/bin/python" "$OUT/run-jetpack" "$(left)"
 else
   # The project's environment carries torch, ONNX Runtime and this package.
   if [ ! -e .abaw_env ]; then
@@ -243,6 +244,7 @@ else
     if [ "${drv_cuda:-12}" -ge 13 ]; then CUDA_FLAVOUR=cu13; else CUDA_FLAVOUR=cu12; fi
   fi
   cuda_major="${CUDA_FLAVOUR#cu}"
+  todo=$(wc -w <<< "$MAJORS")
   for major in $MAJORS; do
     venv="$OUT/venv-trt$major"
     log "TensorRT $major.x venv ($CUDA_FLAVOUR): $venv"
@@ -252,12 +254,14 @@ else
     pkgs=("tensorrt-$CUDA_FLAVOUR==$major.*" "cuda-python==$cuda_major.*")
     if [ "$ORT_GPU" = 1 ]; then pkgs+=(onnxruntime-gpu); fi
     if ! "$venv/bin/python" -m pip install -q "${PIP_SRC[@]}" "${pkgs[@]}" >> "$OUT/setup.log" 2>&1; then
-      echo "installing ${pkgs[*]} failed (see setup.log)" > "$OUT/run-trt$major.note"
-      mkdir -p "$OUT/run-trt$major" && mv "$OUT/run-trt$major.note" "$OUT/run-trt$major/install.note"
+      mkdir -p "$OUT/run-trt$major"
+      echo "installing ${pkgs[*]} failed (see setup.log)" > "$OUT/run-trt$major/install.note"
       STATUS=1
+      todo=$(( todo - 1 ))
       continue
     fi
-    run_checks "$venv/bin/python" "$OUT/run-trt$major"
+    run_checks "$venv/bin/python" "$OUT/run-trt$major" "$(( $(left) / todo ))"
+    todo=$(( todo - 1 ))
   done
 fi
 
