@@ -1,7 +1,34 @@
-"""How far one backend's outputs are from another's on the same face crops: feature-map
-similarity after the encoder, and per-task output error and decision agreement after the
-temporal head. Used to report what int8 (or fp16) costs against fp32, and to refuse a
-reduced-precision build that costs more than the documented tolerances (the gate below)."""
+"""How far one backend's outputs are from another's on the same face crops, and the
+precision gate every reduced-precision build passes before it is used.
+
+The report: feature-map similarity after the encoder, and per-task output error and
+decision agreement after the temporal head (:func:`compare_backends` ->
+:class:`AccuracyReport`, the table ``build-engine`` and ``bench`` print).
+
+The gate (public API, for any code that decides whether a reduced precision may run):
+
+>>> tolerances = Tolerances()            # decisions >= 90 % equal, VA |diff| <= 0.05
+>>> crops = precision_check_crops(metadata, calibration)   # sample faces + the user's crops
+>>> report = precision_report(candidate, fp32_reference, crops)
+>>> result = check_precision(report, tolerances)
+>>> result.passed, result.failures, result.summary()       # GateResult: verdict, misses, one line
+
+- :class:`Tolerances` -- ``decision_agreement`` (binary tasks AU/AH, share of thresholded
+  decisions equal to fp32's, at least; 0.90) and ``va_max_abs`` (largest |VA - fp32 VA|, at
+  most; 0.05).
+- :func:`check_precision` ``(report, tolerances) -> GateResult`` -- pure; tasks the model
+  lacks are not judged.
+- :func:`precision_report` ``(candidate, reference, crops, chunk=8) -> AccuracyReport`` --
+  ``candidate`` against an fp32 ``reference`` (ONNX Runtime fp32 on CPU is what the backends
+  use).
+- :func:`precision_check_crops` ``(metadata, calibration=None) -> (N, 3, S, S)`` -- 48 real
+  faces from :mod:`abaw_ros.runtime.samples` plus up to 32 of ``calibration``.
+- :func:`enforce_precision` -- what the backends run after a build: reuses the verdict a
+  cache entry carries, or runs the check, records it in the entries' key files, and raises
+  :class:`PrecisionCheckError` (a ValueError, one line; ``.result`` holds the report) on a
+  refusal unless ``accept`` (``BackendOptions.accept_precision``), which is recorded and
+  warned about at every start.
+"""
 from __future__ import annotations
 
 import logging
@@ -120,21 +147,7 @@ def compare_backends(
                           len(crops), len(starts), tuple(maps), tuple(task_errors))
 
 
-# -- the precision gate ------------------------------------------------------------------
-# Every int8/fp16 build is compared with fp32 before it is used; one that misses these
-# tolerances is refused unless the user accepts it explicitly (``accept_precision``).
-#
-# Public API (also what other code calls to decide whether a reduced precision may be the
-# default):
-#
-#   tolerances = Tolerances()                      # decisions >= 90 % equal, VA |diff| <= 0.05
-#   report = precision_report(candidate, reference, crops)   # = compare_backends
-#   result = check_precision(report, tolerances)   # -> GateResult(passed, failures, ...)
-#   crops = precision_check_crops(metadata, calibration)     # the faces the gate runs on
-#
-# ``enforce_precision`` is what the backends run after a build: it reads the verdict a
-# cache entry carries (written at build time), or runs the check, records the verdict in
-# the entries' key files, and raises :class:`PrecisionCheckError` on a refusal.
+# -- the precision gate (see the module docstring) ---------------------------------------
 
 
 @dataclass(frozen=True)
