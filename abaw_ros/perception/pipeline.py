@@ -3,8 +3,11 @@
 The node, ``bag-eval``, the demo and the benchmarks all call :meth:`PerceptionPipeline.process`,
 so what is measured offline is what runs on the robot. Per frame:
 
-1. detect faces (every ``detection_interval`` frames);
-2. track them (stable ids; between detections tracks keep their last box);
+1. detect faces (every ``detection_interval`` frames); in between, refine every tracked
+   face with the detector's landmark stage (fresh box, landmarks and confidence), and run
+   the detector on this frame after all when a face's confidence falls below
+   ``refine_threshold``;
+2. track them (stable ids);
 3. align and crop every visible face (5-point similarity, ``crop_size`` square);
 4. encode all crops in one batched encoder call;
 5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
@@ -22,13 +25,14 @@ import numpy as np
 from abaw_ros.config import PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.alignment import align_faces_rgb
-from abaw_ros.perception.detection import FaceDetector, create_detector
+from abaw_ros.perception.detection import FaceDetector
+from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import FaceTracker, Track
 from abaw_ros.runtime import InferenceBackend, preprocess_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
-STAGES: tuple[str, ...] = ("detect", "track", "align", "encode", "temporal", "total")
+STAGES: tuple[str, ...] = ("detect", "refine", "track", "align", "encode", "temporal", "total")
 # Most faces per backend call: the runtime's default TensorRT profiles take up to 8 windows
 # per temporal-head call; more faces are split into several calls.
 MAX_BATCH = 8
@@ -40,7 +44,7 @@ class FaceResult:
 
     face_id: str
     box: tuple[int, int, int, int]  # x, y, w, h in pixels, inside the image
-    confidence: float  # detector confidence of the track's latest detection
+    confidence: float  # the latest detection's or landmark-stage refinement's confidence
     window_length: int  # T
     frames_observed: int  # real frames in the window (< T while warming up)
     outputs: dict[str, np.ndarray]  # task -> activated values (VA in [-1, 1], others [0, 1])
@@ -88,11 +92,14 @@ class PerceptionPipeline:
         self.metadata = backend.metadata
         self.detector = detector if detector is not None else create_detector(config)
         self.tracker = FaceTracker.from_config(config)
+        self.landmark_stage = self.detector.landmark_stage() if config.refine_landmarks else None
+        self._since_detection = config.detection_interval  # detect on the first frame
         t = self.metadata.window_length
         self.buffers = FaceWindows(self.metadata.feature_shapes, t,
                                    head_interval=config.head_interval or default_head_interval(t))
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         self.frame_index = 0
+        self.detector_runs = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
 
     def reset(self) -> None:
@@ -101,6 +108,7 @@ class PerceptionPipeline:
         self.buffers.keep_only(())
         self._latest.clear()
         self.frame_index = 0
+        self._since_detection = self.config.detection_interval
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
         """Run every stage on one frame; raises ValueError for an invalid image."""
@@ -109,11 +117,7 @@ class PerceptionPipeline:
         image = as_bgr_image(image_bgr)
         height, width = image.shape[:2]
 
-        detections = None
-        if self.frame_index % self.config.detection_interval == 0:
-            t = time.perf_counter()
-            detections = self.detector.detect(image)
-            timings["detect"] = _ms(t)
+        detections = self._detect_or_refine(image, timings)
         self.frame_index += 1
 
         t = time.perf_counter()
@@ -149,6 +153,27 @@ class PerceptionPipeline:
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+
+    def _detect_or_refine(self, image: np.ndarray, timings: dict[str, float]):
+        """The detector's faces on detector frames, else None after refining the live
+        tracks; a refinement below ``refine_threshold`` makes this a detector frame."""
+        run_detector = self._since_detection >= self.config.detection_interval
+        if not run_detector and self.landmark_stage is not None:
+            live = self.tracker.live
+            if live:
+                t = time.perf_counter()
+                refined = self.landmark_stage.refine(image, [track.as_detection() for track in live])
+                run_detector = not self.tracker.refine(live, refined, self.config.refine_threshold)
+                timings["refine"] = _ms(t)
+        if not run_detector:
+            self._since_detection += 1
+            return None
+        t = time.perf_counter()
+        detections = self.detector.detect(image)
+        timings["detect"] = _ms(t)
+        self._since_detection = 1
+        self.detector_runs += 1
+        return detections
 
     def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
         outputs = {task: np.asarray(values, dtype=np.float32).copy()

@@ -5,7 +5,7 @@ Each detector run is matched to the live tracks by box overlap (IoU) and centre 
 row (birth hysteresis) and a track survives ``max_misses`` detector runs without a match
 before it is dropped (death hysteresis), so a face that the detector misses for a frame
 keeps its id and its temporal buffer. Between detector runs (``update(None)``) tracks keep
-their last box.
+their last box unless ``refine`` gave them a fresh one from a landmark stage.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ _FORBIDDEN = 1e6
 
 @dataclass
 class Track:
-    """One tracked face; box and landmarks are those of its latest matched detection."""
+    """One tracked face; box, landmarks and score are those of its latest matched detection
+    or, between detector runs, of its latest accepted refinement."""
 
     face_id: str
     box: np.ndarray  # (4,) x1, y1, x2, y2
@@ -34,6 +35,9 @@ class Track:
     hits: int = 1  # consecutive detector runs with a match
     misses: int = 0  # consecutive detector runs without a match
     confirmed: bool = False
+
+    def as_detection(self) -> FaceDetection:
+        return FaceDetection(box=self.box, score=self.score, landmarks=self.landmarks)
 
     @property
     def visible(self) -> bool:
@@ -119,6 +123,27 @@ class FaceTracker:
 
     def reset(self) -> None:
         self.tracks.clear()
+
+    @property
+    def live(self) -> list[Track]:
+        """Tracks matched by the latest detector run (published or still being born): the
+        ones a landmark stage can follow between detector runs."""
+        return [t for t in self.tracks if t.misses == 0]
+
+    def refine(self, tracks: Sequence[Track], refined: Sequence[FaceDetection], threshold: float) -> bool:
+        """Take each track's refinement whose confidence is at least ``threshold`` (box,
+        landmarks, score); the others keep their last ones. True when every track held,
+        False when one fell below the threshold (the face may be lost: time for a detector
+        run). Birth and death still count detector runs only."""
+        held = True
+        for track, face in zip(tracks, refined, strict=True):
+            if face.score >= threshold:
+                track.box = np.asarray(face.box, dtype=np.float64)
+                track.landmarks = np.asarray(face.landmarks, dtype=np.float64)
+                track.score = float(face.score)
+            else:
+                held = False
+        return held
 
     def update(self, detections: Sequence[FaceDetection] | None) -> list[Track]:
         """Advance one frame. ``detections`` is None on frames without a detector run.
