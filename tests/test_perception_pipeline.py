@@ -168,13 +168,15 @@ def test_buffer_freed_when_the_track_dies_and_a_new_id_after(backend, astronaut_
 
 def test_detection_interval_skips_the_detector_but_not_the_faces(backend, astronaut_bgr):
     pipeline = PerceptionPipeline(config(track_min_hits=1, detection_interval=3), backend=backend)
-    detected, observed = [], []
+    detected, refined, observed = [], [], []
     for i in range(7):
         result = pipeline.process(scene(astronaut_bgr, i), i)
         detected.append(result.timings["detect"] > 0)
+        refined.append(result.timings["refine"] > 0)  # MTCNN's O-Net on the tracked face
         (face,) = result.faces
         observed.append(face.frames_observed)
     assert detected == [True, False, False, True, False, False, True]
+    assert refined == [not d for d in detected]
     assert observed == [1, 2, 3, 4, 5, 6, 7]
 
 

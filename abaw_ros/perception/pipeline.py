@@ -28,7 +28,7 @@ from abaw_ros.perception.alignment import align_faces_rgb
 from abaw_ros.perception.detection import FaceDetector
 from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.image import as_bgr_image
-from abaw_ros.perception.tracking import FaceTracker, Track
+from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, preprocess_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
@@ -91,24 +91,21 @@ class PerceptionPipeline:
         self.backend = backend
         self.metadata = backend.metadata
         self.detector = detector if detector is not None else create_detector(config)
-        self.tracker = FaceTracker.from_config(config)
-        self.landmark_stage = self.detector.landmark_stage() if config.refine_landmarks else None
-        self._since_detection = config.detection_interval  # detect on the first frame
+        self.faces = DetectAndTrack.from_config(config, self.detector)
+        self.tracker = self.faces.tracker
         t = self.metadata.window_length
         self.buffers = FaceWindows(self.metadata.feature_shapes, t,
                                    head_interval=config.head_interval or default_head_interval(t))
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         self.frame_index = 0
-        self.detector_runs = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
-        self.tracker.reset()
+        self.faces.reset()
         self.buffers.keep_only(())
         self._latest.clear()
         self.frame_index = 0
-        self._since_detection = self.config.detection_interval
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
         """Run every stage on one frame; raises ValueError for an invalid image."""
@@ -117,14 +114,10 @@ class PerceptionPipeline:
         image = as_bgr_image(image_bgr)
         height, width = image.shape[:2]
 
-        detections = self._detect_or_refine(image, timings)
+        tracks = self.faces.step(image, timings)
         self.frame_index += 1
-
-        t = time.perf_counter()
-        tracks = self.tracker.update(detections)
         for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
             self._latest.pop(gone, None)
-        timings["track"] = _ms(t)
 
         faces: list[FaceResult] = []
         if tracks:
@@ -153,27 +146,6 @@ class PerceptionPipeline:
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
-
-    def _detect_or_refine(self, image: np.ndarray, timings: dict[str, float]):
-        """The detector's faces on detector frames, else None after refining the live
-        tracks; a refinement below ``refine_threshold`` makes this a detector frame."""
-        run_detector = self._since_detection >= self.config.detection_interval
-        if not run_detector and self.landmark_stage is not None:
-            live = self.tracker.live
-            if live:
-                t = time.perf_counter()
-                refined = self.landmark_stage.refine(image, [track.as_detection() for track in live])
-                run_detector = not self.tracker.refine(live, refined, self.config.refine_threshold)
-                timings["refine"] = _ms(t)
-        if not run_detector:
-            self._since_detection += 1
-            return None
-        t = time.perf_counter()
-        detections = self.detector.detect(image)
-        timings["detect"] = _ms(t)
-        self._since_detection = 1
-        self.detector_runs += 1
-        return detections
 
     def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
         outputs = {task: np.asarray(values, dtype=np.float32).copy()
