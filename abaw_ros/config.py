@@ -77,7 +77,7 @@ class PipelineConfig:
 
     # --- face detection ----------------------------------------------------------------
     detector: str = _param(
-        "mtcnn", "Face detector: blazeface (MediaPipe BlazeFace + face mesh, LiteRT), mtcnn (ONNX, "
+        "blazeface", "Face detector: blazeface (MediaPipe BlazeFace + face mesh, LiteRT), mtcnn (ONNX, "
                  "5 landmarks), yunet (OpenCV, needs detector_model_path), haar (OpenCV cascade, "
                  "landmarks estimated from the box).",
         DETECTORS)
@@ -87,7 +87,7 @@ class PipelineConfig:
     detector_model_path: str = _param(
         "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
     detection_interval: int = _param(
-        2, "Run the face detector every N frames; in between, each tracked face is refined by "
+        5, "Run the face detector every N frames; in between, each tracked face is refined by "
            "the detector's landmark stage (see refine_threshold).")
     refine_landmarks: bool = _param(
         True, "Between detector runs, refresh every tracked face's box, landmarks and confidence "
@@ -97,7 +97,10 @@ class PipelineConfig:
         0.5, "A refined face whose landmark-stage confidence falls below this (in [0, 1]) makes "
              "the full detector run on that frame.")
     detection_threshold: float = _param(
-        0.9, "Minimum detector confidence in [0, 1] for a face to be tracked.")
+        0.6, "Minimum detector confidence in [0, 1] for a face to be tracked. The detectors' "
+             "scores differ in scale: 0.6 is MediaPipe's cut-off for BlazeFace (full range; "
+             "BlazeFace never goes below MediaPipe's own 0.6 / 0.5); MTCNN's last stage already "
+             "requires 0.7 and its faces mostly score above 0.99.")
     min_face_size: int = _param(
         40, "Smallest face side in pixels that is detected and tracked (also bounds the "
             "MTCNN image pyramid, so larger values are faster).")
@@ -111,8 +114,8 @@ class PipelineConfig:
         0.5, "A detection may also continue a track when their centres are closer than this "
              "fraction of the track's box size (fast moves, where boxes stop overlapping).")
     track_min_hits: int = _param(
-        2, "Birth hysteresis: detector runs in a row that must find a new face before it is "
-           "published.")
+        2, "Birth hysteresis: frames in a row on which a new face must be found (by the detector "
+           "or, between detector runs, the landmark stage) before it is published.")
     track_max_misses: int = _param(
         5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
            "id and buffer, unpublished); one more drops it.")

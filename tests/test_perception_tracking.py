@@ -213,3 +213,17 @@ def test_detect_and_track_from_config_picks_the_detectors_landmark_stage(mtcnn):
     assert DetectAndTrack.from_config(PipelineConfig(refine_landmarks=False), mtcnn).stage is None
     haar = DetectAndTrack.from_config(PipelineConfig(detection_interval=4), HaarDetector())
     assert haar.stage is None and haar.interval == 4
+
+
+def test_landmark_stage_confirms_a_new_face_but_not_a_false_detection(blazeface, astronaut_bgr):
+    frames = moving_face_sequence(astronaut_bgr, frames=2)
+    follower = DetectAndTrack(blazeface, FaceTracker(min_hits=2), interval=10, stage=blazeface.landmark_stage())
+    assert follower.step(frames[0]) == []  # detected once: not born yet
+    assert len(follower.step(frames[1])) == 1  # the face mesh saw it again: born
+    assert follower.detector_runs == 1
+    blank = np.full_like(frames[0], 100)
+    follower = DetectAndTrack(blazeface, FaceTracker(min_hits=2), interval=10, stage=blazeface.landmark_stage())
+    assert follower.step(blank) == []
+    follower.tracker.update([face_at(300, 200, 100)])  # as if the detector had fired on the wall
+    assert follower.step(blank) == []  # the mesh rejects it, the detector runs, the track dies
+    assert follower.detector_runs == 2 and follower.tracker.tracks == []

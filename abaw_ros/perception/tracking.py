@@ -1,10 +1,11 @@
 """Face tracking by detection: stable string ids across frames, and detect-then-track.
 
 Each detector run is matched to the live tracks by box overlap (IoU) and centre distance
-(Hungarian assignment). A new face is published only after ``min_hits`` detections in a
-row (birth hysteresis) and a track survives ``max_misses`` detector runs without a match
-before it is dropped (death hysteresis), so a face that the detector misses for a frame
-keeps its id and its temporal buffer. Between detector runs (``update(None)``) tracks keep
+(Hungarian assignment). A new face is published only after ``min_hits`` frames in a row
+on which it was found, by the detector or the landmark stage (birth hysteresis), and a
+track survives ``max_misses`` detector runs without a match before it is dropped (death
+hysteresis), so a face that the detector misses for a frame keeps its id and its
+temporal buffer. Between detector runs (``update(None)``) tracks keep
 their last box unless ``refine`` gave them a fresh one from a landmark stage.
 
 :class:`DetectAndTrack` schedules the two: the full detector every ``detection_interval``
@@ -37,7 +38,7 @@ class Track:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     score: float
     landmarks: np.ndarray  # (5, 2)
-    hits: int = 1  # consecutive detector runs with a match
+    hits: int = 1  # consecutive frames found (detector matches and accepted refinements)
     misses: int = 0  # consecutive detector runs without a match
     confirmed: bool = False
 
@@ -139,13 +140,16 @@ class FaceTracker:
         """Take each track's refinement whose confidence is at least ``threshold`` (box,
         landmarks, score); the others keep their last ones. True when every track held,
         False when one fell below the threshold (the face may be lost: time for a detector
-        run). Birth and death still count detector runs only."""
+        run). An accepted refinement is one more frame the face was seen, so it counts
+        towards birth (``min_hits``); misses (death) count detector runs only."""
         held = True
         for track, face in zip(tracks, refined, strict=True):
             if face.score >= threshold:
                 track.box = np.asarray(face.box, dtype=np.float64)
                 track.landmarks = np.asarray(face.landmarks, dtype=np.float64)
                 track.score = float(face.score)
+                track.hits += 1
+                track.confirmed = track.confirmed or track.hits >= self.min_hits
             else:
                 held = False
         return held
