@@ -58,7 +58,7 @@ def test_anchor_grid_matches_the_models_outputs(range_):
     spec = BLAZEFACE_RANGES[range_]
     anchors = ssd_anchor_centres(spec.input_size, spec.strides, spec.interpolated_scale_aspect_ratio)
     detector = BlazeFaceDetector(range_)
-    outputs = detector._model.run(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
+    outputs = detector.model.run(np.zeros((1, spec.input_size, spec.input_size, 3), np.float32))
     assert sorted(o.shape for o in outputs) == sorted([(1, spec.num_anchors, 16), (1, spec.num_anchors, 1)])
     assert anchors.shape == (spec.num_anchors, 2)
     assert anchors.min() > 0 and anchors.max() < 1

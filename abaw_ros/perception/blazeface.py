@@ -31,6 +31,7 @@ between detector runs (``landmark_stage``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -140,15 +141,15 @@ class BlazeFaceDetector(FaceDetector):
     name = "blazeface"
 
     def __init__(self, range_: str = "full", score_threshold: float = 0.6, num_threads: int = 1,
-                 model_dir=None) -> None:
+                 model_dir: Path | None = None) -> None:
         if range_ not in BLAZEFACE_RANGES:
             raise ValueError(f"blazeface_range={range_!r}: must be one of {sorted(BLAZEFACE_RANGES)}")
         self.spec = BLAZEFACE_RANGES[range_]
         self.range = range_
         # MediaPipe's own cut-off is the floor: below it the decoded boxes are noise.
         self.score_threshold = max(float(score_threshold), self.spec.min_score)
-        directory = mediapipe_model_dir() if model_dir is None else model_dir
-        self._model = TFLiteModel(directory / self.spec.model_file, num_threads)
+        directory = mediapipe_model_dir() if model_dir is None else Path(model_dir)
+        self.model = TFLiteModel(directory / self.spec.model_file, num_threads)
         self.anchors = ssd_anchor_centres(self.spec.input_size, self.spec.strides,
                                           self.spec.interpolated_scale_aspect_ratio)
         if len(self.anchors) != self.spec.num_anchors:
@@ -165,7 +166,7 @@ class BlazeFaceDetector(FaceDetector):
         scores ``(K,)``, best first."""
         size = self.spec.input_size
         tensor, scale, padding = letterbox(image_rgb, size)
-        outputs = self._model.run(tensor[None])
+        outputs = self.model.run(tensor[None])
         raw_boxes, raw_scores = sorted(outputs, key=lambda a: a.shape[-1], reverse=True)
         boxes, keypoints, scores = decode(raw_boxes, raw_scores, self.anchors, size, self.score_threshold)
         boxes, keypoints, scores = weighted_nms(boxes, keypoints, scores)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -121,8 +122,8 @@ def crop_rois(image_rgb: np.ndarray, rois: Sequence[FaceRoi], size: int) -> tupl
 class FaceLandmarker:
     """The 468-point face mesh on face ROIs, batched: one interpreter call for all faces."""
 
-    def __init__(self, num_threads: int = 1, model_dir=None) -> None:
-        directory = mediapipe_model_dir() if model_dir is None else model_dir
+    def __init__(self, num_threads: int = 1, model_dir: Path | None = None) -> None:
+        directory = mediapipe_model_dir() if model_dir is None else Path(model_dir)
         self._model = TFLiteModel(directory / MODEL_FILE, num_threads)
 
     def mesh(self, image_rgb: np.ndarray, rois: Sequence[FaceRoi]) -> tuple[np.ndarray, np.ndarray]:
