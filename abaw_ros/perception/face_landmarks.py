@@ -104,7 +104,7 @@ def crop_rois(image_rgb: np.ndarray, rois: Sequence[FaceRoi], size: int) -> tupl
     shrunk: dict[int, np.ndarray] = {}
     for i, roi in enumerate(rois):
         affine = roi.to_crop(size)
-        factor = int(roi.side // (2 * size))
+        factor = int(roi.side // size)  # >= 2: shrink so the warp scales by 0.5-1
         source, from_source = image_rgb, affine
         if factor >= 2:
             if factor not in shrunk:
