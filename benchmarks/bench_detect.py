@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from abaw_ros.config import PipelineConfig
 from abaw_ros.perception.alignment import similarity_transform, template
 from abaw_ros.perception.boxes import iou_matrix
 from abaw_ros.perception.detection import FaceDetection, FaceDetector
@@ -249,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     from abaw_ros.perception.mtcnn import MTCNNDetector
 
     astronaut = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    threshold = PipelineConfig().detection_threshold  # the shipped detection_threshold
     detectors: dict[str, FaceDetector] = {
-        "mtcnn": MTCNNDetector(min_face_size=args.min_face_size, num_threads=args.threads),
-        "blazeface full": BlazeFaceDetector("full", num_threads=args.threads),
-        "blazeface short": BlazeFaceDetector("short", num_threads=args.threads),
+        "mtcnn": MTCNNDetector(min_face_size=args.min_face_size, score_threshold=threshold,
+                               num_threads=args.threads),
+        "blazeface full": BlazeFaceDetector("full", score_threshold=threshold, num_threads=args.threads),
+        "blazeface short": BlazeFaceDetector("short", score_threshold=threshold, num_threads=args.threads),
     }
     sets = picture_sets(astronaut)
     for detector in detectors.values():  # warm up
@@ -261,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {"quality": {}, "cpu_ms_per_frame": {}, "alignment": {}, "tracking": []}
     found: dict[str, dict[tuple[str, int, int], FaceDetection]] = {name: {} for name in detectors}
     times: dict[str, list[float]] = {name: [] for name in detectors}
-    print(f"1. detection quality (a face counts as found at IoU >= {args.iou}); MTCNN min_face_size "
-          f"{args.min_face_size}, BlazeFace cut-offs 0.6 (full) / 0.5 (short)")
+    print(f"1. detection quality (a face counts as found at IoU >= {args.iou}); detection_threshold "
+          f"{threshold} (MTCNN's last stage: 0.7), MTCNN min_face_size {args.min_face_size}")
     print(f"{'set':30s} {'faces':>5s}  " + "  ".join(f"{n:>24s}" for n in detectors))
     print(f"{'':30s} {'':5s}  " + "  ".join(f"{'recall  IoU   false pos':>24s}" for _ in detectors))
     for set_name, samples in sets.items():
