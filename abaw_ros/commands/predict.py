@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.commands.bag_eval import build_config
     from abaw_ros.config import ConfigError
     from abaw_ros.offline.bag_io import BagError
-    from abaw_ros.offline.predict import SourceError, open_source, predict
+    from abaw_ros.offline.predict import predict
+    from abaw_ros.offline.sources import SourceError, open_source
 
     try:
         if args.max_frames is not None and args.max_frames < 1:
