@@ -32,10 +32,10 @@ from abaw_ros.offline.bag_io import (
     BagError,
     ImageBagReader,
 )
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.config import PipelineConfig

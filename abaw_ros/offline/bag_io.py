@@ -21,7 +21,6 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.images import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -31,6 +30,7 @@ from abaw_ros.offline.images import (
     encode_image,
 )
 from abaw_ros.offline.mcap_recovery import RecoveredMcap
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection

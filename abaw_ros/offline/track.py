@@ -22,7 +22,7 @@ FACE_MOST_CONFIDENT = "most-confident"
 
 def face_values_from_msg(face: Any) -> dict[str, Any]:
     """A ``FaceAffect`` message (any message class with its fields) -> the plain values
-    :func:`abaw_ros.offline.face_values.face_affect_values` gives for a pipeline face."""
+    :func:`abaw_ros.perception.face_values.face_affect_values` gives for a pipeline face."""
     return {
         "face_id": face.face_id,
         "roi": (int(face.roi.x_offset), int(face.roi.y_offset), int(face.roi.width), int(face.roi.height)),

@@ -14,7 +14,6 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.images import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -23,6 +22,7 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult
@@ -81,7 +81,7 @@ def stamp_to_ns(header: Header) -> int:
 
 def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = None) -> FaceAffect:
     """One tracked face -> ``FaceAffect``, filled by the rules bag-eval uses too
-    (:func:`abaw_ros.offline.face_values.face_affect_values`): tasks the model does not
+    (:func:`abaw_ros.perception.face_values.face_affect_values`): tasks the model does not
     estimate are NaN (and their flags false), the box is clipped to the image."""
     values = face_affect_values(face, image_shape)
     x, y, w, h = values.pop("roi")
