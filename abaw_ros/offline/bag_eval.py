@@ -193,6 +193,18 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+def _model_id(pipeline: PerceptionPipeline) -> str:
+    """What the affect messages name as their model (``FaceAffectArray.model_id``)."""
+    from abaw_ros.perception.backend_loading import untrained_checkpoint
+    from abaw_ros.runtime.bundle import model_id
+
+    config = pipeline.config
+    try:
+        return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
+    except OSError:  # a backend handed in without files behind it
+        return ""
+
+
 def evaluate_bag(
     options: BagEvalOptions,
     config: PipelineConfig | None = None,
@@ -213,7 +225,9 @@ def evaluate_bag(
         track = PredictionTrack(options.face)
         start = time.perf_counter()
         try:
-            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite) as sink, \
+            trust = {"weights_trained": bool(pipeline.metadata.trained), "model_id": _model_id(pipeline)}
+            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
+                                 **trust) as sink, \
                     _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
         except BaseException:

@@ -36,6 +36,7 @@ def face_values_from_msg(face: Any) -> dict[str, Any]:
         "mimicry_intensity": np.asarray(face.mimicry_intensity, dtype=np.float32),
         "hesitancy_probability": float(face.hesitancy_probability),
         "hesitant": bool(face.hesitant),
+        "window_start_ns": int(face.window_start.sec) * 1_000_000_000 + int(face.window_start.nanosec),
     }
 
 
