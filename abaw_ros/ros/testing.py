@@ -132,19 +132,23 @@ class Received:
 
 class FrameClient:
     """Publishes frames to ``<namespace>/image`` (and ``image/compressed``) and records
-    ``<namespace>/affect`` and ``/diagnostics``, in its own rclpy context."""
+    ``<namespace>/affect`` and ``/diagnostics``, in its own rclpy context; with
+    ``camera=False`` it only records."""
 
-    def __init__(self, namespace: str = "", domain_id: int | None = None, name: str = "affect_client") -> None:
+    def __init__(self, namespace: str = "", domain_id: int | None = None, name: str = "affect_client",
+                 camera: bool = True) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id, args=[])
         self.node = rclpy.create_node(name, namespace=namespace or None, context=self.context)
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._diagnostics: list[DiagnosticArray] = []
-        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        # camera=False: a listener only (another process is the camera, so that the node's
+        # image_qos=auto sees that camera's publisher alone).
+        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data) if camera else None
         self.compressed_pub = self.node.create_publisher(
             CompressedImage, "image/compressed", qos_profile_sensor_data
-        )
+        ) if camera else None
         reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(FaceAffectArray, "affect", self._on_affect, reliable)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
