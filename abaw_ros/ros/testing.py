@@ -37,17 +37,17 @@ from abaw_ros.ros.transport import prefer_large_frame_transport
 prefer_large_frame_transport()
 
 
-def node_executable() -> list[str]:
-    """``lib/abaw_ros/affect_node`` of the colcon install space, else the module."""
+def node_executable(name: str = "affect_node", module: str = "abaw_ros.ros.affect_node") -> list[str]:
+    """``lib/abaw_ros/<name>`` of the colcon install space, else the module."""
     try:
         from ament_index_python.packages import get_package_prefix
 
-        path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / "affect_node"
+        path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / name
         if os.access(path, os.X_OK):
             return [str(path)]
     except Exception:  # not built with colcon: run the module with this interpreter
         pass
-    return [sys.executable, "-m", "abaw_ros.ros.affect_node"]
+    return [sys.executable, "-m", module]
 
 
 class NodeProcess:
@@ -61,8 +61,9 @@ class NodeProcess:
         namespace: str = "",
         overrides: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        executable: list[str] | None = None,
     ) -> None:
-        cmd = [*node_executable(), "--ros-args", "--params-file", str(params_file)]
+        cmd = [*(executable or node_executable()), "--ros-args", "--params-file", str(params_file)]
         if namespace:
             cmd += ["-r", f"__ns:={namespace}"]
         for name, value in (overrides or {}).items():
