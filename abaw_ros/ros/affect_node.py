@@ -485,7 +485,7 @@ class _RosLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = self.format(record)
-        if record.levelno >= logging.WARNING and "UNTRAINED" in text:
+        if record.levelno >= logging.WARNING and "untrained" in text.lower():
             self._logger.debug(text)  # the node says it once itself (see _describe_model)
         elif record.levelno >= logging.ERROR:
             self._logger.error(text)

@@ -146,7 +146,9 @@ def load_backend(
                 module.check_available(chosen)
         except BackendUnavailableError as exc:
             skipped.append(f"{name}: {exc}")
-            LOG.info("auto backend: skipping %s: %s", name, exc)
+            # The install hint is long and the next backend usually runs: say it once, short.
+            LOG.info("auto backend: skipping %s: %s (to install it: docs/RUNTIME.md)", name,
+                     str(exc).split(". ")[0].rstrip("."))
             continue
         if name == "torch" and source.checkpoint is None:
             skipped.append("torch: needs a checkpoint, got an ONNX bundle")
@@ -154,8 +156,8 @@ def load_backend(
         if chosen.precision != precision:
             LOG.warning("auto backend: %s offers no %s here; running %s", name, precision, chosen.precision)
         instance = module.create_backend(source, chosen)
-        why = "; ".join(skipped) if skipped else "first choice available"
+        passed = ", ".join(entry.split(":")[0] for entry in skipped)
         LOG.info("auto backend: using %s (%s, %s); %s", name, instance.precision, instance.device,
-                 f"skipped {why}" if skipped else why)
+                 f"skipped {passed}" if skipped else "first choice available")
         return instance
     raise BackendUnavailableError("no inference backend can run here:\n  " + "\n  ".join(skipped))
