@@ -85,7 +85,8 @@ class _Reactions:
         self.log_path = tmp_path / "reactions.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                          "RCUTILS_LOGGING_BUFFERED_STREAM": "0"})
         self.client = client
 
     def _on(self, msg: String) -> None:
@@ -167,6 +168,8 @@ def test_untrained_output_is_ignored_and_hesitancy_reacted_to(tmp_path, ros_doma
                 time.sleep(1 / 15)
 
         stream(trained=False, smiling=True, hesitant=True)
+        # Once it has read them (it says so), it must not have reacted.
+        assert client.wait_for(lambda: "ignoring affect from model test@sha256" in reactions.log(), timeout=15)
         time.sleep(0.5)
         assert reactions.events() == []
         assert reactions.log().count("ignoring affect from model test@sha256") == 1
