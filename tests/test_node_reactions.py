@@ -160,7 +160,8 @@ def test_untrained_output_is_ignored_and_hesitancy_reacted_to(tmp_path, ros_doma
                                        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
     reactions = _Reactions(client, tmp_path, namespace)
     try:
-        assert client.wait_for(lambda: pub.get_subscription_count() > 0, timeout=30), reactions.log()
+        # The client's own recorder subscribes to affect too: wait for the behaviour node's.
+        assert client.wait_for(lambda: pub.get_subscription_count() >= 2, timeout=30), reactions.log()
 
         def stream(trained: bool, smiling: bool, hesitant: bool, count: int = 25) -> None:
             for _ in range(count):
