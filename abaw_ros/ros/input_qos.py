@@ -89,8 +89,11 @@ class MatchedSubscription:
         qos = RELIABLE_INPUT_QOS if wanted == RELIABLE else BEST_EFFORT_INPUT_QOS
         self._subscription = self._node.create_subscription(self._msg_type, self._topic, self._callback, qos)
         self.reliability, self.reason = wanted, reason
-        self._log(f"subscribed to {self.resolved_topic} {wanted.replace('_', ' ')} "
-                  f"({reason}; image_qos={self.mode})")
+        text = f"subscribed to {self.resolved_topic} {wanted.replace('_', ' ')} ({reason}; image_qos={self.mode})"
+        if "may be lost" in reason:  # a mix of reliable and best-effort publishers, as rosbag2 warns
+            self._node.get_logger().warning(text)
+        else:
+            self._log(text)
         return True
 
     def destroy(self) -> None:
