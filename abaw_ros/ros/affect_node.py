@@ -198,11 +198,16 @@ class AffectNodeBase:
         old, self.config = self.config, new
         pipeline = self.pipeline
         if pipeline is not None:
-            pipeline.config = new  # detection_interval is read per frame
+            pipeline.config = new
+            faces = pipeline.faces  # detector + tracker of the pipeline
+            faces.interval = new.detection_interval
             if {"detection_threshold", "min_face_size"} & changed.keys():
-                from abaw_ros.perception.detection import create_detector
+                from abaw_ros.perception.detectors import create_detector
 
-                pipeline.detector = create_detector(new)  # swapped whole: the worker sees old or new
+                # Swapped whole: the worker's current frame finishes with the old one.
+                detector = create_detector(new)
+                faces.stage = detector.landmark_stage() if new.refine_landmarks else None
+                faces.detector = pipeline.detector = detector
             tracker = pipeline.tracker
             tracker.iou_threshold = new.track_iou_threshold
             tracker.distance_threshold = new.track_distance_threshold

