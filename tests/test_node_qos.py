@@ -99,7 +99,8 @@ def running(domain, model_bundle, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node_qos")
     namespace = unique_namespace("qos")
     params = params_file(tmp, model_file_path=str(model_bundle), backend="onnxruntime",
-                         window_length=WINDOW, detection_interval=5, min_face_size=80)
+                         window_length=WINDOW, detection_interval=5, min_face_size=80,
+                         detection_threshold=0.6)
     node = NodeProcess(params, tmp / "node.log", namespace, env=_no_profile_env())
     client = FrameClient(namespace, domain_id=domain, camera=False)
     try:
@@ -217,6 +218,11 @@ def test_runtime_changes_the_node_cannot_apply_are_refused(running):
     (result,) = _set(client, namespace, detection_interval=3)
     assert result.successful, result.reason
     assert client.wait_for(lambda: "applied at run time: detection_interval 5 -> 3" in node.log(), timeout=5)
+    (result,) = _set(client, namespace, detection_threshold=0.8)  # the detector is rebuilt
+    assert result.successful, result.reason
+    assert client.wait_for(lambda: "detection_threshold 0.6 -> 0.8" in node.log(), timeout=10)
+    (result,) = _set(client, namespace, window_length=6)  # invalid as well as fixed
+    assert not result.successful and "window_length" in result.reason
     assert "window_length 8 -> 12" not in node.log()
     assert node.alive()
 
