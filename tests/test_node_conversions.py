@@ -221,7 +221,7 @@ def test_slot_memory_is_bounded_under_a_flood():
 
 
 def test_warning_throttle_reports_each_kind_once_per_period_and_counts_the_rest():
-    from abaw_ros.ros.affect_node import WarningThrottle
+    from abaw_ros.ros.node_logging import WarningThrottle
 
     class Lines:
         def __init__(self) -> None:

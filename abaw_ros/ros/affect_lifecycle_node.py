@@ -23,12 +23,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from abaw_ros.ros.affect_node import (
-    NODE_NAME,
-    AffectNodeBase,
-    StartupError,
-    _RosLogHandler,
-)
+from abaw_ros.ros.affect_node import NODE_NAME, AffectNodeBase, StartupError
+from abaw_ros.ros.node_logging import RosLogHandler
 
 
 class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
@@ -109,7 +105,7 @@ def main(args: list[str] | None = None) -> int:
     core_log = logging.getLogger("abaw_ros")
     try:
         node = AffectLifecycleNode()
-        core_log.addHandler(_RosLogHandler(node))
+        core_log.addHandler(RosLogHandler(node))
         core_log.setLevel(logging.INFO)
         core_log.propagate = False
         node.get_logger().info("unconfigured: waiting for configure (lifecycle ~/change_state)")

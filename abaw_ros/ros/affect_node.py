@@ -19,13 +19,11 @@ frame makes the node skip frames (counted) instead of queueing them.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
@@ -46,9 +44,11 @@ from abaw_ros.ros.conversions import (
     image_to_bgr,
     stamp_to_ns,
 )
+from abaw_ros.ros.debug_image import draw_affect
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
 from abaw_ros.ros.input_qos import MatchedSubscription
+from abaw_ros.ros.node_logging import RosLogHandler, WarningThrottle, warning_kind
 from abaw_ros.ros.requirements_check import missing_requirements
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 NODE_NAME = "abaw_affect"
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
-WARN_PERIOD_S = 5.0  # the same kind of bad frame is reported at most this often
 UNTRAINED_NOTICE = (
     "the model weights are UNTRAINED: the published affect values are placeholders, not "
     "estimates. Set model_file_path to a trained checkpoint or exported model bundle."
@@ -76,32 +75,6 @@ _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 class StartupError(Exception):
     """The node cannot start; the message says why (and names the parameter)."""
-
-
-class WarningThrottle:
-    """Logs the first warning of each kind at once, then at most once per ``period``,
-    saying how many of that kind were not shown."""
-
-    def __init__(self, log: Any, period: float = WARN_PERIOD_S) -> None:
-        self._log, self._period = log, period
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._period:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        hidden = self._suppressed.pop(key, 0)
-        suffix = f" ({hidden} more like it in the last {now - last:.0f} s)" if hidden and last else ""
-        self._last[key] = now
-        self._log.warning(message + suffix)
-
-
-def _warning_kind(transport: str, exc: Exception) -> str:
-    """Messages of one kind differ only in their numbers."""
-    return f"{transport}:{type(exc).__name__}:{re.sub(r'[0-9]+', '#', str(exc))}"
 
 
 def _ros_type(py_type: type) -> int:
@@ -369,7 +342,7 @@ class AffectNodeBase:
         except IMAGE_ERRORS as exc:
             self._stats.on_bad()
             self._warnings.warn(
-                _warning_kind(transport, exc),
+                warning_kind(transport, exc),
                 f"skipping bad {transport} frame {self._describe_frame(msg)}: {exc}",
             )
             return
@@ -456,52 +429,6 @@ def _model_id(config: PipelineConfig) -> str:
         return ""
 
 
-def draw_affect(image_bgr: np.ndarray, msg: FaceAffectArray, note: str = "") -> np.ndarray:
-    """A copy of the image with each face's box, id and main values drawn, and ``note``
-    in the top-left corner."""
-    import cv2
-
-    canvas = image_bgr.copy()
-    if note:
-        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
-    for face in msg.faces:
-        x, y, w, h = face.roi.x_offset, face.roi.y_offset, face.roi.width, face.roi.height
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)
-        lines = [
-            f"id {face.face_id} ({face.frames_observed}/{face.window_length})",
-            f"V {face.valence:+.2f} A {face.arousal:+.2f}",
-            f"hesitancy {face.hesitancy_probability:.2f}",
-        ]
-        for k, text in enumerate(lines):
-            org = (x, max(12, y - 6 - 14 * (len(lines) - 1 - k)))
-            cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1, cv2.LINE_AA)
-    return canvas
-
-
-class _RosLogHandler(logging.Handler):
-    """Sends the core's Python log records (``abaw_ros.*``) to the node's ROS logger, so
-    they appear in the node's log with its name and format."""
-
-    def __init__(self, node: Node) -> None:
-        super().__init__()
-        self._logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.WARNING and "untrained" in text.lower():
-            self._logger.debug(text)  # the node says it once itself (see _describe_model)
-        elif record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        elif record.levelno >= logging.INFO:
-            self._logger.info(text)
-        else:
-            self._logger.debug(text)
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C or an external shutdown; 2 when it cannot start."""
     try:
@@ -514,7 +441,7 @@ def main(args: list[str] | None = None) -> int:
     core_log = logging.getLogger("abaw_ros")
     try:
         node = AffectNode()
-        handler = _RosLogHandler(node)
+        handler = RosLogHandler(node)
         core_log.addHandler(handler)
         core_log.setLevel(logging.INFO)
         core_log.propagate = False
