@@ -44,6 +44,17 @@ def test_loss_is_estimated_from_gaps_in_the_stamps(keep, lost):
     assert estimate.fraction == pytest.approx(lost, abs=0.03)
 
 
+def test_stamps_at_no_fixed_rate_claim_no_loss():
+    rng = np.random.default_rng(1)
+    gaps = StampGaps()
+    stamp = 1_700_000_000_000_000_000
+    for _ in range(100):  # frames sent one at a time as answers come back: 30..200 ms apart
+        stamp += int(rng.uniform(30e6, 200e6))
+        gaps.add(stamp)
+    estimate = gaps.estimate()
+    assert estimate.fraction == 0.0 and estimate.camera_rate_hz != estimate.camera_rate_hz  # NaN
+
+
 def test_a_given_camera_rate_is_used_and_repeated_or_jumping_stamps_do_not_count():
     gaps = StampGaps()
     stamps = _stamps(30, lambda k: k % 2 == 0)  # every other frame: the gaps alone look like 7.5 Hz

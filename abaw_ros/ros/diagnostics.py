@@ -28,6 +28,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
 LOSS_WINDOW_S = 10.0
+# A gap counts as a whole number of camera periods when it is within this share of one.
+PERIOD_TOLERANCE = 0.25
 # diagnostic_updater's FrequencyStatusParam default tolerance.
 FREQUENCY_TOLERANCE = 0.1
 # diagnostic_updater's TimeStampStatusParam defaults: a stamp more than 1 s ahead of this
@@ -83,6 +85,9 @@ class StampGaps:
             self._stamps.popleft()
 
     def period_ns(self, expected_rate_hz: float = 0.0) -> float:
+        """The camera's frame period; NaN when there are too few stamps or they do not
+        come at a fixed rate (a triggered camera, frames sent one at a time), where gaps
+        say nothing about lost frames."""
         if expected_rate_hz > 0:
             return 1e9 / expected_rate_hz
         if len(self._stamps) < 4:
@@ -90,7 +95,10 @@ class StampGaps:
         gaps = np.diff(np.asarray(self._stamps, dtype=np.float64))
         first = float(np.percentile(gaps, 5))
         periods = np.maximum(1.0, np.rint(gaps / first))
-        return float(np.median(gaps / periods))
+        period = float(np.median(gaps / periods))
+        ratio = gaps / period
+        on_grid = np.abs(ratio - np.maximum(1.0, np.rint(ratio))) < PERIOD_TOLERANCE
+        return period if on_grid.mean() >= 0.8 else float("nan")
 
     def estimate(self, expected_rate_hz: float = 0.0) -> LossEstimate:
         period = self.period_ns(expected_rate_hz)
