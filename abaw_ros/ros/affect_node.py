@@ -231,6 +231,7 @@ class AffectNodeBase:
         self.model_id = _model_id(self.config)
         self._info = {
             "backend": str(self.pipeline.backend.name),
+            "device": str(getattr(self.pipeline.backend, "device", "")),
             "model": model,
             "model_id": self.model_id,
             "precision": self.config.precision,
@@ -382,7 +383,8 @@ class AffectNodeBase:
             build_diagnostics(
                 header,
                 node_name=self.get_fully_qualified_name().lstrip("/"),
-                hardware_id=self._info.get("backend", ""),
+                # What runs the network: the backend and its device ("onnxruntime cpu x2").
+                hardware_id=f"{self._info.get('backend', '')} {self._info.get('device', '')}".strip(),
                 report=report,
                 info=info,
                 weights_trained=self._weights_trained,
