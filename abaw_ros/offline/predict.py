@@ -12,7 +12,6 @@ order, or one image topic of a bag; frames that cannot be decoded are skipped an
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -81,19 +80,12 @@ def face_row(face: FaceResult) -> dict[str, str]:
 
 
 def model_id(model_file_path: str) -> str:
-    """A short content hash of the model files (bundle ONNX graphs or checkpoint), so a
-    CSV can be traced to the exact weights; ``untrained`` for the stand-in network."""
-    if not model_file_path:
-        return "untrained"
-    path = Path(model_file_path).expanduser()
-    files = sorted(path.glob("*.onnx*")) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    """The id the affect messages carry (:func:`abaw_ros.runtime.bundle.model_id`: name and
+    content hash of the weights), so a CSV can be traced to the exact model; ``untrained``
+    for the stand-in network of an empty ``model_file_path``."""
+    from abaw_ros.runtime.bundle import model_id as weights_id
+
+    return weights_id(model_file_path) if model_file_path else "untrained"
 
 
 def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any]:
