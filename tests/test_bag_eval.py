@@ -20,7 +20,7 @@ from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import load_frame_labels
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
 from abaw_ros.offline.bag_io import FACE_AFFECT_ARRAY, IMAGE, ImageBagWriter, affect_typestore
-from abaw_ros.offline.images import UnsupportedEncodingError
+from abaw_ros.perception.image import UnsupportedEncodingError
 from abaw_ros.tasks import AU_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
     from abaw_ros.offline.bag_io import BagError
-    from abaw_ros.offline.images import UnsupportedEncodingError
+    from abaw_ros.perception.image import UnsupportedEncodingError
 
     try:
         config, params_file = build_config(args)

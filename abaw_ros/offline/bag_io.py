@@ -22,7 +22,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from abaw_ros.offline.face_values import face_affect_values
-from abaw_ros.offline.images import (
+from abaw_ros.offline.mcap_recovery import RecoveredMcap
+from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,
     decode_compressed,
@@ -30,7 +31,6 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
-from abaw_ros.offline.mcap_recovery import RecoveredMcap
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection

@@ -15,7 +15,7 @@ from std_msgs.msg import Header
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray
 from abaw_ros.offline.face_values import face_affect_values
-from abaw_ros.offline.images import (
+from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,
     decode_compressed,
