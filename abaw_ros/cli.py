@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_USAGE_ERROR = 2  # a bad argument, parameter or model file; the message names it
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="abaw-affect", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -48,7 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"abaw-affect {known.command}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
-    return int(module.run(args) or 0)
+    from abaw_ros.config import ConfigError, ModelFileError
+
+    try:
+        return int(module.run(args) or 0)
+    except (ConfigError, ModelFileError) as exc:  # a bad value or model file: one line, exit 2
+        logging.getLogger("abaw_ros.cli").error("%s: %s", known.command, exc)
+        return EXIT_USAGE_ERROR
+    except KeyboardInterrupt:
+        logging.getLogger("abaw_ros.cli").error("%s: interrupted", known.command)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

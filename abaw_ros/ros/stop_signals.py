@@ -75,14 +75,19 @@ class StopSignals:
 stop_signals = StopSignals()
 
 
-def run_node(module: str = "abaw_ros.ros.affect_node", node_name: str = "abaw_affect") -> int:
+def run_node(module: str = "abaw_ros.ros.affect_node", node_name: str = "abaw_affect",
+             early_stops: list[int] | None = None) -> int:
     """The node executable: handlers first, then the heavy imports, then ``main()``.
-    A stop during the imports ends here, in one line; later ones end in ``main()``."""
+    ``early_stops``: signals the executable recorded before this package could be
+    imported. A stop before or during the imports ends here, in one line; later ones
+    end in ``main()``."""
     import importlib
     import sys
 
     stop_signals.install()
     try:
+        if early_stops:
+            raise StopRequested(early_stops[0])
         entry = importlib.import_module(module).main
     except StopRequested as stop:
         print(f"[INFO] [{node_name}]: stopped by {stop} while loading its modules; nothing was "
