@@ -171,10 +171,8 @@ def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None 
     require_regular_file(checkpoint)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     checkpoint_sha = file_sha256(checkpoint)
-    digest = hashlib.sha256(checkpoint_sha.encode()).hexdigest()[:16]
-    bundles = root / "bundles"
-    bundles.mkdir(parents=True, exist_ok=True)
-    target = bundles / f"{checkpoint.stem}-{digest}"
+    target = export_dir(checkpoint, root, checkpoint_sha)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(root / "locks" / f"bundle-{target.name}.lock"):
         problem = cached_export_problem(target, checkpoint_sha)
         if problem is None:
@@ -187,6 +185,12 @@ def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None 
             LOG.info("exporting %s to ONNX under %s", checkpoint, target)
         _export(checkpoint, checkpoint_sha, target)
     return ModelBundle.open(target)
+
+
+def export_dir(checkpoint: Path, cache_dir: Path, checkpoint_sha: str | None = None) -> Path:
+    """Where the export of ``checkpoint`` is cached: named after its stem and hash."""
+    sha = checkpoint_sha or file_sha256(checkpoint)
+    return cache_dir / "bundles" / f"{checkpoint.stem}-{hashlib.sha256(sha.encode()).hexdigest()[:16]}"
 
 
 def cached_export_problem(target: Path, checkpoint_sha: str) -> str | None:
