@@ -49,6 +49,7 @@ from abaw_ros.ros.conversions import (
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
 from abaw_ros.ros.stop_signals import StopRequested, stop_signals
+from abaw_ros.ros.transport import shm_segment_size
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import PerceptionPipeline
@@ -151,6 +152,7 @@ class AffectNode(Node):
         self._worker: threading.Thread | None = None
         self._info: dict[str, str] = {}
         self._weights_trained = False
+        self._segment_bytes: int | None = None
 
     # -- configuration ------------------------------------------------------------------
     def read_config(self) -> PipelineConfig:
@@ -226,6 +228,7 @@ class AffectNode(Node):
         assert self.config is not None and self.pipeline is not None
         metadata = self.pipeline.metadata
         self._weights_trained = bool(metadata.trained)
+        self._segment_bytes = shm_segment_size()
         model = self.config.model_file_path or "(none: untrained network built at start)"
         self._info = {
             "backend": str(self.pipeline.backend.name),
@@ -236,6 +239,10 @@ class AffectNode(Node):
             "head_interval": str(self.config.head_interval),
             "window_length": str(self.config.window_length),
             "tasks": ",".join(metadata.tasks),
+            "max_image_pixels": str(self.config.max_image_pixels),
+            "largest_deliverable_frame": (
+                f"{self._segment_bytes} bytes (Fast DDS shared-memory segment; larger frames are "
+                f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
         }
         if self._weights_trained:
             self.get_logger().info(f"model {model}: trained weights")
@@ -269,6 +276,15 @@ class AffectNode(Node):
                 )
 
     def _process(self, transport: str, msg: Image | CompressedImage) -> None:
+        segment = self._segment_bytes
+        if segment and len(msg.data) > segment:
+            # This one arrived; most frames this large do not (see ros/transport.py).
+            self._warnings.warn(
+                f"{transport}:oversized",
+                f"frame {self._describe_frame(msg)} has {len(msg.data)} bytes, more than the "
+                f"{segment}-byte Fast DDS shared-memory segment: most frames this large are lost "
+                f"in transport without an error; send smaller frames or image/compressed",
+            )
         limit = self.config.max_image_pixels
         try:
             image = (compressed_to_bgr(msg, limit) if transport == "compressed"
