@@ -287,13 +287,14 @@ def _webp_size(head: bytes) -> tuple[int, int, str] | None:
 
 
 def _tiff_size(buf: np.ndarray) -> tuple[int, int, str] | None:
-    data = buf.tobytes() if buf.size <= 1 << 16 else buf[: 1 << 16].tobytes()
-    order = "<" if data[:2] == b"II" else ">"
-    (offset,) = struct.unpack(order + "I", data[4:8])
-    (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+    order = "<" if buf[:2].tobytes() == b"II" else ">"
+    (offset,) = struct.unpack(order + "I", buf[4:8].tobytes())
+    (count,) = struct.unpack(order + "H", buf[offset:offset + 2].tobytes())
+    count = min(count, 512)
+    table = buf[offset + 2: offset + 2 + 12 * count].tobytes()  # the first IFD, wherever it is
     found: dict[int, int] = {}
-    for i in range(min(count, 512)):
-        entry = data[offset + 2 + 12 * i: offset + 14 + 12 * i]
+    for i in range(len(table) // 12):
+        entry = table[12 * i: 12 * i + 12]
         tag, kind = struct.unpack(order + "HH", entry[:4])
         if tag in (256, 257):
             fmt = order + ("H" if kind == 3 else "I")
