@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,9 +111,15 @@ class WarningThrottle:
 
 
 def _warning_kind(transport: str, exc: Exception) -> str:
-    """One kind per transport and error type: the message text comes from the frame (an
-    encoding string, sizes) and must not make every frame a kind of its own."""
-    return f"{transport}:{type(exc).__name__}"
+    """One kind per transport, error type and the line that raised it: each problem
+    (short data, odd 4:2:2 width, unsupported encoding, ...) has a kind of its own, while
+    frames that differ only in their values (random encodings, sizes) share one, so the
+    kinds are few whatever the stream carries."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    site = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{transport}:{type(exc).__name__}:{site}"
 
 
 def _ros_type(py_type: type) -> int:
