@@ -98,8 +98,8 @@ def test_max_image_pixels_is_bounded(value, ok):
 def test_the_warning_throttle_keeps_few_kinds_and_short_lines(caplog):
     import logging
 
-    pytest.importorskip("rclpy", reason="the throttle lives in the ROS node module")
-    from abaw_ros.ros.affect_node import WarningThrottle
+    pytest.importorskip("rclpy", reason="the throttle logs through the ROS node (rclpy)")
+    from abaw_ros.ros.node_logging import WarningThrottle
 
     log = logging.getLogger("abaw_ros.test_throttle")
     throttle = WarningThrottle(log, period=60.0, max_kinds=8, max_chars=100)

@@ -18,25 +18,20 @@ frame makes the node skip frames (counted) instead of queueing them.
 """
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from abaw_ros.config import ConfigError, ModelFileError, PipelineConfig
+from abaw_ros.config import ConfigError, PipelineConfig
 from abaw_ros.msg import FaceAffectArray
 from abaw_ros.perception.image import ImageTooLargeError, shown
 from abaw_ros.ros.conversions import (
@@ -49,17 +44,13 @@ from abaw_ros.ros.conversions import (
 )
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
-from abaw_ros.ros.stop_signals import StopRequested, stop_signals
+from abaw_ros.ros.node_logging import WarningThrottle, warning_kind
+from abaw_ros.ros.node_process import EXIT_STARTUP_FAILED, NODE_NAME  # noqa: F401 - re-exported
 from abaw_ros.ros.transport import shm_segment_size
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import PerceptionPipeline
 
-NODE_NAME = "abaw_affect"
-EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
-WARN_PERIOD_S = 5.0  # the same kind of bad frame is reported at most this often
-WARN_MAX_KINDS = 64  # kinds of warning remembered for throttling
-WARN_MAX_CHARS = 400  # longest warning text logged
 UNTRAINED_NOTICE = (
     "the model weights are UNTRAINED: the published affect values are placeholders, not "
     "estimates. Set model_file_path to a trained checkpoint or exported model bundle."
@@ -70,56 +61,6 @@ _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 class StartupError(Exception):
     """The node cannot start; the message says why (and names the parameter)."""
-
-
-class WarningThrottle:
-    """Logs the first warning of each kind at once, then at most once per ``period``,
-    saying how many of that kind were not shown.
-
-    Bounded whatever the input: at most ``max_kinds`` kinds are remembered (the one
-    warned about longest ago is forgotten first) and a message is cut to ``max_chars``,
-    so frames with random, megabyte-long encoding strings cost neither memory nor log."""
-
-    def __init__(self, log: Any, period: float = WARN_PERIOD_S, max_kinds: int = WARN_MAX_KINDS,
-                 max_chars: int = WARN_MAX_CHARS) -> None:
-        self._log, self._period = log, period
-        self._max_kinds, self._max_chars = max_kinds, max_chars
-        self._last: dict[str, float] = {}  # oldest first
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, key: str, message: str) -> None:
-        key = key[:200]
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._period:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        hidden = self._suppressed.pop(key, 0)
-        suffix = f" ({hidden} more like it in the last {now - last:.0f} s)" if hidden and last else ""
-        self._last.pop(key, None)
-        self._last[key] = now
-        while len(self._last) > self._max_kinds:
-            oldest = next(iter(self._last))
-            del self._last[oldest]
-            self._suppressed.pop(oldest, None)
-        if len(message) > self._max_chars:
-            message = message[: self._max_chars] + f"... ({len(message)} chars)"
-        self._log.warning(message + suffix)
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-
-def _warning_kind(transport: str, exc: Exception) -> str:
-    """One kind per transport, error type and the line that raised it: each problem
-    (short data, odd 4:2:2 width, unsupported encoding, ...) has a kind of its own, while
-    frames that differ only in their values (random encodings, sizes) share one, so the
-    kinds are few whatever the stream carries."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    site = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
-    return f"{transport}:{type(exc).__name__}:{site}"
 
 
 def _ros_type(py_type: type) -> int:
@@ -300,7 +241,7 @@ class AffectNode(Node):
             self._stats.on_bad()
             what = "too large" if isinstance(exc, ImageTooLargeError) else "bad"
             self._warnings.warn(
-                _warning_kind(transport, exc),
+                warning_kind(transport, exc),
                 f"skipping {what} {transport} frame {self._describe_frame(msg)}: {exc}",
             )
             return
@@ -364,114 +305,7 @@ def draw_affect(image_bgr: np.ndarray, msg: FaceAffectArray, note: str = "") -> 
     return canvas
 
 
-class _RosLogHandler(logging.Handler):
-    """Sends the core's Python log records (``abaw_ros.*``) to the node's ROS logger, so
-    they appear in the node's log with its name and format."""
-
-    def __init__(self, node: Node) -> None:
-        super().__init__()
-        self._logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        elif record.levelno >= logging.INFO:
-            self._logger.info(text)
-        else:
-            self._logger.debug(text)
-
-
-def describe_startup_failure(exc: BaseException) -> str | None:
-    """The one line for an expected start-up failure that escaped :meth:`AffectNode.start`
-    (a model or file fault the loaders did not name), or None for a bug, which keeps its
-    traceback."""
-    import pickle
-
-    if isinstance(exc, StartupError):
-        return str(exc)
-    if isinstance(exc, ConfigError):
-        return f"invalid parameter: {exc}"
-    if isinstance(exc, ModelFileError):
-        return f"cannot load the perception pipeline: {exc}"
-    if isinstance(exc, (OSError, EOFError, pickle.UnpicklingError, MemoryError)):
-        return f"cannot load the perception pipeline: {type(exc).__name__}: {_one_line(exc)}"
-    return None
-
-
-def _one_line(exc: BaseException, limit: int = 500) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _say(level: str, text: str) -> None:
-    """A line in the ROS log format, for moments without a node logger."""
-    print(f"[{level}] [{NODE_NAME}]: {text}", file=sys.stderr, flush=True)
-
-
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C, SIGTERM or an external shutdown (exit 0, also when the
-    stop comes during start-up); 2 when it cannot start. Every way out is one line."""
-    stop = stop_signals.install()
-    phase = "starting"
-    try:
-        try:
-            rclpy.init(args=args)
-        except StopRequested:
-            raise
-        except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
-            _say("FATAL", f"cannot start: {_one_line(exc)}")
-            return EXIT_STARTUP_FAILED
-        node: AffectNode | None = None
-        code = 0
-        core_log = logging.getLogger("abaw_ros")
-        try:
-            node = AffectNode()
-            handler = _RosLogHandler(node)
-            core_log.addHandler(handler)
-            core_log.setLevel(logging.INFO)
-            core_log.propagate = False
-            phase = "loading the model"
-            try:
-                node.start()
-            except StopRequested:
-                raise
-            except Exception as exc:
-                if stop.received is not None or not node.context.ok():
-                    # rclpy shut the context down for a signal our handler had not yet seen
-                    raise StopRequested(stop.received or signal.SIGTERM) from None
-                reason = describe_startup_failure(exc)
-                if reason is None:
-                    raise
-                node.get_logger().fatal(reason)
-                code = EXIT_STARTUP_FAILED
-            else:
-                phase = "running"
-                stop.interrupting = False  # from here rclpy's shutdown ends the spin
-                if stop.received is not None:
-                    raise StopRequested(stop.received)
-                executor = SingleThreadedExecutor()
-                executor.add_node(node)
-                try:
-                    executor.spin()
-                except (KeyboardInterrupt, ExternalShutdownException):
-                    pass
-                if stop.received is not None:
-                    _say("INFO", f"stopped by {stop.name}")
-        finally:
-            stop.interrupting = False
-            if node is not None:
-                node.stop()
-                node.destroy_node()
-            rclpy.try_shutdown()
-        return code
-    except StopRequested as request:
-        _say("INFO", f"stopped by {request} while {phase}; "
-                     f"{'nothing was published' if phase != 'running' else 'done'}")
-        return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from abaw_ros.ros.node_process import run_node
+
+    sys.exit(run_node())
