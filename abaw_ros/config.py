@@ -222,9 +222,10 @@ class PipelineConfig:
                               f"(the temporal mixer's time patch is 4 frames)")
         _require(self.num_threads >= 1, "num_threads", self.num_threads, "must be >= 1")
         cores = usable_cores()
-        _require(self.num_threads <= cores, "num_threads", self.num_threads,
+        most = max(cores, 2)  # the default (2) stays valid on a single-core machine
+        _require(self.num_threads <= most, "num_threads", self.num_threads,
                  f"this machine lets the node use {cores} CPU core(s); more threads per "
-                 f"session only compete for them: use 1..{cores}")
+                 f"session only compete for them: use 1..{most}")
         _require(self.head_interval >= 0, "head_interval", self.head_interval,
                  "must be >= 0 (0 = T/8, 1 = every frame)")
         _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,

@@ -322,3 +322,23 @@ def test_random_frames_never_stop_the_node(raw_node):
     assert node.alive(), node.log()[-3000:]
     assert "Traceback" not in node.log()
     _still_answers(node, client, compressed=False)
+
+
+def test_the_largest_deliverable_frame_is_named_and_a_larger_one_is_warned_about(raw_node):
+    node, client = raw_node
+    client.wait_for(lambda: bool(client.diagnostics(f"{client.diagnostics_of}/")), 10.0)
+    values = client.diagnostics(f"{client.diagnostics_of}/")
+    assert values and values[-1]["largest_deliverable_frame"].startswith("16777216 bytes"), values[-1:]
+    assert values[-1]["max_image_pixels"] == "33177600"
+    # 17.6 MB over the 16 MiB segment: row padding keeps the decoded image small. Most such
+    # frames are lost in transport, so send until one arrives.
+    msg = Image(height=100, width=100, encoding="bgr8", step=176_000)
+    msg.data = bytes(100 * 176_000)
+    for _ in range(10):
+        msg.header = client.header(client.now_ns())
+        client.send_raw_message(msg)
+        if client.wait_for(lambda: "more than the 16777216-byte Fast DDS shared-memory segment" in node.log(), 2.0):
+            break
+    else:
+        pytest.skip("no 17.6 MB frame arrived in 10 tries (the transport lost them all)")
+    assert "has 17600000 bytes" in node.log()
