@@ -163,9 +163,11 @@ def main(args: list[str] | None = None) -> int:
             except StopRequested:
                 raise
             except Exception as exc:
-                if stop.received is not None or not node.context.ok():
-                    # rclpy shut the context down for a signal our handler had not yet seen
-                    raise StopRequested(stop.received or signal.SIGTERM) from None
+                if stop.received is not None:  # the load failed because of the stop
+                    raise StopRequested(stop.received) from None
+                if not node.context.ok():  # shut down from outside (rclpy.shutdown)
+                    _say("INFO", "stopped: the ROS context was shut down while loading the model")
+                    return 0
                 reason = describe_startup_failure(exc)
                 if reason is None:
                     raise
