@@ -18,6 +18,7 @@ so what is measured offline is what runs on the robot. Per frame:
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,7 @@ class FaceResult:
     au_active: np.ndarray  # (12,) bool: AU probability >= that AU's threshold
     hesitant: bool  # hesitancy probability >= the model's threshold
     landmarks: np.ndarray | None = None  # (5, 2) image pixels, for drawing
+    window_start_ns: int = 0  # stamp of the oldest frame in the window behind ``outputs``
 
 
 @dataclass
@@ -97,6 +99,9 @@ class PerceptionPipeline:
         self.buffers = FaceWindows(self.metadata.feature_shapes, t,
                                    head_interval=config.head_interval or default_head_interval(t))
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
+        # face id -> stamps of the frames in its window; -> oldest stamp behind its latest row
+        self._stamps: dict[str, deque[int]] = {}
+        self._window_start: dict[str, int] = {}
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
 
@@ -105,6 +110,8 @@ class PerceptionPipeline:
         self.faces.reset()
         self.buffers.keep_only(())
         self._latest.clear()
+        self._stamps.clear()
+        self._window_start.clear()
         self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
@@ -118,6 +125,8 @@ class PerceptionPipeline:
         self.frame_index += 1
         for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
             self._latest.pop(gone, None)
+            self._stamps.pop(gone, None)
+            self._window_start.pop(gone, None)
 
         faces: list[FaceResult] = []
         if tracks:
@@ -132,6 +141,8 @@ class PerceptionPipeline:
                 t = time.perf_counter()
                 features = self.backend.encode(batch[chunk])
                 self.buffers.push_batch(ids[chunk], features)
+                for face_id in ids[chunk]:
+                    self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
                 timings["encode"] += _ms(t)
 
             due = [face_id for face_id in ids if self.buffers.due(face_id)]
@@ -141,6 +152,7 @@ class PerceptionPipeline:
                 out = newest_frame(np.asarray(self.backend.temporal(self.buffers.windows(chunk))))
                 self.buffers.mark_run(chunk)
                 self._latest.update(zip(chunk, out, strict=True))
+                self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
                 timings["temporal"] += _ms(t)
             outputs = [self._latest[face_id] for face_id in ids]
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
@@ -164,6 +176,7 @@ class PerceptionPipeline:
             au_active=au_active,
             hesitant=hesitant,
             landmarks=track.landmarks.copy(),
+            window_start_ns=self._window_start.get(track.face_id, 0),
         )
 
 

@@ -75,7 +75,9 @@ class RosLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = self.format(record)
-        if record.levelno >= logging.ERROR:
+        if record.levelno >= logging.WARNING and "untrained" in text.lower():
+            self._logger.debug(text)  # the node says it once itself (see _describe_model)
+        elif record.levelno >= logging.ERROR:
             self._logger.error(text)
         elif record.levelno >= logging.WARNING:
             self._logger.warning(text)
