@@ -145,10 +145,10 @@ def test_stop_signal_during_model_load_is_one_line_and_leaves_no_partial_files(s
     cache = tmp_path / "cache"  # empty: the untrained model is built and exported, seconds of work
     node = _node(tmp_path, cache, backend="onnxruntime")
     deadline = time.monotonic() + 90
-    while "model_file_path is empty" not in node.log() and node.alive() and time.monotonic() < deadline:
+    while "to ONNX under" not in node.log() and node.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert node.alive(), node.log()[-3000:]
-    time.sleep(1.0)  # inside the model build / export
+    assert node.alive() and "listening on" not in node.log(), node.log()[-3000:]
+    time.sleep(0.5)  # inside the export (seconds of work)
     node.proc.send_signal(sig)
     code, log = _stopped(node)
     assert code == 0, f"exit code {code}:\n{log[-3000:]}"
@@ -225,8 +225,13 @@ def _start_frames_node(domain, model_bundle, tmp_path_factory, transport):
         assert code == 0, node.log()[-3000:]
 
 
+def _summary(client: FrameClient) -> list[dict[str, str]]:
+    """This node's ``affect pipeline`` statuses, oldest first."""
+    return [v for v in client.diagnostics("affect pipeline") if v["name"].startswith(f"{client.diagnostics_of}/")]
+
+
 def _bad_frames(client: FrameClient) -> int:
-    values = client.diagnostics(f"{client.diagnostics_of}/")
+    values = _summary(client)
     return int(values[-1]["bad_frames"]) if values else 0
 
 
@@ -326,8 +331,8 @@ def test_random_frames_never_stop_the_node(raw_node):
 
 def test_the_largest_deliverable_frame_is_named_and_a_larger_one_is_warned_about(raw_node):
     node, client = raw_node
-    client.wait_for(lambda: bool(client.diagnostics(f"{client.diagnostics_of}/")), 10.0)
-    values = client.diagnostics(f"{client.diagnostics_of}/")
+    client.wait_for(lambda: bool(_summary(client)), 10.0)
+    values = _summary(client)
     assert values and values[-1]["largest_deliverable_frame"].startswith("16777216 bytes"), values[-1:]
     assert values[-1]["max_image_pixels"] == "33177600"
     # 17.6 MB over the 16 MiB segment: row padding keeps the decoded image small. Most such
