@@ -27,7 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-fixtures": ("make_fixtures", "write small data sets in the official ABAW layouts"),
     "demo": ("demo", "run the perception pipeline on a demo stream and print the affect"),
 }
-EXIT_MISSING_PACKAGE = 2
 # Optional packages: import name -> (what needs it, how to install it).
 OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "torch": ("training, export, evaluate, PyTorch checkpoints (.pt) and the untrained stand-in network "
@@ -53,6 +52,10 @@ def missing_package_message(command: str, exc: ModuleNotFoundError) -> str | Non
             f"To add it: {install}")
 
 
+EXIT_USAGE_ERROR = 2  # a bad argument, parameter, model file or missing package; the message names it
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="abaw-affect", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     module_name, help_text = COMMANDS[known.command]
+    from abaw_ros.config import ConfigError, ModelFileError
+    from abaw_ros.runtime.base import BackendUnavailableError
+
     try:
         module = importlib.import_module(f"abaw_ros.commands.{module_name}")
         sub = argparse.ArgumentParser(prog=f"abaw-affect {known.command}", description=help_text)
@@ -83,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         if message is None:
             raise
         logging.getLogger("abaw_ros").error("%s", message)
-        return EXIT_MISSING_PACKAGE
+        return EXIT_USAGE_ERROR
+    except (ConfigError, ModelFileError, BackendUnavailableError) as exc:
+        # a bad value or model file, or a backend asked for by name that cannot run: one line, exit 2
+        logging.getLogger("abaw_ros.cli").error("%s: %s", known.command, exc)
+        return EXIT_USAGE_ERROR
+    except KeyboardInterrupt:
+        logging.getLogger("abaw_ros.cli").error("%s: interrupted", known.command)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

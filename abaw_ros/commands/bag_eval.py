@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
     from abaw_ros.offline.bag_io import BagError
-    from abaw_ros.offline.images import UnsupportedEncodingError
+    from abaw_ros.perception.image import UnsupportedEncodingError
 
     if is_many(args):
         return run_many(args)

@@ -23,14 +23,6 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from abaw_ros.offline.images import (
-    CorruptImageError,
-    UnsupportedEncodingError,
-    decode_compressed,
-    decode_image,
-    encode_compressed,
-    encode_image,
-)
 from abaw_ros.offline.mcap_recovery import RecoveredMcap, write_chunk_crcs
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
@@ -41,6 +33,14 @@ from abaw_ros.offline.outputs import (
     check_bag_output,
 )
 from abaw_ros.perception.face_values import face_affect_values
+from abaw_ros.perception.image import (
+    CorruptImageError,
+    UnsupportedEncodingError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_image,
+)
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
