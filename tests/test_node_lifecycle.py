@@ -1,15 +1,23 @@
 """The managed node (``affect_lifecycle_node``) over real DDS, driven through its lifecycle
 services (``~/get_state``, ``~/change_state``) from this process, as ``ros2 lifecycle set``
 or a lifecycle manager would: configure loads the model, activate answers frames,
-deactivate publishes nothing, cleanup and shutdown end cleanly."""
+deactivate publishes nothing, cleanup and shutdown end cleanly. The process boundary is
+the plain node's: a stop signal while unconfigured or during configure ends it in one
+line, exit 0; a bad model file fails configure with one error line naming the file and
+leaves the node up, unconfigured."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
+import fault_files  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 
@@ -45,6 +53,40 @@ class _Lifecycle:
 
     def transition(self, transition_id: int) -> bool:
         return self._call(self.change, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    def request(self, transition_id: int) -> None:
+        """Ask for a transition without waiting for the answer."""
+        assert self.change.wait_for_service(timeout_sec=30), self.change.srv_name
+        self.change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+
+
+def _managed_node(tmp: Path, **overrides) -> tuple[NodeProcess, str]:
+    """The managed node, with a cache of its own (empty: configure builds and exports the
+    untrained model), and its fully qualified name."""
+    params = params_file(tmp, **{"backend": "onnxruntime", **overrides})
+    env = dict(os.environ, ABAW_ROS_CACHE=str(tmp / "cache"))
+    executable = node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node")
+    namespace = unique_namespace("lifecycle")
+    node = NodeProcess(params, tmp / "node.log", namespace, env=env, executable=executable)
+    return node, f"{namespace}/abaw_affect"
+
+
+def _wait_for_log(node: NodeProcess, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while text not in node.log() and node.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text in node.log()
+
+
+def _exit_after(node: NodeProcess, sig: signal.Signals, timeout: float = 60.0) -> tuple[int, str]:
+    node.proc.send_signal(sig)
+    try:
+        code = node.wait_exit(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        node.proc.kill()
+        pytest.fail(f"node did not stop within {timeout} s:\n{node.log()[-3000:]}")
+    node.stop()
+    return code, node.log()
 
 
 def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_path, ros_domain_id, model_bundle):
@@ -102,3 +144,59 @@ def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_p
     log = node.log()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log
+
+
+def test_sigterm_while_unconfigured_is_one_line_and_exit_0(tmp_path, ros_domain_id):
+    node, _name = _managed_node(tmp_path)
+    try:
+        assert _wait_for_log(node, "unconfigured: waiting for configure", timeout=60), node.log()[-3000:]
+        code, log = _exit_after(node, signal.SIGTERM)
+    finally:
+        node.stop()
+    assert code == 0, f"exit code {code}:\n{log[-3000:]}"
+    lines = [line for line in log.splitlines() if "stopped by SIGTERM" in line]
+    assert lines == ["[INFO] [abaw_affect]: stopped by SIGTERM in state unconfigured"], log[-3000:]
+    assert "Traceback" not in log and "RCLError" not in log, log[-3000:]
+
+
+def test_sigterm_during_configure_is_one_line_and_exit_0(tmp_path, ros_domain_id):
+    node, name = _managed_node(tmp_path)  # empty cache: configure exports the untrained model, seconds of work
+    client = FrameClient(unique_namespace("unused"), domain_id=ros_domain_id)
+    try:
+        lifecycle = _Lifecycle(client, name)
+        lifecycle.request(Transition.TRANSITION_CONFIGURE)
+        assert _wait_for_log(node, "to ONNX under", timeout=90), node.log()[-3000:]
+        assert node.alive() and "configured: model" not in node.log(), node.log()[-3000:]
+        time.sleep(0.5)  # inside the export
+        code, log = _exit_after(node, signal.SIGTERM)
+    finally:
+        client.close()
+        node.stop()
+    assert code == 0, f"exit code {code}:\n{log[-3000:]}"
+    lines = [line for line in log.splitlines() if "stopped by SIGTERM" in line]
+    assert len(lines) == 1 and "while configuring (loading the model)" in lines[0], log[-3000:]
+    assert "Traceback" not in log and "RCLError" not in log and "context is invalid" not in log, log[-3000:]
+    assert "configure failed" not in log, log[-3000:]
+
+
+def test_configure_with_a_garbage_model_fails_naming_the_file_and_the_node_stays_up(tmp_path, ros_domain_id):
+    garbage = fault_files.garbage_checkpoint(tmp_path)
+    node, name = _managed_node(tmp_path, model_file_path=str(garbage))
+    client = FrameClient(unique_namespace("unused"), domain_id=ros_domain_id)
+    try:
+        lifecycle = _Lifecycle(client, name)
+        assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE), node.log()[-3000:]
+        assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.alive()
+        assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)  # the same answer again
+        assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        client.close()
+        code = node.stop()
+    log = node.log()
+    assert code == 0, f"exit code {code}:\n{log[-3000:]}"
+    failed = [line for line in log.splitlines() if "configure failed" in line]
+    assert len(failed) == 2, log[-3000:]
+    assert "[ERROR]" in failed[0] and "garbage.pt" in failed[0] and "not a PyTorch checkpoint" in failed[0], failed
+    assert "Traceback" not in log and "[FATAL]" not in log, log[-3000:]
+    assert "stopped by SIGINT in state unconfigured" in log, log[-3000:]

@@ -5,26 +5,30 @@ manager (``ros2 lifecycle set``, nav2's lifecycle manager, a launch file's
 ``LifecycleNode``) drives it through the standard states (``rclpy.lifecycle``, services
 ``~/change_state`` and ``~/get_state``):
 
-- configure: read and check the parameters, load the model (a failure returns to
-  unconfigured, with the reason in the log);
+- configure: read and check the parameters, load the model (a bad parameter or model
+  file fails the transition and the node stays unconfigured, with the reason in one
+  error line; a stop signal during the load ends the process in one line, exit 0);
 - activate: subscribe to the camera, start the worker and ``/diagnostics``;
 - deactivate: unsubscribe and stop the worker; nothing is published while inactive;
 - cleanup: free the model and the publishers (parameters may then change, also those a
   running node refuses, and a new configure reads them);
 - shutdown: from any state, as cleanup.
+
+The process (stop signals, the log, exit codes) is :mod:`abaw_ros.ros.node_process`'s,
+as for the plain node.
 """
 from __future__ import annotations
 
-import logging
 import sys
+import traceback
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from abaw_ros.ros.affect_node import NODE_NAME, AffectNodeBase, StartupError
-from abaw_ros.ros.node_logging import RosLogHandler
+from abaw_ros.ros.affect_node import NODE_NAME, AffectNodeBase
+from abaw_ros.ros.node_process import StopRequested, describe_startup_failure, run_node, stop_signals
+
+CONFIGURING = "configuring (loading the model)"
 
 
 class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
@@ -34,6 +38,15 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
         LifecycleNode.__init__(self, node_name, **kwargs)
         self._init_affect()
         self._active = False
+
+    @property
+    def state_label(self) -> str:
+        """The current lifecycle state ("unconfigured", "active", ...)."""
+        return str(self._state_machine.current_state[1])
+
+    def stop(self) -> None:
+        """Stop the worker (after its current frame); the process is ending."""
+        self._stop_input()
 
     def _make_publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
         pub = self.create_lifecycle_publisher(msg_type, topic, qos)
@@ -57,10 +70,20 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
     # -- transitions ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._load()
-        except StartupError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+            with stop_signals.interrupting_while(CONFIGURING):
+                self._load()
+        except Exception as exc:
             self._unload()
+            if stop_signals.received is not None:  # the load failed because of the stop
+                raise StopRequested(stop_signals.received, CONFIGURING) from None
+            if not self.context.ok():  # shut down from outside; the spin ends next
+                return TransitionCallbackReturn.FAILURE
+            reason = describe_startup_failure(exc)
+            if reason is None:  # a bug: its traceback, and rclpy's error processing
+                self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}\n"
+                                        f"{traceback.format_exc()}")
+                return TransitionCallbackReturn.ERROR
+            self.get_logger().error(f"configure failed: {reason}")
             return TransitionCallbackReturn.FAILURE
         self._create_outputs()
         self.get_logger().info(f"configured: model {self._info.get('model')} "
@@ -94,33 +117,5 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
         return super().on_shutdown(state)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the managed node until Ctrl-C or an external shutdown."""
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
-        print(f"[FATAL] [{NODE_NAME}]: cannot start: {exc}", file=sys.stderr)
-        return 2
-    node: AffectLifecycleNode | None = None
-    core_log = logging.getLogger("abaw_ros")
-    try:
-        node = AffectLifecycleNode()
-        core_log.addHandler(RosLogHandler(node))
-        core_log.setLevel(logging.INFO)
-        core_log.propagate = False
-        node.get_logger().info("unconfigured: waiting for configure (lifecycle ~/change_state)")
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node._stop_input()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_node(managed=True))

@@ -1,5 +1,6 @@
-"""The node process: stop signals from its first line on, and the one place where every
-way the start-up can fail becomes one line and an exit code.
+"""The node process, for both executables (``affect_node`` and the managed
+``affect_lifecycle_node``): stop signals from its first line on, and the one place where
+every way the start-up can fail becomes one line and an exit code.
 
 - A fault at start (a bad parameter, a model file that cannot be used) ends in one
   ``[FATAL]`` line naming the value, and exit code 2 (:data:`EXIT_STARTUP_FAILED`).
@@ -16,7 +17,10 @@ load carries on and fails later with ``RCLError: ... context is invalid``. Insta
 first, this handler is the one rclpy chains to: while the node starts it raises
 :class:`StopRequested` in the main thread, which ends the start-up at once; while the
 node spins it only records the signal, and the executor returns because rclpy shut the
-context down.
+context down. The managed node loads its model in ``on_configure``, inside the spin: that
+callback runs under :meth:`StopSignals.interrupting_while`, so a stop during configure ends
+the process as one during the plain node's start-up does, while a fault there fails the
+transition (the node stays up, unconfigured) instead of ending the process.
 
 This module imports nothing heavy at module level, so the executable installs the
 handlers before anything else; rclpy and the node are imported by :func:`run_node`.
@@ -28,20 +32,26 @@ import logging
 import pickle
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 NODE_NAME = "abaw_affect"
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+# The module of each executable's node, imported once the stop handlers are in place.
+NODE_MODULES = {False: "abaw_ros.ros.affect_node", True: "abaw_ros.ros.affect_lifecycle_node"}
 
 
 class StopRequested(BaseException):
     """Raised in the main thread by a stop signal during start-up. A BaseException, like
     KeyboardInterrupt, so ``except Exception`` in the loading code never swallows it."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, activity: str = "starting") -> None:
         self.signum = int(signum)
+        self.activity = activity  # what the node was doing, for the one line
         super().__init__(signal_name(signum))
 
 
@@ -60,6 +70,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self.interrupting = True
+        self.activity = "starting"
         self._installed = False
 
     def install(self) -> StopSignals:
@@ -74,31 +85,46 @@ class StopSignals:
     def name(self) -> str:
         return signal_name(self.received) if self.received is not None else ""
 
+    @contextmanager
+    def interrupting_while(self, activity: str) -> Iterator[None]:
+        """A stop signal during the block raises :class:`StopRequested` (also one that came
+        just before it): the managed node's configure, which runs inside the spin."""
+        before = self.interrupting, self.activity
+        self.interrupting, self.activity = True, activity
+        try:
+            if self.received is not None:
+                raise StopRequested(self.received, activity)
+            yield
+        finally:
+            self.interrupting, self.activity = before
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         first = self.received is None
         if first:
             self.received = signum
         if first and self.interrupting:
-            raise StopRequested(signum)
+            raise StopRequested(signum, self.activity)
 
 
 # One per process: signal handlers are process-wide.
 stop_signals = StopSignals()
 
 
-def run_node(args: list[str] | None = None, early_stops: list[int] | None = None) -> int:
-    """The node executable: handlers first, then the heavy imports, then :func:`main`.
+def run_node(args: list[str] | None = None, early_stops: list[int] | None = None,
+             managed: bool = False) -> int:
+    """A node executable: handlers first, then the heavy imports, then :func:`main`.
     ``early_stops``: signals the executable recorded before this package could be
-    imported. A stop before or during the imports ends here, in one line."""
+    imported. ``managed``: the lifecycle node instead of the plain one. A stop before or
+    during the imports ends here, in one line."""
     stop_signals.install()
     try:
         if early_stops:
             raise StopRequested(early_stops[0])
-        importlib.import_module("abaw_ros.ros.affect_node")  # rclpy, messages, numpy
+        importlib.import_module(NODE_MODULES[managed])  # rclpy, messages, numpy
     except StopRequested as stop:
         _say("INFO", f"stopped by {stop} while loading its modules; nothing was started")
         return 0
-    return main(args)
+    return main(args, managed=managed)
 
 
 def describe_startup_failure(exc: BaseException) -> str | None:
@@ -129,17 +155,17 @@ def _say(level: str, text: str) -> None:
     print(f"[{level}] [{NODE_NAME}]: {text}", file=sys.stderr, flush=True)
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, managed: bool = False) -> int:
     """Run the node until Ctrl-C, SIGTERM or an external shutdown (exit 0, also when the
-    stop comes during start-up); 2 when it cannot start. Every way out is one line."""
+    stop comes during start-up or, for the managed node, during configure); 2 when it
+    cannot start. Every way out is one line."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from abaw_ros.ros.affect_node import AffectNode
     from abaw_ros.ros.node_logging import RosLogHandler
 
     stop = stop_signals.install()
-    phase = "starting"
+    stop.activity = "starting"
     try:
         try:
             rclpy.init(args=args)
@@ -148,36 +174,23 @@ def main(args: list[str] | None = None) -> int:
         except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
             _say("FATAL", f"cannot start: {_one_line(exc)}")
             return EXIT_STARTUP_FAILED
-        node: AffectNode | None = None
-        code = 0
+        node: Any = None
+        code: int | None = None
         core_log = logging.getLogger("abaw_ros")
         try:
-            node = AffectNode()
-            handler = RosLogHandler(node)
-            core_log.addHandler(handler)
+            node = _create_node(managed)
+            core_log.addHandler(RosLogHandler(node))
             core_log.setLevel(logging.INFO)
             core_log.propagate = False
-            phase = "loading the model"
-            try:
-                node.start()
-            except StopRequested:
-                raise
-            except Exception as exc:
-                if stop.received is not None:  # the load failed because of the stop
-                    raise StopRequested(stop.received) from None
-                if not node.context.ok():  # shut down from outside (rclpy.shutdown)
-                    _say("INFO", "stopped: the ROS context was shut down while loading the model")
-                    return 0
-                reason = describe_startup_failure(exc)
-                if reason is None:
-                    raise
-                node.get_logger().fatal(reason)
-                code = EXIT_STARTUP_FAILED
+            if managed:  # the model loads in on_configure, inside the spin
+                node.get_logger().info("unconfigured: waiting for configure (lifecycle ~/change_state)")
             else:
-                phase = "running"
+                code = _start(node, stop)
+            if code is None:
+                stop.activity = "running"
                 stop.interrupting = False  # from here rclpy's shutdown ends the spin
                 if stop.received is not None:
-                    raise StopRequested(stop.received)
+                    raise StopRequested(stop.received, stop.activity)
                 executor = SingleThreadedExecutor()
                 executor.add_node(node)
                 try:
@@ -185,15 +198,47 @@ def main(args: list[str] | None = None) -> int:
                 except (KeyboardInterrupt, ExternalShutdownException):
                     pass
                 if stop.received is not None:
-                    _say("INFO", f"stopped by {stop.name}")
+                    state = f" in state {node.state_label}" if managed else ""
+                    _say("INFO", f"stopped by {stop.name}{state}")
         finally:
             stop.interrupting = False
             if node is not None:
                 node.stop()
                 node.destroy_node()
             rclpy.try_shutdown()
-        return code
+        return code or 0
     except StopRequested as request:
-        _say("INFO", f"stopped by {request} while {phase}; "
-                     f"{'nothing was published' if phase != 'running' else 'done'}")
+        done = "done" if request.activity == "running" else "nothing was published"
+        _say("INFO", f"stopped by {request} while {request.activity}; {done}")
         return 0
+
+
+def _create_node(managed: bool) -> Any:
+    if managed:
+        from abaw_ros.ros.affect_lifecycle_node import AffectLifecycleNode
+
+        return AffectLifecycleNode()
+    from abaw_ros.ros.affect_node import AffectNode
+
+    return AffectNode()
+
+
+def _start(node: Any, stop: StopSignals) -> int | None:
+    """Start the plain node: None once it runs, else the exit code (after its one line)."""
+    stop.activity = "loading the model"
+    try:
+        node.start()
+    except StopRequested:
+        raise
+    except Exception as exc:
+        if stop.received is not None:  # the load failed because of the stop
+            raise StopRequested(stop.received, stop.activity) from None
+        if not node.context.ok():  # shut down from outside (rclpy.shutdown)
+            _say("INFO", "stopped: the ROS context was shut down while loading the model")
+            return 0
+        reason = describe_startup_failure(exc)
+        if reason is None:
+            raise
+        node.get_logger().fatal(reason)
+        return EXIT_STARTUP_FAILED
+    return None
