@@ -159,6 +159,57 @@ def test_a_bad_bag_among_many_is_one_line_and_the_others_are_done(tmp_path, bags
     assert len(caplog.records) == 1 and "--va labels one bag" in caplog.records[0].getMessage()
 
 
+def test_a_damaged_or_strict_stopped_bag_carries_its_exit_code_into_the_batch(tmp_path, bags, model_bundle,
+                                                                             caplog):
+    """A bag with bytes flipped on disk inside an MCAP chunk exits 4 on its own; among
+    intact bags (2 worker processes) the batch exits 4 too, and summary.json says which bag
+    is damaged. A bag that --strict stops (exit 2 alone) outranks it."""
+    from test_bag_eval_outputs import write_bag
+    from test_bag_io import flip_bytes_in_mcap_chunk, mcap_chunk_offsets
+
+    damaged = tmp_path / "damaged"
+    write_bag(damaged, 8, size=(640, 480))  # two frames per 1 MiB MCAP chunk
+    assert len(mcap_chunk_offsets(damaged / "damaged.mcap")) == 4
+    flip_bytes_in_mcap_chunk(damaged / "damaged.mcap", which=2)
+    caplog.set_level(logging.ERROR)
+    out = tmp_path / "results"
+    code = cli.main(["bag-eval", str(bags / "session0"), str(damaged), "-o", str(out), "--workers", "2",
+                     *cli_args(model_bundle)])
+    assert code == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 4
+    assert [(b["status"], b["exit_code"]) for b in summary["bags"]] == [("done", 0), ("damaged", 4)]
+    assert summary["bags_done"] == 1 and summary["bags_failed"] == 0
+    assert summary["bags_by_status"] == {"done": 1, "damaged": 1}
+    assert "2 of 8 frames could not be read" in summary["bags"][1]["problem"]
+    assert summary["bags"][1]["run"]["frames_processed"] == 6
+    lines = [r.getMessage() for r in caplog.records if r.name == "abaw_ros.offline.batch"]
+    assert len(lines) == 1 and "damaged: bag is damaged: 2 of 8 frames" in lines[0], lines
+
+    depth = tmp_path / "depth"
+    write_bag(depth, 6, depth_at=(3,))  # one 16UC1 frame: --strict stops there
+    caplog.clear()
+    out = tmp_path / "strict"
+    code = cli.main(["bag-eval", str(depth), str(damaged), str(bags / "session0"), "-o", str(out), "--strict",
+                     *cli_args(model_bundle)])
+    assert code == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_code"] == 2
+    assert [(b["status"], b["exit_code"]) for b in summary["bags"]] == [("stopped", 2), ("damaged", 4), ("done", 0)]
+    assert "16UC1" in summary["bags"][0]["problem"] and summary["bags"][0]["run"]["frames_processed"] == 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "abaw_ros.offline.batch"]
+    assert len(lines) == 2 and "stopped at the first undecodable frame (--strict)" in lines[0], lines
+
+
+@pytest.mark.parametrize(("codes", "expected"), [
+    ((0, 0), 0), ((0, 3), 3), ((3, 4, 0), 4), ((4, 2, 3), 2), ((), 0)])
+def test_the_batch_exits_with_the_worst_bag_code(codes, expected):
+    from abaw_ros.offline.batch import BagOutcome, BatchResult
+
+    outcomes = [BagOutcome(i, Path(f"b{i}"), None, exit_code=code) for i, code in enumerate(codes)]
+    assert BatchResult(outcomes).exit_code == expected
+
+
 @pytest.fixture
 def ray_head(monkeypatch):
     """A local Ray instance of its own (2 CPUs), started in a child process; its address.

@@ -6,9 +6,11 @@
 
 Each bag's outputs go to ``<output folder>/<bag name>_affect`` (+ ``_report.json``,
 ``_timeline.png``); labels are the stamp-keyed CSV ``<bag>_labels.csv`` next to each bag
-(what ``video-to-bag`` writes) or ``--labels-dir``. Exit status: 0 every bag done, 2 the
-arguments cannot be used or some bag failed (each failure is one line; the other bags are
-done and in the summary).
+(what ``video-to-bag`` writes) or ``--labels-dir``. Exit status: 2 the arguments cannot
+be used; else the worst of the bags' single-run codes (2 a bag failed or --strict stopped
+it, then 4 damaged, then 3 --strict with skipped frames, 0 every bag done). Each bag that
+did not end as done is one line; the other bags are done, and every bag's status is in
+the summary.
 """
 from __future__ import annotations
 
@@ -75,4 +77,4 @@ def run_many(args: argparse.Namespace) -> int:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return EXIT_ERROR
     print(result.summary())
-    return EXIT_ERROR if result.failed else 0
+    return result.exit_code

@@ -18,6 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.offline.bag_eval import EXIT_ERROR, EXIT_SKIPPED
 from abaw_ros.offline.bag_io import (
     BAG_VERSIONS,
     DEFAULT_AFFECT_TOPIC,
@@ -30,9 +31,6 @@ from abaw_ros.offline.track import FACE_LARGEST, FACE_MOST_CONFIDENT
 
 log = logging.getLogger("abaw_ros.bag_eval")
 ROOT = Path(__file__).resolve().parents[2]
-EXIT_ERROR = 2
-EXIT_SKIPPED = 3
-EXIT_DAMAGED = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,17 +202,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return EXIT_ERROR
     print(result.summary())
-    if result.stopped:
+    status, code = result.status(args.strict)
+    if status == "stopped":
         log.error("stopped at the first undecodable frame (--strict): %s; the %d frames before it are in %s",
                   result.stopped, result.frames_processed, result.output)
-        return EXIT_ERROR
-    if result.damage and not result.recovered:
+    elif status == "damaged":
         log.error("bag %s is damaged: %d of %d frames could not be read (%s); the %d frames read are in %s",
                   args.bag, result.frames_unread, result.frames_in_bag, result.damage,
                   result.frames_read, result.output)
-        return EXIT_DAMAGED
-    if result.frames_skipped:
+    elif result.frames_skipped:
         log.warning("%d frames skipped (listed in %s)", result.frames_skipped, result.report)
-        if args.strict:
-            return EXIT_SKIPPED
-    return 0
+    return code

@@ -59,6 +59,11 @@ log = logging.getLogger(__name__)
 MAX_LISTED_SKIPS = 1000
 # Skipped frames named one by one in the log; the rest are only counted there.
 MAX_LOGGED_SKIPS = 10
+# Exit status of a run: bag-eval's for one bag, each bag's status in a batch.
+EXIT_DONE = 0
+EXIT_ERROR = 2  # the bag, topic, parameters, labels or an output cannot be used; --strict stopped
+EXIT_SKIPPED = 3  # --strict, and frames were skipped
+EXIT_DAMAGED = 4  # the storage is damaged: the frames that could be read were processed
 
 
 @dataclass
@@ -145,6 +150,19 @@ class BagEvalResult:
     @property
     def frames_skipped(self) -> int:
         return self.frames_skipped_broken + self.frames_skipped_unsupported + self.frames_unread
+
+    def status(self, strict: bool = False) -> tuple[str, int]:
+        """How the run ended and its exit status: ``("stopped", 2)`` when ``--strict``
+        stopped at an undecodable frame, ``("damaged", 4)`` when frames were lost to
+        storage damage (not read with ``--recover``), ``("skipped", 3)`` when ``strict``
+        and frames were skipped, else ``("done", 0)``."""
+        if self.stopped:
+            return "stopped", EXIT_ERROR
+        if self.damage and not self.recovered:
+            return "damaged", EXIT_DAMAGED
+        if self.frames_skipped and strict:
+            return "skipped", EXIT_SKIPPED
+        return "done", EXIT_DONE
 
     @property
     def frames_per_second(self) -> float:

@@ -6,6 +6,8 @@ run would (its own fresh :class:`PerceptionPipeline`, so tracker ids and windows
 from scratch for each bag); the executor only decides where that call runs. The summary
 report lists every bag (its run section and metrics, or the one-line error that stopped
 it) and the metrics pooled over the frames of all bags that carry labels for a task.
+Each bag ends with the status and exit code a single run of it would give; the batch's
+exit code is the worst of them (:data:`EXIT_PRECEDENCE`).
 
 Ray workers read the bags and write the outputs at the same paths as the driver: the
 paths must lie on a file system every node mounts, and every node needs this package
@@ -23,7 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abaw_ros.offline.annotations import AlignedLabels, FrameLabels, load_stamp_csv
-from abaw_ros.offline.bag_eval import BagEvalOptions, BagEvalResult, evaluate_bag
+from abaw_ros.offline.bag_eval import (
+    EXIT_DAMAGED,
+    EXIT_DONE,
+    EXIT_ERROR,
+    EXIT_SKIPPED,
+    BagEvalOptions,
+    BagEvalResult,
+    evaluate_bag,
+)
 from abaw_ros.offline.bag_io import BagError, BagReadError
 from abaw_ros.offline.report import compute_metrics, write_report
 from abaw_ros.offline.track import PredictionTrack
@@ -40,6 +50,9 @@ OUTPUT_SUFFIX = "_affect"
 LABELS_SUFFIX = "_labels.csv"  # what video-to-bag writes next to a bag
 SUMMARY_FILE = "summary.json"
 EXECUTORS: tuple[str, ...] = ("serial", "processes", "ray")
+# Worst first: a bag that could not be used or that --strict stopped, a damaged bag, a
+# --strict bag with skipped frames, a bag done. The batch exits with the worst bag's code.
+EXIT_PRECEDENCE: tuple[int, ...] = (EXIT_ERROR, EXIT_DAMAGED, EXIT_SKIPPED, EXIT_DONE)
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,6 +143,8 @@ class BagOutcome:
     result: BagEvalResult | None = None
     error: str | None = None
     worker: str = ""
+    status: str = "failed"  # failed, stopped, damaged, skipped or done (BagEvalResult.status)
+    exit_code: int = EXIT_ERROR  # what a single bag-eval run of this bag exits with
 
 
 _BACKENDS: dict[str, Any] = {}  # per process: model backend by config, loaded once
@@ -162,7 +177,24 @@ def evaluate_job(job: BagJob) -> BagOutcome:
         outcome.result = evaluate_bag(options, job.config, pipeline=_pipeline_for(job.config))
     except (BagError, ConfigError, DataFormatError, FileNotFoundError, KeyError, ValueError) as exc:
         outcome.error = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    else:
+        outcome.status, outcome.exit_code = outcome.result.status(job.options.strict)
     return outcome
+
+
+def _problem(outcome: BagOutcome) -> str | None:
+    """The one line for a bag that did not end as done, or None."""
+    result = outcome.result
+    if result is None:
+        return outcome.error
+    if outcome.status == "stopped":
+        return f"stopped at the first undecodable frame (--strict): {result.stopped}"
+    if outcome.status == "damaged":
+        return (f"bag is damaged: {result.frames_unread} of {result.frames_in_bag} frames could not be read "
+                f"({result.damage}); the {result.frames_read} frames read are in {result.output}")
+    if outcome.status == "skipped":
+        return f"{result.frames_skipped} frames skipped (--strict; listed in {result.report})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,11 +258,20 @@ class BatchResult:
     def frames_processed(self) -> int:
         return sum(o.result.frames_processed for o in self.outcomes if o.result is not None)
 
+    @property
+    def exit_code(self) -> int:
+        """The worst bag's exit code (:data:`EXIT_PRECEDENCE`); 0 when every bag is done."""
+        codes = {o.exit_code for o in self.outcomes}
+        return next((code for code in EXIT_PRECEDENCE if code in codes), EXIT_DONE)
+
     def to_dict(self) -> dict[str, Any]:
         bags = []
         for o in self.outcomes:
-            entry: dict[str, Any] = {"bag": str(o.bag), "labels_csv": str(o.labels_csv) if o.labels_csv else None,
+            entry: dict[str, Any] = {"bag": str(o.bag), "status": o.status, "exit_code": o.exit_code,
+                                     "labels_csv": str(o.labels_csv) if o.labels_csv else None,
                                      "worker": o.worker}
+            if (problem := _problem(o)) is not None:
+                entry["problem"] = problem
             if o.result is None:
                 entry["error"] = o.error
             else:
@@ -242,8 +283,11 @@ class BatchResult:
             "bags": bags,
             "pooled": self.pooled,
             "executor": self.executor,
-            "bags_done": len(self.outcomes) - len(self.failed),
+            "exit_code": self.exit_code,
+            "bags_done": sum(o.status == "done" for o in self.outcomes),
             "bags_failed": len(self.failed),
+            "bags_by_status": {status: sum(o.status == status for o in self.outcomes)
+                               for status in dict.fromkeys(o.status for o in self.outcomes)},
             "frames_processed": self.frames_processed,
             "elapsed_s": round(self.elapsed_s, 4),
             "frames_per_second": round(self.frames_processed / self.elapsed_s, 3) if self.elapsed_s > 0 else 0.0,
@@ -257,12 +301,14 @@ class BatchResult:
                 continue
             scores = "; ".join(f"{task} {e['primary']} {e['scores'][e['primary']]:.4f}"
                                for task, e in o.result.metrics.items() if "scores" in e)
-            lines.append(f"{o.bag}: {o.result.frames_processed}/{o.result.frames_in_bag} frames"
+            status = f" [{o.status.upper()}, exit {o.exit_code}]" if o.status != "done" else ""
+            lines.append(f"{o.bag}: {o.result.frames_processed}/{o.result.frames_in_bag} frames{status}"
                          + (f"; {scores}" if scores else "") + f" -> {o.result.output}")
         pooled = "; ".join(f"{task} {e['primary']} {e['scores'][e['primary']]:.4f} over {e['frames_scored']} "
                            f"frames of {e['bags']} bags" for task, e in self.pooled.items() if "scores" in e)
         fps = self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        lines.append(f"{len(self.outcomes) - len(self.failed)} of {len(self.outcomes)} bags, "
+        done = sum(o.status == "done" for o in self.outcomes)
+        lines.append(f"{done} of {len(self.outcomes)} bags done, "
                      f"{self.frames_processed} frames in {self.elapsed_s:.1f} s ({fps:.2f} frames/s, "
                      f"{self.executor.get('kind')})" + (f"; pooled: {pooled}" if pooled else ""))
         if self.summary_path:
@@ -386,8 +432,8 @@ def evaluate_bags(
     with tqdm(total=len(jobs), unit="bag", desc="bags", disable=not progress, dynamic_ncols=True) as bar:
         def done(outcome: BagOutcome) -> None:
             outcomes.append(outcome)
-            if outcome.error is not None:
-                log.error("%s: %s", outcome.bag, outcome.error)
+            if (problem := _problem(outcome)) is not None:
+                log.error("%s: %s", outcome.bag, problem)
             bar.update(1)
 
         if kind == "ray":
