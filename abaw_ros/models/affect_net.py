@@ -237,6 +237,7 @@ class TemporalHead(nn.Module):
         self.time_patch_size = cfg.time_patch_size
         self.output_mode = cfg.output_mode
         self.output_size = cfg.output_size
+        self.output_tasks = cfg.tasks
         self.feature_names = cfg.feature_names
         self.feature_shapes = [tuple(s) for s in feature_shapes]
         self.mixers = nn.ModuleList([
@@ -257,6 +258,26 @@ class TemporalHead(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         per_token = cfg.time_patch_size if cfg.output_mode == "frame" else 1
         self.classifier = nn.Linear(self.num_features, per_token * self.output_size)
+        self.reset_classifier()
+
+    def reset_classifier(self) -> None:
+        """Small weights, zero bias: every output starts near the centre of its activation
+        (tanh 0, sigmoid 0.5), far from saturation. Training then sets the sigmoid tasks'
+        biases to their label priors (:meth:`set_output_bias`)."""
+        nn.init.trunc_normal_(self.classifier.weight, std=0.01, a=-0.02, b=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def set_output_bias(self, task: str, raw_values: Sequence[float] | torch.Tensor) -> None:
+        """Set the classifier bias of one task's outputs (raw, pre-activation values; in
+        frame mode every frame slot gets the same values)."""
+        s = task_registry.output_slices(self.output_tasks)[task]
+        values = torch.as_tensor(raw_values, dtype=self.classifier.bias.dtype).reshape(-1)
+        if values.numel() != s.stop - s.start:
+            raise ValueError(f"{values.numel()} bias values for task {task!r}: expected {s.stop - s.start}")
+        per_token = self.classifier.bias.numel() // self.output_size
+        with torch.no_grad():
+            bias = self.classifier.bias.view(per_token, self.output_size)
+            bias[:, s] = values.to(bias.device)
 
     def forward_features(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(B, L*out_dim)`` in window mode, ``(B, T/pt, L*out_dim)`` in frame mode."""

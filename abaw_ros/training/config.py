@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 1
     resume: str | None = None  # checkpoint written by a previous run (last.pt)
     log_every: int = 50  # steps
+    dead_output_std: float = 1e-3  # warn when a task's validation outputs vary less than this
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -21,6 +21,7 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
 from abaw_ros.data.transforms import AugmentConfig, ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
+from abaw_ros.tasks import output_slices
 from abaw_ros.training.config import TrainConfig
 from abaw_ros.training.distributed import DistContext, barrier, close_distributed, init_distributed
 from abaw_ros.training.evaluation import (
@@ -84,9 +85,51 @@ def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
     return pos_weight_from_labels(np.concatenate([r.labels for r in au]), np.concatenate([r.valid for r in au]))
 
 
-def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool) -> EvalResult:
+def label_priors(ds: ClipDataset) -> dict[str, np.ndarray]:
+    """Mean training label of each sigmoid task's outputs (AU, EMI, AH), over valid rows."""
+    priors = {}
+    for task in ds.tasks:
+        recs = [r for r in ds.records if r.task == task]
+        if task == "va" or not recs:
+            continue
+        labels = np.concatenate([r.labels[r.valid] for r in recs])
+        if len(labels):
+            priors[task] = labels.mean(0)
+    return priors
+
+
+def init_output_biases(model: AffectNet, ds: ClipDataset, au_loss: str = "focal") -> dict[str, list[float]]:
+    """Start each sigmoid task at its label prior (bias = log-odds of the training mean),
+    so that the first steps learn the cue rather than the base rate; VA keeps bias 0, and
+    so does AU under the ``pos_weight`` BCE, whose weighting makes every AU's effective
+    prior 1/2."""
+    done = {}
+    for task, prior in label_priors(ds).items():
+        if task == "au" and au_loss == "bce":
+            continue
+        p = np.clip(prior.astype(np.float64), 0.01, 0.99)
+        logit = np.log(p / (1 - p))
+        model.head.set_output_bias(task, torch.as_tensor(logit, dtype=torch.float32))
+        done[task] = [round(float(v), 3) for v in logit]
+    return done
+
+
+def output_spread(dataset: ClipDataset, preds: list[np.ndarray]) -> dict[str, float]:
+    """Per task, the mean over its outputs of the std of the activated predictions across
+    the validation rows: about 0 when the task's outputs stopped varying."""
+    slices = output_slices(dataset.tasks)
+    spread = {}
+    for task in dataset.tasks:
+        rows = [p[:, slices[task]] for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
+        if rows:
+            spread[task] = float(np.concatenate(rows).std(0).mean())
+    return spread
+
+
+def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool
+                   ) -> tuple[EvalResult, dict[str, float]]:
     preds = predict(forward, val_ds, ctx, cfg.batch_size, cfg.num_workers, amp, progress=True)
-    return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds)
+    return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds), output_spread(val_ds, preds)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -123,6 +166,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
+    if not cfg.resume:
+        biases = init_output_biases(model, train_ds, cfg.loss.au_loss)
+        if biases and ctx.is_main:
+            log.info("output biases at the training label priors (log-odds): %s", biases)
 
     # -- optimizer, schedule (per step), precision
     params = [p for p in trainable.parameters() if p.requires_grad]
@@ -132,6 +179,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     amp = use_amp(cfg, ctx.device)
 
     start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
+    dead_tasks: set[str] = set()  # tasks whose outputs stopped varying at some evaluation
     if cfg.resume:
         stored, info = load_checkpoint(cfg.resume)
         model.load_state_dict(stored.state_dict())
@@ -182,8 +230,17 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             model.eval()
             # The unwrapped module: ranks may run different numbers of evaluation batches,
             # and DDP's forward would wait for the others (buffer broadcast).
-            result = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            result, spread = evaluate_model(trainable, val_ds, cfg, ctx, amp)
             entry["val"] = result.to_dict()
+            entry["output_std"] = spread
+            dead = sorted(t for t, v in spread.items() if v < cfg.dead_output_std)
+            if dead:
+                entry["dead_outputs"] = dead
+                dead_tasks.update(dead)
+                if ctx.is_main:
+                    log.warning("epoch %d: the outputs of %s stopped varying (std over the validation pass %s < "
+                                "%g): a saturated or collapsed head; check the learning rate and the backbone weights",
+                                epoch + 1, ", ".join(dead), {t: f"{spread[t]:.2e}" for t in dead}, cfg.dead_output_std)
             improved = result.score > best_score
             if improved:
                 best_score, best_epoch, best_metrics, stale = result.score, epoch, result.to_dict(), 0
@@ -202,7 +259,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 save_checkpoint(last_path, model, au_thresholds=result.au_thresholds,
                                 ah_threshold=result.ah_threshold, trained=True, **extra)
                 write_json(out_dir / "metrics.json", {"best_epoch": best_epoch, "best": best_metrics,
-                                                      "history": history})
+                                                      "dead_outputs": sorted(dead_tasks), "history": history})
             if cfg.patience and stale >= cfg.patience:
                 if ctx.is_main:
                     log.info("no improvement for %d evaluations: stopping", stale)
