@@ -192,6 +192,11 @@ def test_imported_checkpoint_exports_and_runs_in_onnxruntime(tmp_path):
     out = tmp_path / "va.pt"
     assert cli_main(["import-reference", str(ckpt), "-o", str(out)]) == 0
     assert cli_main(["export", str(out), "-o", str(tmp_path / "bundle"), "--graphs", "window", "--no-verify"]) == 0
+    from abaw_ros.runtime.base import ModelMetadata
+
+    metadata = ModelMetadata.from_onnx(tmp_path / "bundle" / "window.onnx")
+    assert metadata.trained and metadata.provenance["source"] == "reference"
+    assert provenance_summary(metadata.trained, metadata.provenance) == "imported from reference checkpoint ref.ckpt, epoch 7"
     clips = torch.randn(1, 8, 3, 224, 224)
     session = ort.InferenceSession(str(tmp_path / "bundle" / "window.onnx"), providers=["CPUExecutionProvider"])
     onnx_out = session.run(None, {session.get_inputs()[0].name: clips.numpy()})[0]

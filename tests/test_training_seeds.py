@@ -23,7 +23,9 @@ from abaw_ros import metrics
 from abaw_ros.data import load_affwild2
 from abaw_ros.data.fixtures import FixtureSpec, make_fixtures
 from abaw_ros.data.transforms import ClipTransform, read_rgb
+from abaw_ros.models import load_checkpoint
 from abaw_ros.models.backbone import create_backbone
+from abaw_ros.models.provenance import provenance_summary
 from abaw_ros.training import load_train_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,6 +95,9 @@ def test_every_seed_learns_va_and_au(setup):
         _, au = run(setup, "au", seed, "train.epochs=10")
         seen[seed] = (va.best_metrics["tasks"]["va"]["va_ccc_mean"], au.best_metrics["tasks"]["au"]["au_f1_mean_tuned"])
         for result in (va, au):
+            _, info = load_checkpoint(result.best_checkpoint)
+            assert info["provenance"]["fixture"] is True and info["provenance"]["protocol"] == "frames"
+            assert provenance_summary(info["trained"], info["provenance"]).startswith("trained on generated fixtures")
             recorded = json.loads((result.best_checkpoint.parent / "metrics.json").read_text())
             assert recorded["dead_outputs"] == []
             assert all(v > cfg.dead_output_std for h in recorded["history"] for v in h.get("output_std", {}).values())

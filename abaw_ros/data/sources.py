@@ -1,7 +1,19 @@
-"""Records of every selected task for one split, from the data-set locations."""
+"""Records of every selected task for one split, from the data-set locations.
+
+Protocols (``train.protocol``, see docs/TRAINING.md):
+
+- ``frames`` (default): every annotated row stays in its record (invalid rows masked,
+  a row without its own image shows the nearest frame, ``data.missing_frames``), so the
+  time axis is intact and every annotated frame is predicted, as the challenge scores;
+- ``reference``: the reference code's data handling: rows without an image and invalid
+  rows (``-5`` / ``-1``) are dropped before windowing, so windows run over the remaining
+  rows only.
+"""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -10,6 +22,10 @@ from abaw_ros.data.bah import load_bah
 from abaw_ros.data.hume import load_hume
 from abaw_ros.data.records import VideoRecord
 from abaw_ros.tasks import normalize_tasks
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[str, ...] = ("frames", "reference")
 
 
 class DataLocations(Protocol):
@@ -29,10 +45,22 @@ def _need(value: str | None, what: str, task: str) -> Path:
     return Path(value)
 
 
-def load_split(data: DataLocations, tasks: Sequence[str], split: str) -> dict[str, list[VideoRecord]]:
-    """``{task: records}`` for ``split`` in ``("train", "val")``."""
+def drop_invalid_rows(record: VideoRecord) -> VideoRecord:
+    """The record without its invalid rows (the reference drops them before windowing)."""
+    keep = record.valid
+    return replace(record, frames=[f for f, k in zip(record.frames, keep, strict=True) if k],
+                   labels=record.labels[keep], valid=record.valid[keep], frame_numbers=record.frame_numbers[keep])
+
+
+def load_split(data: DataLocations, tasks: Sequence[str], split: str,
+               protocol: str = "frames") -> dict[str, list[VideoRecord]]:
+    """``{task: records}`` for ``split`` in ``("train", "val")`` under ``protocol``."""
     if split not in ("train", "val"):
         raise ValueError(f"split={split!r}: choose train or val")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: choose one of {list(PROTOCOLS)}")
+    if protocol == "reference":
+        data = _Locations(data, missing_frames="skip")
     out: dict[str, list[VideoRecord]] = {}
     for task in normalize_tasks(tasks):
         if task in ("va", "au"):
@@ -48,4 +76,20 @@ def load_split(data: DataLocations, tasks: Sequence[str], split: str) -> dict[st
         else:
             out[task] = load_bah(_need(data.bah_root, "bah_root", task), split,
                                  frames_root=data.bah_frames_root, missing_frames=data.missing_frames)
+    if protocol == "reference":
+        for task, records in out.items():
+            kept = [drop_invalid_rows(r) for r in records]
+            out[task] = [r for r in kept if len(r)]
+            dropped = sum(len(r) for r in records) - sum(len(r) for r in out[task])
+            log.info("protocol reference, %s %s: %d invalid rows dropped before windowing", task, split, dropped)
     return out
+
+
+class _Locations:
+    """``data`` with some fields overridden (the caller's config stays untouched)."""
+
+    def __init__(self, data: DataLocations, **overrides: str) -> None:
+        self._data, self._overrides = data, overrides
+
+    def __getattr__(self, name: str):
+        return self._overrides[name] if name in self._overrides else getattr(self._data, name)

@@ -30,6 +30,7 @@ from torch import nn
 
 from abaw_ros import tasks as task_registry
 from abaw_ros.models.affect_net import AffectNet, ModelConfig
+from abaw_ros.models.provenance import provenance_summary
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -183,24 +184,3 @@ def load_checkpoint(
         _logger.warning("checkpoint %s holds an untrained network: its outputs are meaningless", path)
     return model, info
 
-
-def provenance_summary(trained: bool, provenance: Mapping[str, Any] | None) -> str:
-    """One short line saying what a network's weights come from, for logs and the node:
-    ``"untrained (random weights)"``, ``"trained on generated fixtures (...)"``,
-    ``"trained on Aff-Wild2 data (...)"``, ``"imported from reference checkpoint ..."``."""
-    prov = dict(provenance or {})
-    if not trained:
-        return "untrained (random weights): outputs are meaningless"
-    if prov.get("source") == "reference":
-        where = Path(str(prov.get("reference_checkpoint", "?"))).name
-        epoch = f", epoch {prov['epoch']}" if "epoch" in prov else ""
-        return f"imported from reference checkpoint {where}{epoch}"
-    if not prov:
-        return "trained (no provenance recorded)"
-    roots = ", ".join(str(v) for v in (prov.get("data") or {}).values() if v)
-    what = "generated fixtures" if prov.get("fixture") else (f"data {roots}" if roots else "unrecorded data")
-    details = [f"tasks {','.join(prov['tasks'])}" if prov.get("tasks") else "",
-               f"protocol {prov['protocol']}" if prov.get("protocol") else "",
-               f"commit {str(prov['git_commit'])[:10]}" if prov.get("git_commit") else ""]
-    details = [d for d in details if d]
-    return f"trained on {what}" + (f" ({'; '.join(details)})" if details else "")

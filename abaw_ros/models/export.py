@@ -90,6 +90,7 @@ def build_metadata(
     graph: str | None = None,
     thresholds: Mapping[str, Any] | None = None,
     trained: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON stored with every exported graph (also what a checkpoint-backed runtime
     reports as its metadata)."""
@@ -118,6 +119,7 @@ def build_metadata(
         **th,
         "thresholds": th,
         "trained": bool(trained),
+        "provenance": dict(provenance or {}),
         "files": dict(GRAPH_FILES),
     }
 
@@ -176,12 +178,14 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     graphs: tuple[str, ...] = tuple(GRAPH_FILES),
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the model bundle to ``out_dir``; returns ``{"encoder": path, "temporal_head":
     path, "window": path}`` (only the requested ``graphs``).
 
     ``thresholds``: ``{"au_thresholds": [12 floats], "ah_threshold": float}`` (the
-    ``thresholds`` entry of ``load_checkpoint``'s info); defaults 0.5.
+    ``thresholds`` entry of ``load_checkpoint``'s info); defaults 0.5. ``provenance``: the
+    checkpoint's (what the weights were trained on), stored in the metadata.
     """
     if opset < 17:
         raise ValueError(f"opset={opset}: must be >= 17 (LayerNormalization)")
@@ -210,7 +214,8 @@ def export_onnx(
             else:
                 _export(_WindowGraph(net), (torch.zeros(batch, t, 3, s, s),), path, ["clips"], ["outputs"],
                         {"clips": 0, "outputs": 0}, opset)
-            _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained))
+            _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained,
+                                                  provenance=provenance))
             paths[graph] = path
             _logger.info("wrote %s", path)
     return paths

@@ -36,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from abaw_ros.config import ConfigError, PipelineConfig
+from abaw_ros.models.provenance import provenance_summary
 from abaw_ros.msg import FaceAffectArray
 from abaw_ros.ros.conversions import (
     IMAGE_ERRORS,
@@ -216,7 +217,7 @@ class AffectNode(Node):
             "tasks": ",".join(metadata.tasks),
         }
         if self._weights_trained:
-            self.get_logger().info(f"model {model}: trained weights")
+            self.get_logger().info(f"model {model}: {provenance_summary(True, metadata.provenance)}")
         else:
             self.get_logger().warning(f"model {model}: {UNTRAINED_NOTICE}")
 

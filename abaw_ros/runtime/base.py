@@ -97,6 +97,9 @@ class ModelMetadata:
     ah_threshold: float = 0.5
     trained: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # what the weights were trained on (data roots, fixture or not, protocol, commit);
+    # abaw_ros.models.provenance.provenance_summary turns it into one line
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", task_registry.normalize_tasks(self.tasks))
@@ -134,6 +137,7 @@ class ModelMetadata:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = dict(self.config)
+        data["provenance"] = dict(self.provenance)
         return data
 
     def to_json(self) -> str:
@@ -177,6 +181,7 @@ class ModelMetadata:
             ah_threshold=float(pick("ah_threshold", 0.5)),
             trained=bool(pick("trained", False)),
             config=config,
+            provenance=dict(data.get("provenance") or {}),
         )
 
     @classmethod

@@ -130,4 +130,6 @@ def _export_kwargs(info: dict) -> dict:
         kwargs["thresholds"] = thresholds
     if "trained" in info:
         kwargs["trained"] = bool(info["trained"])
+    if info.get("provenance"):
+        kwargs["provenance"] = info["provenance"]
     return kwargs

@@ -38,7 +38,8 @@ def metadata_from_checkpoint(model: Any, info: dict[str, Any]) -> ModelMetadata:
     from abaw_ros.models.export import build_metadata
 
     return ModelMetadata.from_dict(
-        build_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)))
+        build_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)),
+                       provenance=info.get("provenance"))
     )
 
 

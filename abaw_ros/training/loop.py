@@ -35,6 +35,7 @@ from abaw_ros.training.evaluation import (
 )
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
+from abaw_ros.training.provenance import training_provenance
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,21 @@ def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
 
 def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tuple[ClipDataset, ClipDataset]:
     tasks, mc = cfg.model.tasks, cfg.model
-    train_records = [r for recs in load_split(cfg.data, tasks, "train").values() for r in recs]
-    val_records = [r for recs in load_split(cfg.data, tasks, "val").values() for r in recs]
+    train_records = [r for recs in load_split(cfg.data, tasks, "train", cfg.protocol).values() for r in recs]
+    val_records = [r for recs in load_split(cfg.data, tasks, "val", cfg.protocol).values() for r in recs]
+    reference = cfg.protocol == "reference"
     plain = ClipTransform(mc.input_size, mc.mean, mc.std)
     if cfg.cache_features:
         paths = [p for r in train_records + val_records for p in r.frames]
         features = encode_frames(model.encoder, paths, plain, ctx.device, progress=ctx.is_main)
         return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
                 ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
-                            features=features))
+                            features=features, score_padding=reference))
     augment = AugmentConfig(per_frame=cfg.per_frame_augment) if cfg.augment else None
     train_tf = ClipTransform(mc.input_size, mc.mean, mc.std, augment, seed=cfg.seed + ctx.rank)
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
-            ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride))
+            ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
+                        score_padding=reference))
 
 
 def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
@@ -150,7 +153,15 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
 
     # -- model and data
+    if not cfg.model.backbone_weights and ctx.is_main:
+        # the paper configs (protocol reference) name the pretrained file; elsewhere a
+        # random backbone may be deliberate (fixtures, smoke tests)
+        log.log(logging.WARNING if cfg.protocol == "reference" else logging.INFO,
+                "model.backbone_weights is empty: the backbone starts from random weights, and results will be "
+                "far below the paper: the paper starts from an AffectNet-pretrained MobileNetV4 (timm "
+                "model_best.pth.tar); set model.backbone_weights to that file")
     model = AffectNet(cfg.model).to(ctx.device)
+    provenance = training_provenance(cfg)
     train_ds, val_ds = build_datasets(cfg, model, ctx)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
@@ -161,8 +172,12 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     sampler = (DistributedSampler(train_ds, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
                if ctx.distributed else RandomSampler(train_ds))
+    reference = cfg.protocol == "reference"
+    # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
+    drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
+    grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        worker_init_fn=_seed_worker, drop_last=len(train_ds) > cfg.batch_size * ctx.world_size,
+                        worker_init_fn=_seed_worker, drop_last=drop_last,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
@@ -213,8 +228,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             scheduler.step()
             running += float(loss.detach())
@@ -250,7 +265,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             if ctx.is_main:
                 log.info("epoch %d: train loss %.4f, validation score %.4f%s\n%s", epoch + 1, entry["train_loss"],
                          result.score, " (best)" if improved else "", metrics_table(result))
-                extra = dict(optimizer=optimizer, scheduler=scheduler, epoch=epoch, best_score=best_score,
+                provenance["epochs"] = epoch + 1
+                extra = dict(provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                             best_score=best_score,
                              best_epoch=best_epoch, history=history, metrics=result.to_dict(),
                              train_config=cfg.to_dict())
                 if improved:
