@@ -90,3 +90,19 @@ def test_reference_protocol_settings():
         TrainConfig(protocol="paper")
     with pytest.raises(ValueError, match="eval_stride=1"):
         TrainConfig(protocol="reference", eval_stride=1)
+
+
+@pytest.mark.parametrize("name", [f"train_{t}_l{n}.yaml" for t in ("au", "va") for n in (1, 2, 3)])
+def test_paper_configs_name_the_reference_protocol(name):
+    from pathlib import Path
+
+    from abaw_ros.training.config import load_train_config
+
+    path = Path(__file__).resolve().parents[1] / "config" / name
+    cfg = load_train_config(path)
+    assert cfg.protocol == "reference" and cfg.grad_clip == 0.0 and cfg.data.missing_frames == "skip"
+    assert cfg.model.freeze == "stem"  # the reference code's choice, kept as the default
+    text = path.read_text()
+    assert "backbone_weights" in text and "far below the paper" in text
+    if "_va_" in name:
+        assert "AU F1 0." not in text  # the paper reports AU F1 only
