@@ -16,8 +16,10 @@ from typing import Any
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "haar")
+DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
+BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
+IMAGE_QOS_MODES: tuple[str, ...] = ("auto", "reliable", "best_effort")
 DEFAULT_NODE_NAME = "abaw_affect"
 
 
@@ -76,15 +78,30 @@ class PipelineConfig:
 
     # --- face detection ----------------------------------------------------------------
     detector: str = _param(
-        "mtcnn", "Face detector: mtcnn (ONNX, 5 landmarks), yunet (OpenCV, needs "
-                 "detector_model_path), haar (OpenCV cascade, landmarks estimated from the box).",
+        "blazeface", "Face detector: blazeface (MediaPipe BlazeFace + face mesh, LiteRT), mtcnn (ONNX, "
+                 "5 landmarks), yunet (OpenCV, needs detector_model_path), haar (OpenCV cascade, "
+                 "landmarks estimated from the box).",
         DETECTORS)
+    blazeface_range: str = _param(
+        "full", "BlazeFace model: full (192x192 input, faces up to about 5 m, robots) or short "
+                "(128x128, faces within about 2 m, faster).", BLAZEFACE_RANGES)
     detector_model_path: str = _param(
         "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
     detection_interval: int = _param(
-        2, "Run the face detector every N frames; in between, tracks keep their last box.")
+        5, "Run the face detector every N frames; in between, each tracked face is refined by "
+           "the detector's landmark stage (see refine_threshold).")
+    refine_landmarks: bool = _param(
+        True, "Between detector runs, refresh every tracked face's box, landmarks and confidence "
+              "with the detector's cheap landmark stage (blazeface: face mesh, mtcnn: O-Net); "
+              "false, or a detector without one: tracks keep their last box and landmarks.")
+    refine_threshold: float = _param(
+        0.5, "A refined face whose landmark-stage confidence falls below this (in [0, 1]) makes "
+             "the full detector run on that frame.")
     detection_threshold: float = _param(
-        0.9, "Minimum detector confidence in [0, 1] for a face to be tracked.")
+        0.6, "Minimum detector confidence in [0, 1] for a face to be tracked. The detectors' "
+             "scores differ in scale: 0.6 is MediaPipe's cut-off for BlazeFace (full range; "
+             "BlazeFace never goes below MediaPipe's own 0.6 / 0.5); MTCNN's last stage already "
+             "requires 0.7 and its faces mostly score above 0.99.")
     min_face_size: int = _param(
         40, "Smallest face side in pixels that is detected and tracked (also bounds the "
             "MTCNN image pyramid, so larger values are faster).")
@@ -98,8 +115,8 @@ class PipelineConfig:
         0.5, "A detection may also continue a track when their centres are closer than this "
              "fraction of the track's box size (fast moves, where boxes stop overlapping).")
     track_min_hits: int = _param(
-        2, "Birth hysteresis: detector runs in a row that must find a new face before it is "
-           "published.")
+        2, "Birth hysteresis: frames in a row on which a new face must be found (by the detector "
+           "or, between detector runs, the landmark stage) before it is published.")
     track_max_misses: int = _param(
         5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
            "id and buffer, unpublished); one more drops it.")
@@ -113,6 +130,16 @@ class PipelineConfig:
     image_transport: str = _param(
         "raw", "Input: raw subscribes to `image` (sensor_msgs/Image), compressed to "
                "`image/compressed` (sensor_msgs/CompressedImage).", IMAGE_TRANSPORTS)
+    image_qos: str = _param(
+        "auto", "Input reliability: auto matches the camera's publishers (reliable when all of them "
+                "offer reliable, as REP-2003 drivers do, else best effort; re-checked as publishers "
+                "come and go), reliable or best_effort force it.", IMAGE_QOS_MODES)
+    expected_input_rate: float = _param(
+        0.0, "Camera frame rate in Hz for the loss and rate diagnostics; 0: estimated from the "
+             "image stamps.")
+    input_loss_warn_fraction: float = _param(
+        0.1, "Share of camera frames lost before reaching the node (gaps in the stamps) above "
+             "which /diagnostics goes to WARN.")
     publish_debug_image: bool = _param(
         False, "Publish ~/debug_image with face boxes, ids and values drawn.")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.")
@@ -161,6 +188,8 @@ class PipelineConfig:
                  "must be >= 0 (0 = T/8, 1 = every frame)")
         _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
                  "must be >= 1 (1 = detect on every frame)")
+        _require(0.0 <= self.refine_threshold <= 1.0, "refine_threshold", self.refine_threshold,
+                 "must be in [0, 1]")
         _require(0.0 <= self.detection_threshold <= 1.0, "detection_threshold",
                  self.detection_threshold, "must be in [0, 1]")
         _require(self.min_face_size >= 12, "min_face_size", self.min_face_size,
@@ -177,6 +206,10 @@ class PipelineConfig:
         _require(self.crop_size >= 32, "crop_size", self.crop_size, "must be >= 32 pixels")
         _require(self.diagnostics_period > 0.0, "diagnostics_period", self.diagnostics_period,
                  "must be > 0 seconds")
+        _require(self.expected_input_rate >= 0.0, "expected_input_rate", self.expected_input_rate,
+                 "must be >= 0 Hz (0 = estimate from the image stamps)")
+        _require(0.0 <= self.input_loss_warn_fraction <= 1.0, "input_loss_warn_fraction",
+                 self.input_loss_warn_fraction, "must be in [0, 1]")
         if self.detector == "yunet" and not self.detector_model_path:
             raise ConfigError("detector_model_path='': detector=yunet needs a YuNet ONNX model file "
                               "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")
@@ -200,9 +233,11 @@ class PipelineConfig:
         """
         import yaml
 
+        from abaw_ros.safe_yaml import safe_load_file
+
         path = Path(path)
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            document = safe_load_file(path) or {}  # no aliases, no repeated keys
         except FileNotFoundError as exc:
             raise ConfigError(f"parameters file {str(path)!r}: no such file") from exc
         except yaml.YAMLError as exc:

@@ -3,8 +3,11 @@
 The node, ``bag-eval``, the demo and the benchmarks all call :meth:`PerceptionPipeline.process`,
 so what is measured offline is what runs on the robot. Per frame:
 
-1. detect faces (every ``detection_interval`` frames);
-2. track them (stable ids; between detections tracks keep their last box);
+1. detect faces (every ``detection_interval`` frames); in between, refine every tracked
+   face with the detector's landmark stage (fresh box, landmarks and confidence), and run
+   the detector on this frame after all when a face's confidence falls below
+   ``refine_threshold``;
+2. track them (stable ids);
 3. align and crop every visible face (5-point similarity, ``crop_size`` square);
 4. encode all crops in one batched encoder call;
 5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
@@ -15,6 +18,7 @@ so what is measured offline is what runs on the robot. Per frame:
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,13 +26,14 @@ import numpy as np
 from abaw_ros.config import PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.alignment import align_faces_rgb
-from abaw_ros.perception.detection import FaceDetector, create_detector
+from abaw_ros.perception.detection import FaceDetector
+from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.image import as_bgr_image
-from abaw_ros.perception.tracking import FaceTracker, Track
+from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, preprocess_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
-STAGES: tuple[str, ...] = ("detect", "track", "align", "encode", "temporal", "total")
+STAGES: tuple[str, ...] = ("detect", "refine", "track", "align", "encode", "temporal", "total")
 # Most faces per backend call: the runtime's default TensorRT profiles take up to 8 windows
 # per temporal-head call; more faces are split into several calls.
 MAX_BATCH = 8
@@ -40,13 +45,14 @@ class FaceResult:
 
     face_id: str
     box: tuple[int, int, int, int]  # x, y, w, h in pixels, inside the image
-    confidence: float  # detector confidence of the track's latest detection
+    confidence: float  # the latest detection's or landmark-stage refinement's confidence
     window_length: int  # T
     frames_observed: int  # real frames in the window (< T while warming up)
     outputs: dict[str, np.ndarray]  # task -> activated values (VA in [-1, 1], others [0, 1])
     au_active: np.ndarray  # (12,) bool: AU probability >= that AU's threshold
     hesitant: bool  # hesitancy probability >= the model's threshold
     landmarks: np.ndarray | None = None  # (5, 2) image pixels, for drawing
+    window_start_ns: int = 0  # stamp of the oldest frame in the window behind ``outputs``
 
 
 @dataclass
@@ -87,19 +93,25 @@ class PerceptionPipeline:
         self.backend = backend
         self.metadata = backend.metadata
         self.detector = detector if detector is not None else create_detector(config)
-        self.tracker = FaceTracker.from_config(config)
+        self.faces = DetectAndTrack.from_config(config, self.detector)
+        self.tracker = self.faces.tracker
         t = self.metadata.window_length
         self.buffers = FaceWindows(self.metadata.feature_shapes, t,
                                    head_interval=config.head_interval or default_head_interval(t))
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
+        # face id -> stamps of the frames in its window; -> oldest stamp behind its latest row
+        self._stamps: dict[str, deque[int]] = {}
+        self._window_start: dict[str, int] = {}
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
-        self.tracker.reset()
+        self.faces.reset()
         self.buffers.keep_only(())
         self._latest.clear()
+        self._stamps.clear()
+        self._window_start.clear()
         self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
@@ -109,18 +121,12 @@ class PerceptionPipeline:
         image = as_bgr_image(image_bgr)
         height, width = image.shape[:2]
 
-        detections = None
-        if self.frame_index % self.config.detection_interval == 0:
-            t = time.perf_counter()
-            detections = self.detector.detect(image)
-            timings["detect"] = _ms(t)
+        tracks = self.faces.step(image, timings)
         self.frame_index += 1
-
-        t = time.perf_counter()
-        tracks = self.tracker.update(detections)
         for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
             self._latest.pop(gone, None)
-        timings["track"] = _ms(t)
+            self._stamps.pop(gone, None)
+            self._window_start.pop(gone, None)
 
         faces: list[FaceResult] = []
         if tracks:
@@ -135,6 +141,8 @@ class PerceptionPipeline:
                 t = time.perf_counter()
                 features = self.backend.encode(batch[chunk])
                 self.buffers.push_batch(ids[chunk], features)
+                for face_id in ids[chunk]:
+                    self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
                 timings["encode"] += _ms(t)
 
             due = [face_id for face_id in ids if self.buffers.due(face_id)]
@@ -144,6 +152,7 @@ class PerceptionPipeline:
                 out = newest_frame(np.asarray(self.backend.temporal(self.buffers.windows(chunk))))
                 self.buffers.mark_run(chunk)
                 self._latest.update(zip(chunk, out, strict=True))
+                self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
                 timings["temporal"] += _ms(t)
             outputs = [self._latest[face_id] for face_id in ids]
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
@@ -167,6 +176,7 @@ class PerceptionPipeline:
             au_active=au_active,
             hesitant=hesitant,
             landmarks=track.landmarks.copy(),
+            window_start_ns=self._window_start.get(track.face_id, 0),
         )
 
 
