@@ -92,7 +92,7 @@ def test_every_seed_learns_va_and_au(setup):
     seen = {}
     for seed in SEEDS:
         cfg, va = run(setup, "va", seed)
-        _, au = run(setup, "au", seed, "train.epochs=10")
+        _, au = run(setup, "au", seed, "train.epochs=15")
         seen[seed] = (va.best_metrics["tasks"]["va"]["va_ccc_mean"], au.best_metrics["tasks"]["au"]["au_f1_mean_tuned"])
         for result in (va, au):
             _, info = load_checkpoint(result.best_checkpoint)
