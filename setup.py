@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         # torch is left unpinned here; install torch first for the build you want.
-        "train": ["torch", "timm>=1.0", "scipy", "scikit-learn", "matplotlib"],
+        "train": ["torch", "timm>=1.0", "safetensors", "scipy", "scikit-learn", "matplotlib"],
         "export": ["torch", "timm>=1.0", "onnx", "onnxscript"],
         "bags": ["rosbags", "matplotlib"],
         # TensorRT itself comes with JetPack or the tensorrt-cu12 / tensorrt-cu13 wheels; see docs/RUNTIME.md.
