@@ -7,9 +7,12 @@ so what is measured offline is what runs on the robot. Per frame:
 2. track them (stable ids; between detections tracks keep their last box);
 3. align and crop every visible face (5-point similarity, ``crop_size`` square);
 4. encode all crops in one batched encoder call;
-5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
-6. run the temporal head over the windows of the faces that are due (``head_interval``) in
-   one batched call; the others keep their latest estimate;
+5. project each face's feature maps by the head's tubelet-embedding slices (one batched
+   call; models exported with the streaming graphs) and push them into its ring buffer
+   (buffers of dead tracks are freed);
+6. run the temporal head over the tubelet sums (or, without the streaming graphs, the
+   windows of feature maps) of the faces that are due (``head_interval``) in one batched
+   call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
 """
 from __future__ import annotations
@@ -89,8 +92,13 @@ class PerceptionPipeline:
         self.detector = detector if detector is not None else create_detector(config)
         self.tracker = FaceTracker.from_config(config)
         t = self.metadata.window_length
-        self.buffers = FaceWindows(self.metadata.feature_shapes, t,
-                                   head_interval=config.head_interval or default_head_interval(t))
+        head_interval = config.head_interval or default_head_interval(t)
+        # Streaming graphs: buffer per-frame projections and sum them per tubelet; without
+        # them (bundles exported earlier, backends that lack the graphs) whole windows of
+        # feature maps go to the head.
+        self.streams_tubelets = bool(getattr(backend, "streams_tubelets", False))
+        shapes = self.metadata.projection_shapes if self.streams_tubelets else self.metadata.feature_shapes
+        self.buffers = FaceWindows(shapes, t, head_interval=head_interval, projected=self.streams_tubelets)
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
@@ -134,14 +142,19 @@ class PerceptionPipeline:
                 chunk = slice(first, first + MAX_BATCH)
                 t = time.perf_counter()
                 features = self.backend.encode(batch[chunk])
-                self.buffers.push_batch(ids[chunk], features)
                 timings["encode"] += _ms(t)
+                t = time.perf_counter()
+                if self.streams_tubelets:  # the head's per-frame share, counted as head time
+                    features = self.backend.project(features)
+                self.buffers.push_batch(ids[chunk], features)
+                timings["temporal"] += _ms(t)
 
             due = [face_id for face_id in ids if self.buffers.due(face_id)]
+            run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
             for first in range(0, len(due), MAX_BATCH):
                 chunk = due[first:first + MAX_BATCH]
                 t = time.perf_counter()
-                out = newest_frame(np.asarray(self.backend.temporal(self.buffers.windows(chunk))))
+                out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
                 self.buffers.mark_run(chunk)
                 self._latest.update(zip(chunk, out, strict=True))
                 timings["temporal"] += _ms(t)

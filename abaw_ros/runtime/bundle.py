@@ -1,6 +1,8 @@
 """Model files a backend can load: an exported bundle directory or a checkpoint.
 
-A bundle is what ``export_onnx`` writes: ``encoder.onnx``, ``temporal_head.onnx`` and
+A bundle is what ``export_onnx`` writes: ``encoder.onnx``, ``temporal_head.onnx``, the
+streaming graphs ``frame_projection.onnx`` + ``tubelet_head.onnx`` (bundles exported
+before them still load; backends then stream whole windows of feature maps) and
 optionally ``window.onnx``, each carrying the metadata JSON. A checkpoint (``.pt``) runs
 directly in PyTorch; the ONNX-based backends export it once into the cache first.
 """
@@ -21,6 +23,8 @@ LOG = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.onnx"
 TEMPORAL_HEAD_FILE = "temporal_head.onnx"
 WINDOW_FILE = "window.onnx"
+PROJECTION_FILE = "frame_projection.onnx"
+TUBELET_HEAD_FILE = "tubelet_head.onnx"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
@@ -36,6 +40,23 @@ class ModelBundle:
     @property
     def temporal_head(self) -> Path:
         return self.directory / TEMPORAL_HEAD_FILE
+
+    @property
+    def projection(self) -> Path | None:
+        """The per-frame projection graph, None in bundles that predate it."""
+        path = self.directory / PROJECTION_FILE
+        return path if path.is_file() else None
+
+    @property
+    def tubelet_head(self) -> Path | None:
+        """The head over tubelet sums, None in bundles that predate it."""
+        path = self.directory / TUBELET_HEAD_FILE
+        return path if path.is_file() else None
+
+    @property
+    def streams_tubelets(self) -> bool:
+        """Both streaming graphs present and described by the metadata."""
+        return bool(self.metadata.projection_shapes) and self.projection is not None and self.tubelet_head is not None
 
     @property
     def window(self) -> Path | None:
@@ -101,7 +122,8 @@ def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(file_sha256(checkpoint).encode()).hexdigest()[:16]
     target = root / "bundles" / f"{checkpoint.stem}-{digest}"
-    if (target / ENCODER_FILE).is_file() and (target / TEMPORAL_HEAD_FILE).is_file():
+    required = (ENCODER_FILE, TEMPORAL_HEAD_FILE, PROJECTION_FILE, TUBELET_HEAD_FILE)
+    if all((target / name).is_file() for name in required):
         LOG.info("using exported bundle %s for %s", target, checkpoint)
         return ModelBundle.open(target)
     from abaw_ros.models import export_onnx, load_checkpoint  # torch + timm, only here
@@ -112,9 +134,12 @@ def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None 
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         export_onnx(model, tmp, **_export_kwargs(info))
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
+        if target.exists() and all((target / name).is_file() for name in required):
+            shutil.rmtree(tmp)  # another process finished first
         else:
+            if target.exists():  # an export made before the streaming graphs existed
+                LOG.info("replacing %s: it lacks the streaming graphs", target)
+                shutil.rmtree(target)
             tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +149,8 @@ def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None 
 
 def _export_kwargs(info: dict) -> dict:
     """Thresholds and the trained flag stored in the checkpoint travel into the export."""
-    kwargs: dict = {"graphs": ("encoder", "temporal_head")}  # the fused window graph is not run here
+    # the fused window graph is not run here
+    kwargs: dict = {"graphs": ("encoder", "projection", "tubelet_head", "temporal_head")}
     thresholds = {k: info[k] for k in ("au_thresholds", "ah_threshold") if k in info}
     if thresholds:
         kwargs["thresholds"] = thresholds

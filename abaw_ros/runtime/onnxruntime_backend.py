@@ -199,6 +199,18 @@ class OnnxRuntimeBackend(InferenceBackend):
         self._enc_out = _ordered([o.name for o in self._encoder.get_outputs()], self.metadata.feature_names)
         self._head_in = _ordered([i.name for i in self._head.get_inputs()], self.metadata.feature_names)
         self._head_out = self._head.get_outputs()[0].name
+        # streaming graphs (bundles exported before them run encode + temporal only)
+        self._projection = self._tubelet_head = None
+        if bundle.streams_tubelets:
+            self._projection = ort.InferenceSession(str(bundle.projection), sess_options=opts, providers=providers)
+            self._tubelet_head = ort.InferenceSession(str(bundle.tubelet_head), sess_options=opts, providers=providers)
+            self._proj_in = [i.name for i in self._projection.get_inputs()]
+            self._proj_out = [o.name for o in self._projection.get_outputs()]
+            self._tub_in = [i.name for i in self._tubelet_head.get_inputs()]
+        else:
+            LOG.info("bundle %s has no streaming graphs (%s, %s): the head runs on whole windows of "
+                     "feature maps; re-export it for per-frame projections", bundle.directory,
+                     "frame_projection.onnx", "tubelet_head.onnx")
         LOG.info("onnxruntime %s: providers %s, %s", ort.__version__, self._encoder.get_providers(), self.device)
 
     def compiled_artifacts(self) -> dict[str, CachedEngine]:
@@ -212,11 +224,33 @@ class OnnxRuntimeBackend(InferenceBackend):
         windows = self.check_windows(windows)
         return self._head.run([self._head_out], dict(zip(self._head_in, windows, strict=True)))[0]
 
+    @property
+    def streams_tubelets(self) -> bool:
+        return self._projection is not None
+
+    def project(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._projection is None:
+            raise NotImplementedError(self._no_tubelets())
+        maps = self.check_projection_inputs(maps)
+        return self._projection.run(self._proj_out, dict(zip(self._proj_in, maps, strict=True)))
+
+    def temporal_tubelets(self, sums: Sequence[np.ndarray]) -> np.ndarray:
+        if self._tubelet_head is None:
+            raise NotImplementedError(self._no_tubelets())
+        sums = self.check_tubelets(sums)
+        return self._tubelet_head.run(None, dict(zip(self._tub_in, sums, strict=True)))[0]
+
+    def _sessions(self) -> dict[str, ort.InferenceSession]:
+        sessions = {"encoder": self._encoder, "temporal_head": self._head}
+        if self._projection is not None:
+            sessions.update(projection=self._projection, tubelet_head=self._tubelet_head)
+        return sessions
+
     def input_specs(self) -> dict[str, list[TensorSpec]]:
-        return {"encoder": _specs(self._encoder.get_inputs()), "temporal_head": _specs(self._head.get_inputs())}
+        return {graph: _specs(s.get_inputs()) for graph, s in self._sessions().items()}
 
     def output_specs(self) -> dict[str, list[TensorSpec]]:
-        return {"encoder": _specs(self._encoder.get_outputs()), "temporal_head": _specs(self._head.get_outputs())}
+        return {graph: _specs(s.get_outputs()) for graph, s in self._sessions().items()}
 
 
 def check_available(options: BackendOptions) -> None:
