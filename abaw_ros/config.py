@@ -106,8 +106,9 @@ class PipelineConfig:
 
     # --- alignment ---------------------------------------------------------------------
     crop_size: int = _param(
-        112, "Side of the aligned face crop in pixels (Aff-Wild2 cropped_aligned uses 112); "
-             "crops are then resized to the model's input size.")
+        0, "0: warp each face straight to the model's input size (one resampling). N > 0: "
+           "sample the aligned face at N x N first, then resize to the input size (112 "
+           "reproduces the resolution of Aff-Wild2's cropped_aligned faces).")
 
     # --- ROS node I/O --------------------------------------------------------------------
     image_transport: str = _param(
@@ -174,7 +175,8 @@ class PipelineConfig:
                  "must be >= 1 (1 = publish a face on its first detection)")
         _require(self.track_max_misses >= 0, "track_max_misses", self.track_max_misses,
                  "must be >= 0 (0 = drop a track on its first missed detection)")
-        _require(self.crop_size >= 32, "crop_size", self.crop_size, "must be >= 32 pixels")
+        _require(self.crop_size == 0 or self.crop_size >= 32, "crop_size", self.crop_size,
+                 "must be 0 (straight to the model's input size) or >= 32 pixels")
         _require(self.diagnostics_period > 0.0, "diagnostics_period", self.diagnostics_period,
                  "must be > 0 seconds")
         if self.detector == "yunet" and not self.detector_model_path:

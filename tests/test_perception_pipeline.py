@@ -112,7 +112,7 @@ def test_streaming_windows_equal_the_whole_clip(backend, astronaut_bgr):
     for i in range(11):
         frame = scene(astronaut_bgr, i)
         (face,) = pipeline.process(frame, i).faces
-        crops.extend(align_faces_rgb(frame, [face.landmarks], 112))
+        crops.extend(align_faces_rgb(frame, [face.landmarks], 224))  # crop_size 0: straight to 224
         real = crops[-8:]
         clip = [real[0]] * (8 - len(real)) + real
         batch = preprocess_crops(clip, backend.metadata)[None]

@@ -5,7 +5,8 @@ so what is measured offline is what runs on the robot. Per frame:
 
 1. detect faces (every ``detection_interval`` frames);
 2. track them (stable ids; between detections tracks keep their last box);
-3. align and crop every visible face (5-point similarity, ``crop_size`` square);
+3. align every visible face straight to the model's input size (5-point similarity) into
+   one batch, normalised in place;
 4. encode all crops in one batched encoder call;
 5. project each face's feature maps by the head's tubelet-embedding slices (one batched
    call; models exported with the streaming graphs) and push them into its ring buffer
@@ -24,11 +25,11 @@ import numpy as np
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
-from abaw_ros.perception.alignment import align_faces_rgb
+from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector, create_detector
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import FaceTracker, Track
-from abaw_ros.runtime import InferenceBackend, preprocess_crops
+from abaw_ros.runtime import InferenceBackend, normalize_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
 STAGES: tuple[str, ...] = ("detect", "track", "align", "encode", "temporal", "total")
@@ -102,6 +103,8 @@ class PerceptionPipeline:
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
+        self._crops = np.empty((0, 0, 0, 3), np.uint8)
+        self._batch = np.empty((0, 3, 0, 0), np.float32)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
@@ -133,8 +136,9 @@ class PerceptionPipeline:
         faces: list[FaceResult] = []
         if tracks:
             t = time.perf_counter()
-            crops = align_faces_rgb(image, [track.landmarks for track in tracks], self.config.crop_size)
-            batch = preprocess_crops(crops, self.metadata)
+            crops, batch = self._batch_buffers(len(tracks))
+            align_faces_into(image, [track.landmarks for track in tracks], crops, self.config.crop_size)
+            normalize_crops(crops, self.metadata, out=batch, bgr=True)
             timings["align"] = _ms(t)
 
             ids = [track.face_id for track in tracks]
@@ -162,6 +166,15 @@ class PerceptionPipeline:
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+
+    def _batch_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The aligned-crop (uint8 BGR) and network-input (float32) batches for ``n`` faces:
+        views of arrays kept across frames, grown when more faces appear."""
+        if len(self._crops) < n:
+            s = self.metadata.input_size
+            self._crops = np.empty((n, s, s, 3), np.uint8)
+            self._batch = np.empty((n, 3, s, s), np.float32)
+        return self._crops[:n], self._batch[:n]
 
     def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
         outputs = {task: np.asarray(values, dtype=np.float32).copy()
