@@ -136,36 +136,48 @@ class PerceptionPipeline:
         faces: list[FaceResult] = []
         if tracks:
             t = time.perf_counter()
-            crops, batch = self._batch_buffers(len(tracks))
-            align_faces_into(image, [track.landmarks for track in tracks], crops, self.config.crop_size)
-            normalize_crops(crops, self.metadata, out=batch, bgr=True)
+            batch = self.align(image, tracks)
             timings["align"] = _ms(t)
-
             ids = [track.face_id for track in tracks]
-            for first in range(0, len(ids), MAX_BATCH):
-                chunk = slice(first, first + MAX_BATCH)
-                t = time.perf_counter()
-                features = self.backend.encode(batch[chunk])
-                timings["encode"] += _ms(t)
-                t = time.perf_counter()
-                if self.streams_tubelets:  # the head's per-frame share, counted as head time
-                    features = self.backend.project(features)
-                self.buffers.push_batch(ids[chunk], features)
-                timings["temporal"] += _ms(t)
-
-            due = [face_id for face_id in ids if self.buffers.due(face_id)]
-            run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
-            for first in range(0, len(due), MAX_BATCH):
-                chunk = due[first:first + MAX_BATCH]
-                t = time.perf_counter()
-                out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
-                self.buffers.mark_run(chunk)
-                self._latest.update(zip(chunk, out, strict=True))
-                timings["temporal"] += _ms(t)
-            outputs = [self._latest[face_id] for face_id in ids]
+            self.encode(ids, batch, timings)
+            outputs = self.temporal(ids, timings)
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+
+    # -- per-frame stages after tracking -------------------------------------------------
+    def align(self, image: np.ndarray, tracks: list[Track]) -> np.ndarray:
+        """Every tracked face warped into the network-input batch ``(N, 3, S, S)``."""
+        crops, batch = self._batch_buffers(len(tracks))
+        align_faces_into(image, [track.landmarks for track in tracks], crops, self.config.crop_size)
+        return normalize_crops(crops, self.metadata, out=batch, bgr=True)
+
+    def encode(self, ids: list[str], batch: np.ndarray, timings: dict[str, float]) -> None:
+        """Encode the faces (batched) and push each one's frame into its ring buffer:
+        the per-frame projections when the backend streams tubelets, else the maps."""
+        for first in range(0, len(ids), MAX_BATCH):
+            chunk = slice(first, first + MAX_BATCH)
+            t = time.perf_counter()
+            features = self.backend.encode(batch[chunk])
+            timings["encode"] += _ms(t)
+            t = time.perf_counter()
+            if self.streams_tubelets:  # the head's per-frame share, counted as head time
+                features = self.backend.project(features)
+            self.buffers.push_batch(ids[chunk], features)
+            timings["temporal"] += _ms(t)
+
+    def temporal(self, ids: list[str], timings: dict[str, float]) -> list[np.ndarray]:
+        """Run the head (batched) for the faces that are due; every face's latest output."""
+        due = [face_id for face_id in ids if self.buffers.due(face_id)]
+        run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
+        for first in range(0, len(due), MAX_BATCH):
+            chunk = due[first:first + MAX_BATCH]
+            t = time.perf_counter()
+            out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
+            self.buffers.mark_run(chunk)
+            self._latest.update(zip(chunk, out, strict=True))
+            timings["temporal"] += _ms(t)
+        return [self._latest[face_id] for face_id in ids]
 
     def _batch_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The aligned-crop (uint8 BGR) and network-input (float32) batches for ``n`` faces:
