@@ -202,9 +202,11 @@ class PipelineConfig:
         """
         import yaml
 
+        from abaw_ros.safe_yaml import safe_load_file
+
         path = Path(path)
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            document = safe_load_file(path) or {}  # no aliases, no repeated keys
         except FileNotFoundError as exc:
             raise ConfigError(f"parameters file {str(path)!r}: no such file") from exc
         except yaml.YAMLError as exc:

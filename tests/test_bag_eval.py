@@ -19,8 +19,7 @@ from abaw_ros import cli, metrics
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import load_frame_labels
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-from abaw_ros.offline.bag_io import FACE_AFFECT_ARRAY, IMAGE, ImageBagWriter, affect_typestore
-from abaw_ros.offline.images import UnsupportedEncodingError
+from abaw_ros.offline.bag_io import FACE_AFFECT_ARRAY, IMAGE, BagError, ImageBagWriter, affect_typestore
 from abaw_ros.tasks import AU_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,22 +204,7 @@ def test_broken_frames_are_skipped_and_counted(tmp_path, scene_frames, config, l
     assert "skipped 2 frames: 2 broken" in result.summary()
 
 
-def test_a_damaged_bag_is_processed_up_to_the_damage(tmp_path, scene_frames, config):
-    from test_bag_io import corrupt_mcap_chunk
-
-    bag = tmp_path / "recording"
-    big = [cv2.resize(f, (640, 480)) for f in scene_frames[:8]]  # two frames per MCAP chunk
-    write_scene_bag(bag, big, "mcap")
-    corrupt_mcap_chunk(next(bag.glob("*.mcap")), which=2)
-    result = evaluate_bag(BagEvalOptions(bag, progress=False, write_plot=False), config)
-    assert (result.frames_processed, result.frames_unread, result.frames_skipped) == (4, 4, 4)
-    assert "checksum" in result.damage
-    assert len(read_with_embedded_definitions(result.output)) == 4
-    report = json.loads(result.report.read_text())
-    assert report["run"]["frames_unread_after_damage"] == 4 and "checksum" in report["run"]["damage"]
-
-
-def test_unknown_encoding_stops_with_a_clear_error(tmp_path, config, caplog):
+def test_a_topic_of_only_undecodable_frames_is_a_clear_error(tmp_path, config, caplog):
     store = affect_typestore()
     bag = tmp_path / "depth"
     with ImageBagWriter(bag, "/camera/depth") as writer:
@@ -228,7 +212,7 @@ def test_unknown_encoding_stops_with_a_clear_error(tmp_path, config, caplog):
             stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="camera")
         writer.write_message(store.types[IMAGE](header=header, height=4, width=4, encoding="32FC1",
                                                 is_bigendian=0, step=16, data=np.zeros(64, np.uint8)), 1)
-    with pytest.raises(UnsupportedEncodingError, match=r"topic '/camera/depth'.*message 0.*'32FC1'"):
+    with pytest.raises(BagError, match=r"no frame.*topic '/camera/depth'.*message 0.*'32FC1'"):
         evaluate_bag(BagEvalOptions(bag, topic="/camera/depth", progress=False), config)
     assert not (tmp_path / "depth_affect").exists()  # no half-written bag left behind
     with caplog.at_level(logging.ERROR):

@@ -282,23 +282,61 @@ def test_writers_refuse_to_overwrite_unless_asked(tmp_path, picture):
         w.write(picture, 2)
     assert _storage_file(bag).suffix == ".db3"
     (tmp_path / "notes").mkdir()
-    with pytest.raises(Exception, match="not a ROS 2 bag directory"):
+    with pytest.raises(Exception, match="not an image bag written by video-to-bag"):
         ImageBagWriter(tmp_path / "notes", overwrite=True)
 
 
-def test_damaged_mcap_chunk_stops_reading_there(tmp_path, picture):
-    """A chunk whose checksum is wrong ends the stream; earlier frames are kept."""
+@pytest.mark.parametrize("which", [3, 0])
+def test_reading_goes_on_past_a_damaged_mcap_chunk(tmp_path, picture, which):
+    """A chunk whose bytes were changed on disk fails its CRC (which our writer records); the
+    chunks after it are still read, the lost frame is counted and the others keep their
+    topic index. The first chunk also holds the channel definitions: they are taken from
+    the summary section then."""
     bag = tmp_path / "cam"
     big = cv2.resize(picture, (640, 640))  # about one 1.2 MB frame per MCAP chunk
     with ImageBagWriter(bag) as w:
         for i in range(6):
             w.write(big, 1000 + i)
-    chunk = corrupt_mcap_chunk(_storage_file(bag), which=3)
+    flip_bytes_in_mcap_chunk(_storage_file(bag), which=which)
+    kept = [i for i in range(6) if i != which]
     with ImageBagReader(bag) as reader:
         frames = list(reader.frames())
-        assert 0 < len(frames) < 6 and all(f.image is not None for f in frames)
-        assert "checksum" in reader.damage and f"after {len(frames)} of 6" in reader.damage
-    assert chunk > 0
+        assert [f.index for f in frames] == kept and all(f.image is not None for f in frames)
+        assert [f.stamp_ns for f in frames] == [1000 + i for i in kept]
+        assert np.array_equal(frames[-1].image, big)
+        assert (reader.frames_read, reader.frames_lost, reader.frames_unread) == (5, 1, 1)
+        assert "checksum" in reader.damage and f"after {which} of 6" in reader.damage
+        assert "1 messages lost" in reader.damage
+
+
+def mcap_chunk_offsets(path: Path) -> list[int]:
+    """Offsets of the chunk records of an MCAP file, walked record by record."""
+    data = path.read_bytes()
+    pos, chunks = 8, []
+    while pos < len(data) - 8:
+        op = data[pos]
+        (length,) = struct.unpack_from("<Q", data, pos + 1)
+        if op == 0x06:
+            chunks.append(pos)
+        if op in (0x02, 0x0F):  # footer, data end
+            break
+        pos += 9 + length
+    return chunks
+
+
+def flip_bytes_in_mcap_chunk(path: Path, which: int, count: int = 16) -> int:
+    """Invert ``count`` bytes in the middle of the ``which``-th chunk's records, on disk, as
+    a bad sector or a bit rot would; return the chunk offset."""
+    offset = mcap_chunk_offsets(path)[which]
+    with path.open("r+b") as handle:
+        handle.seek(offset + 1)
+        (length,) = struct.unpack("<Q", handle.read(8))
+        middle = offset + 9 + length // 2
+        handle.seek(middle)
+        damaged = bytes(b ^ 0xFF for b in handle.read(count))
+        handle.seek(middle)
+        handle.write(damaged)
+    return offset
 
 
 def corrupt_mcap_chunk(path: Path, which: int) -> int:

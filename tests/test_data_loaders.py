@@ -225,3 +225,105 @@ def test_bah_bad_input_names_file_and_line(fx, tmp_path):
     split.write_text("Visite_1/PV000/video-00.mp4,1,ok\n")
     with pytest.raises(DataFormatError, match="frame_annotation entry .*must be 0 or 1"):
         load_bah(p.bah, "val")
+
+
+# ---------------------------------------------------------------- bad input from other tools
+
+def _bah_split(p):
+    return p.bah / "split" / "val.txt"
+
+
+@pytest.mark.parametrize("which", ["affwild2", "hume", "bah"])
+def test_bytes_that_are_not_utf8_name_file_and_line(fx, tmp_path, which):
+    """A file saved as Latin-1 by a spreadsheet (``é`` as byte 0xe9) on its 3rd line."""
+    p = copy_of(fx, tmp_path)
+    if which == "affwild2":
+        path = sorted((p.affwild2_annotations / "VA_Estimation_Challenge" / "Validation_Set").glob("*.txt"))[0]
+        def load():
+            return load_affwild2(p.affwild2_images, p.affwild2_annotations, "va", "val")
+    elif which == "hume":
+        path = p.hume / "train_split.csv"
+        def load():
+            return load_hume(p.hume, "train")
+    else:
+        path = _bah_split(p)
+        def load():
+            return load_bah(p.bah, "val")
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2] + ("é".encode("latin-1") if which != "affwild2" else b"\xe9")
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataFormatError, match=rf"{path}:3: byte 0xe9 .*not UTF-8"):
+        load()
+
+
+def test_affwild2_file_with_only_a_header_is_an_error(fx, tmp_path):
+    p = copy_of(fx, tmp_path)
+    ann = sorted((p.affwild2_annotations / "AU_Detection_Challenge" / "Validation_Set").glob("*.txt"))[0]
+    ann.write_text(ann.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataFormatError, match=rf"{ann}:2: no rows after the header"):
+        load_affwild2(p.affwild2_images, p.affwild2_annotations, "au", "val")
+
+
+def test_bah_first_row_with_a_bad_label_is_not_taken_as_a_header(fx, tmp_path):
+    p = copy_of(fx, tmp_path)
+    split = _bah_split(p)
+    rows = split.read_text().splitlines()
+    first_video = rows[0].split(",")[0]
+    split.write_text("\n".join([f"{first_video},yes,it was", *rows[1:]]) + "\n")
+    with pytest.raises(DataFormatError, match=rf"{split}:1: label 'yes' must be 0 or 1"):
+        load_bah(p.bah, "val")
+    # A real header line (no video path in its first column) is still skipped.
+    split.write_text("\n".join(["video,label,transcript", *rows]) + "\n")
+    assert len(load_bah(p.bah, "val")) == len(rows)
+
+
+def test_hume_rows_naming_the_same_video_twice_are_refused(fx, tmp_path):
+    p = copy_of(fx, tmp_path)
+    csv_path = p.hume / "train_split.csv"
+    lines = csv_path.read_text().splitlines()
+    again = "01" + lines[1][lines[1].index(","):]  # '1' written again as '01'
+    csv_path.write_text("\n".join([*lines, again]) + "\n")
+    with pytest.raises(DataFormatError, match=rf"{csv_path}:{len(lines) + 1}: Filename '01' is video 00001 "
+                                              rf"again \(line 2\)"):
+        load_hume(p.hume, "train")
+
+
+def test_bah_duplicate_frames_videos_and_keys_are_refused(fx, tmp_path):
+    p = copy_of(fx, tmp_path)
+    yml = p.bah / "annotation.yml"
+    text = yml.read_text()
+    lines = text.splitlines()
+    entry = next(i for i, line in enumerate(lines) if "frame-3.jpg" in line)  # "- - path" then "  - 0|1"
+    yml.write_text("\n".join([*lines[:entry + 2], *lines[entry:entry + 2], *lines[entry + 2:]]) + "\n")
+    with pytest.raises(DataFormatError, match=rf"{yml}:{entry + 3}: .*frame 3 again \(line {entry + 1}\)"):
+        load_bah(p.bah, "val")
+    # The same video under both spellings of its visit.
+    key = next(line for line in lines if line.startswith("Visite 1/"))
+    block_end = next(i for i in range(lines.index(key) + 1, len(lines)) if not lines[i].startswith(" "))
+    copy = [key.replace("Visite 1/", "Visite_1/"), *lines[lines.index(key) + 1:block_end]]
+    yml.write_text(text + "\n".join(copy) + "\n")
+    with pytest.raises(DataFormatError, match=r"same video as an earlier key"):
+        load_bah(p.bah, "val")
+    # The same key twice: YAML would keep the last one and lose the first video silently.
+    yml.write_text(text + "\n".join([key, *lines[lines.index(key) + 1:block_end]]) + "\n")
+    with pytest.raises(DataFormatError, match=r"appears a second time"):
+        load_bah(p.bah, "val")
+    split = _bah_split(p)
+    yml.write_text(text)
+    split.write_text(split.read_text() + split.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataFormatError, match=r"is listed again \(first at line 1\)"):
+        load_bah(p.bah, "val")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(fx, tmp_path):
+    """458 bytes of nested aliases once took 7 s and 845 MiB in the BAH loader."""
+    p = copy_of(fx, tmp_path)
+    yml = p.bah / "annotation.yml"
+    lines = ['a: &a ["x/frame-0.jpg", 0]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    lines.append("Visite 1/PV000/video-00.mp4: {frame_annotation: *i}")
+    yml.write_text("\n".join(lines) + "\n")
+    assert len(yml.read_bytes()) < 600
+    with pytest.raises(DataFormatError, match=rf"{yml}:\d+: .*YAML alias"):
+        load_bah(p.bah, "val")

@@ -6,8 +6,10 @@ write the affect bag, and with annotations the metrics report; always a timeline
     abaw-affect bag-eval recording/ --labels-csv labels.csv   # keyed by image stamp
 
 Exit status: 0 done (frames may have been skipped: see the summary), 2 the bag, topic,
-configuration or annotations cannot be used (the message says which), 3 with
-``--strict`` when frames were skipped.
+configuration, annotations or an output path cannot be used, or ``--strict`` stopped at
+an undecodable frame (the message says which), 3 with ``--strict`` when frames were
+skipped, 4 the bag is damaged: the frames that could be read were processed and written,
+the message says how many could not.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ log = logging.getLogger("abaw_ros.bag_eval")
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_ERROR = 2
 EXIT_SKIPPED = 3
+EXIT_DAMAGED = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"topic of the FaceAffectArray messages (default {DEFAULT_AFFECT_TOPIC})")
     parser.add_argument("-s", "--storage", choices=list(STORAGES), default=None,
                         help="storage of the affect bag (default: as the input)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing affect bag")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the affect bag, report and plot of an earlier run (an affect bag "
+                             "is replaced only if bag-eval wrote it; nothing else is ever replaced)")
     parser.add_argument("--recover", action="store_true",
                         help="an MCAP recording that was cut short (no footer): process the complete "
                              "records before the cut instead of stopping with an error")
@@ -69,13 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames without a prediction: exclude (default) or score as neutral")
 
     out = parser.add_argument_group("outputs")
-    out.add_argument("--report", type=Path, default=None, help="JSON report (default <output>_report.json)")
+    out.add_argument("--report", type=Path, default=None,
+                     help="JSON report (default <output>_report.json); an existing file is replaced only "
+                          "when it is a bag-eval report, or with --overwrite")
     out.add_argument("--plot", type=Path, default=None, help="timeline PNG (default <output>_timeline.png)")
     out.add_argument("--no-plot", action="store_true", help="do not draw the timeline")
     out.add_argument("--plot-size", default="1600x1000", metavar="WxH", help="plot size in pixels")
     out.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    out.add_argument("--strict", action="store_true", help=f"exit {EXIT_SKIPPED} when frames were skipped")
+    out.add_argument("--strict", action="store_true",
+                     help=f"stop at the first frame in an encoding that cannot be decoded (exit "
+                          f"{EXIT_ERROR}, results so far kept); exit {EXIT_SKIPPED} when frames were skipped")
 
 
 def default_params_file() -> Path | None:
@@ -97,6 +106,7 @@ def build_config(args: argparse.Namespace):
     import yaml
 
     from abaw_ros.config import ConfigError, PipelineConfig
+    from abaw_ros.safe_yaml import safe_load_text
 
     params_file = args.params_file or default_params_file()
     config = PipelineConfig.from_yaml(params_file) if params_file is not None else PipelineConfig()
@@ -107,7 +117,10 @@ def build_config(args: argparse.Namespace):
         name, sep, text = item.partition(":=")
         if not sep:
             raise ConfigError(f"-p {item!r}: expected NAME:=VALUE, e.g. -p backend:=torch")
-        values[name.strip()] = yaml.safe_load(text) if text.strip() else ""
+        try:
+            values[name.strip()] = safe_load_text(text, f"-p {item}") if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"-p {item!r}: not a YAML value ({exc})") from None
     return PipelineConfig.from_dict(values).validate(), params_file
 
 
@@ -149,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             report=args.report, plot=args.plot, write_plot=not args.no_plot,
             plot_size_px=parse_size(args.plot_size), face=args.face, missing=args.missing,
             stamp_tolerance_ns=int(round(args.stamp_tolerance * 1e9)), max_frames=args.max_frames,
-            progress=not args.no_progress,
+            progress=not args.no_progress, strict=args.strict,
         )
         if params_file is not None:
             log.info("pipeline parameters from %s", params_file)
@@ -159,6 +172,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return EXIT_ERROR
     print(result.summary())
+    if result.stopped:
+        log.error("stopped at the first undecodable frame (--strict): %s; the %d frames before it are in %s",
+                  result.stopped, result.frames_processed, result.output)
+        return EXIT_ERROR
+    if result.damage and not result.recovered:
+        log.error("bag %s is damaged: %d of %d frames could not be read (%s); the %d frames read are in %s",
+                  args.bag, result.frames_unread, result.frames_in_bag, result.damage,
+                  result.frames_read, result.output)
+        return EXIT_DAMAGED
     if result.frames_skipped:
         log.warning("%d frames skipped (listed in %s)", result.frames_skipped, result.report)
         if args.strict:

@@ -22,6 +22,7 @@ import numpy as np
 from abaw_ros.data.records import (
     DataFormatError,
     VideoRecord,
+    read_lines,
     resolve_missing_frames,
     summarize,
 )
@@ -48,20 +49,22 @@ def split_dir_name(split: str) -> str:
 def parse_annotation_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one VA or AU annotation file -> ``(labels (N, D) float32, valid (N,) bool)``.
 
-    Raises :class:`DataFormatError` naming the file and line for a wrong header, a row
-    with the wrong number of fields, a value that is not a number, or a value outside the
-    task's range that is not the invalid marker. Trailing blank lines are ignored.
+    Raises :class:`DataFormatError` naming the file and line for bytes that are not UTF-8,
+    a wrong header, no row after the header, a row with the wrong number of fields, a value
+    that is not a number, or a value outside the task's range that is not the invalid
+    marker. Trailing blank lines are ignored.
     """
     if task not in HEADERS:
         raise ValueError(f"task={task!r}: Aff-Wild2 has 'va' and 'au'")
-    lines = path.read_text().splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = read_lines(path)
     if not lines:
         raise DataFormatError(f"{path}:1: empty file, expected header {HEADERS[task]!r}")
     header = lines[0].strip().replace(" ", "")
     if header != HEADERS[task]:
         raise DataFormatError(f"{path}:1: header {lines[0]!r}, expected {HEADERS[task]!r}")
+    if len(lines) == 1:
+        raise DataFormatError(f"{path}:2: no rows after the header: an annotation file has one row "
+                              f"per frame of the video")
     width = len(HEADERS[task].split(","))
     labels = np.zeros((len(lines) - 1, width), dtype=np.float32)
     valid = np.ones(len(lines) - 1, dtype=bool)
@@ -74,6 +77,8 @@ def parse_annotation_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray
             values = [float(f) for f in fields]
         except ValueError:
             raise DataFormatError(f"{path}:{line_no}: not a number in {line!r}") from None
+        if not all(np.isfinite(values)):
+            raise DataFormatError(f"{path}:{line_no}: {line!r}: values must be finite numbers")
         if task == "va":
             if any(v == VA_INVALID for v in values):
                 valid[row] = False

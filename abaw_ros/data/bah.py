@@ -26,7 +26,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import yaml
 
-from abaw_ros.data.records import DataFormatError, VideoRecord, resolve_missing_frames, summarize
+from abaw_ros.data.records import DataFormatError, VideoRecord, read_text, resolve_missing_frames, summarize
+from abaw_ros.safe_yaml import safe_load_with_nodes
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,24 @@ def video_id(path: str) -> str:
     return str(p.with_suffix("")) if p.suffix else str(p)
 
 
+def _looks_like_video_path(text: str) -> bool:
+    p = PurePosixPath(normalize_video_path(text))
+    return len(p.parts) > 1 or bool(p.suffix)
+
+
 def parse_split_file(path: Path) -> list[tuple[str, int, str, int]]:
     """``[(normalized video path, video label, transcript, line number)]``.
 
-    A first line whose label column is not 0/1 is taken as a header and skipped.
+    A first line is taken as a header (and skipped) only when its first column is not a
+    video path (``video,label,transcript``); a first row naming a video with a label other
+    than 0/1 is an error like any other row, not a header. A video listed twice is an
+    error naming both lines.
     """
     if not path.is_file():
         raise DataFormatError(f"{path}: split file not found")
     out = []
-    for i, line in enumerate(path.read_text().splitlines()):
+    first_line: dict[str, int] = {}
+    for i, line in enumerate(read_text(path).splitlines()):
         line_no = i + 1
         if not line.strip():
             continue
@@ -68,34 +78,46 @@ def parse_split_file(path: Path) -> list[tuple[str, int, str, int]]:
             raise DataFormatError(f"{path}:{line_no}: expected '<video path>,<0|1>,<transcript>', got {line!r}")
         label = fields[1].strip()
         if label not in ("0", "1"):
-            if line_no == 1:
+            if line_no == 1 and not _looks_like_video_path(fields[0]):
+                log.info("%s:1: %r taken as a header", path, line)
                 continue
             raise DataFormatError(f"{path}:{line_no}: label {label!r} must be 0 or 1")
-        out.append((normalize_video_path(fields[0]), int(label), fields[2] if len(fields) > 2 else "", line_no))
+        video = normalize_video_path(fields[0])
+        if video in first_line:
+            raise DataFormatError(f"{path}:{line_no}: video {video!r} is listed again (first at line "
+                                  f"{first_line[video]}): each video may be listed once")
+        first_line[video] = line_no
+        out.append((video, int(label), fields[2] if len(fields) > 2 else "", line_no))
     if not out:
         raise DataFormatError(f"{path}: empty split")
     return out
 
 
 def load_annotation_yaml(path: Path) -> dict[str, list[tuple[int, int]]]:
-    """``{normalized video path: [(frame number, 0|1), ...] sorted by frame number}``."""
+    """``{normalized video path: [(frame number, 0|1), ...] sorted by frame number}``.
+
+    Refused with :class:`DataFormatError`: YAML aliases and repeated keys
+    (:mod:`abaw_ros.safe_yaml`), two keys that name the same video (``Visite 1/...`` and
+    ``Visite_1/...``), and a frame number given twice for one video.
+    """
     if not path.is_file():
         raise DataFormatError(f"{path}: annotation file not found")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(path.read_text(), Loader=loader)
+        data, root = safe_load_with_nodes(read_text(path), str(path))
     except yaml.YAMLError as exc:
         raise DataFormatError(f"{path}: not valid YAML: {exc}") from None
+    lines = _entry_lines(root)
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected a mapping of video path -> {{frame_annotation: [...]}}")
     out: dict[str, list[tuple[int, int]]] = {}
     for key, value in data.items():
         entries = value.get("frame_annotation") if isinstance(value, dict) else None
         if not isinstance(entries, list):
-            raise DataFormatError(f"{path}: video {key!r} has no 'frame_annotation' list")
+            raise DataFormatError(f"{path}:{lines.get((str(key), None), '?')}: video {key!r} has no "
+                                  f"'frame_annotation' list")
         frames = []
         for j, entry in enumerate(entries):
-            where = f"{path}: video {key!r}, frame_annotation entry {j}"
+            where = f"{path}:{lines.get((str(key), j), '?')}: video {key!r}, frame_annotation entry {j}"
             if not (isinstance(entry, list | tuple) and len(entry) == 2):
                 raise DataFormatError(f"{where}: expected [frame path, 0|1], got {entry!r}")
             match = _FRAME.search(str(entry[0]))
@@ -104,8 +126,40 @@ def load_annotation_yaml(path: Path) -> dict[str, list[tuple[int, int]]]:
             if entry[1] not in (0, 1) or isinstance(entry[1], bool):
                 raise DataFormatError(f"{where}: label {entry[1]!r} must be 0 or 1")
             frames.append((int(match.group(1)), int(entry[1])))
-        out[normalize_video_path(str(key))] = sorted(frames)
+        numbers = [n for n, _ in frames]
+        if len(set(numbers)) != len(numbers):
+            seen: dict[int, int] = {}
+            for j, n in enumerate(numbers):
+                if n in seen:
+                    raise DataFormatError(
+                        f"{path}:{lines.get((str(key), j), '?')}: video {key!r}, frame_annotation entry {j}: "
+                        f"frame {n} again (line {lines.get((str(key), seen[n]), '?')}): each frame may be "
+                        f"labelled once")
+                seen[n] = j
+        video = normalize_video_path(str(key))
+        if video in out:
+            raise DataFormatError(f"{path}:{lines.get((str(key), None), '?')}: video {key!r} is the same "
+                                  f"video as an earlier key ({video!r}): each video may appear once")
+        out[video] = sorted(frames)
     return out
+
+
+def _entry_lines(root: yaml.Node | None) -> dict[tuple[str, int | None], int]:
+    """``{(video key, entry index): line}`` and ``{(video key, None): line of the key}`` of an
+    annotation.yml node tree, for error messages."""
+    lines: dict[tuple[str, int | None], int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value_node in root.value:
+        key = str(key_node.value)
+        lines[(key, None)] = key_node.start_mark.line + 1
+        if not isinstance(value_node, yaml.MappingNode):
+            continue
+        for inner_key, inner_value in value_node.value:
+            if inner_key.value == "frame_annotation" and isinstance(inner_value, yaml.SequenceNode):
+                for j, entry in enumerate(inner_value.value):
+                    lines[(key, j)] = entry.start_mark.line + 1
+    return lines
 
 
 def list_bah_frames(folder: Path) -> dict[int, Path]:

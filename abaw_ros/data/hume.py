@@ -14,12 +14,13 @@ video (the mean of its frame predictions here, see :func:`abaw_ros.metrics.emi_p
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from abaw_ros.data.records import DataFormatError, VideoRecord, summarize
+from abaw_ros.data.records import DataFormatError, VideoRecord, read_text, summarize
 from abaw_ros.tasks import EMI_NAMES
 
 log = logging.getLogger(__name__)
@@ -30,23 +31,33 @@ HEADER = ("Filename", *EMI_NAMES)
 
 def video_folder_name(filename: str) -> str:
     """``Filename`` column value -> folder name (``'7'`` -> ``'00007'``)."""
-    return f"{int(filename):05d}"
+    number = int(filename)
+    if number < 0:
+        raise ValueError(f"Filename {filename!r} is negative")
+    return f"{number:05d}"
 
 
 def parse_split_csv(path: Path) -> list[tuple[str, np.ndarray, int]]:
-    """``[(video folder name, label (6,) float32, line number)]`` of one split CSV."""
+    """``[(video folder name, label (6,) float32, line number)]`` of one split CSV.
+
+    Two rows naming the same video (``1`` and ``01`` are both folder ``00001``) are an
+    error naming both lines: the video would otherwise count twice.
+    """
     if not path.is_file():
         raise DataFormatError(f"{path}: split file not found")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    rows, lines = [], []
+    for row in reader:
+        rows.append(row)
+        lines.append(reader.line_num)
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()
     if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
         got = rows[0] if rows else "nothing"
         raise DataFormatError(f"{path}:1: header {got!r}, expected {','.join(HEADER)!r}")
     out = []
-    for i, row in enumerate(rows[1:]):
-        line_no = i + 2
+    first_line: dict[str, int] = {}
+    for row, line_no in zip(rows[1:], lines[1:], strict=True):
         if len(row) != len(HEADER):
             raise DataFormatError(f"{path}:{line_no}: {len(row)} fields in {row!r}, expected {len(HEADER)}")
         try:
@@ -56,6 +67,10 @@ def parse_split_csv(path: Path) -> list[tuple[str, np.ndarray, int]]:
             raise DataFormatError(f"{path}:{line_no}: not a number in {row!r}") from None
         if np.any(label < 0.0) or np.any(label > 1.0) or not np.all(np.isfinite(label)):
             raise DataFormatError(f"{path}:{line_no}: targets {row[1:]} outside [0, 1]")
+        if name in first_line:
+            raise DataFormatError(f"{path}:{line_no}: Filename {row[0]!r} is video {name} again (line "
+                                  f"{first_line[name]}): each video may have one row")
+        first_line[name] = line_no
         out.append((name, label, line_no))
     if not out:
         raise DataFormatError(f"{path}: empty split (header only)")

@@ -24,6 +24,29 @@ class DataFormatError(ValueError):
     """A data file does not follow the official layout; the message names file and line."""
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a leading byte-order mark, as spreadsheet tools write, is dropped).
+
+    Bytes that are not UTF-8 raise :class:`DataFormatError` naming the file, the line and
+    the byte, instead of a bare ``UnicodeDecodeError``.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text "
+                              f"(save the file as UTF-8)") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """:func:`read_text` split into lines, trailing blank lines dropped."""
+    lines = read_text(path).splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
 @dataclass
 class VideoRecord:
     """One annotated video of one task.

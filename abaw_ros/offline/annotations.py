@@ -20,12 +20,14 @@ the frames that were processed.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
-from abaw_ros.data.records import DataFormatError
+from abaw_ros.data.records import DataFormatError, read_lines, read_text
 from abaw_ros.tasks import AH_NAMES, TASK_ORDER, TASKS
 
 KEY_INDEX = "index"
@@ -112,18 +114,37 @@ class AlignedLabels:
         return tuple(t for t in TASK_ORDER if t in self.values)
 
 
+def coverage_warnings(labels: FrameLabels, aligned: AlignedLabels, frames_in_bag: int) -> list[str]:
+    """Say when the labels and the bag do not fit each other: a label file far shorter than
+    the bag (most frames go unscored) or far longer (most rows unused: another video, or a
+    wrong ``--first-frame``). Scoring goes on either way; these lines go to the log and
+    the report."""
+    sources = ", ".join(sorted(set(labels.sources.values()))) or "labels"
+    rows, frames = len(labels.keys), len(aligned.matched)
+    matched = int(aligned.matched.sum())
+    out = []
+    if frames and matched < 0.9 * frames:
+        out.append(f"{sources}: only {matched} of the {frames} processed frames have a label row "
+                   f"({rows} rows): a shorter label file, another video, or a wrong "
+                   f"{'--first-frame' if labels.key == KEY_INDEX else 'stamp clock / --stamp-tolerance'}?")
+    if rows > 2 * max(frames_in_bag, 1):
+        out.append(f"{sources}: {rows} label rows for a bag of {frames_in_bag} frames: "
+                   f"{max(rows - matched, 0)} rows are not used")
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Frame-index files
 # ---------------------------------------------------------------------------------------
 def _parse_ah_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One-column per-frame hesitancy file: header, then rows of 0, 1 or -1 (invalid)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
+    lines = read_lines(path)
     if not lines:
         raise DataFormatError(f"{path}:1: empty file, expected header {AH_NAMES[0]!r}")
     if lines[0].strip().lower() not in (AH_NAMES[0], "ah", "label"):
         raise DataFormatError(f"{path}:1: header {lines[0]!r}, expected {AH_NAMES[0]!r}")
+    if len(lines) == 1:
+        raise DataFormatError(f"{path}:2: no rows after the header: the file has one row per frame")
     labels = np.zeros((len(lines) - 1, 1), dtype=np.float32)
     valid = np.ones(len(lines) - 1, dtype=bool)
     for row, line in enumerate(lines[1:]):
@@ -221,19 +242,63 @@ def _column_aliases(task: str, output: str) -> tuple[str, ...]:
     return (output, f"{task}/{output}", output.replace(" ", "_"), f"{task}/{output.replace(' ', '_')}")
 
 
-def load_stamp_csv(path: str | Path) -> FrameLabels:
-    """Labels keyed by image stamp from a CSV (see the module docstring)."""
-    path = _existing(path, "CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = list(reader)
-    if "stamp_ns" in header:
-        stamp_col, scale = "stamp_ns", None
-    elif "stamp" in header:
-        stamp_col, scale = "stamp", 1e9
+INT64_MAX = 2**63 - 1
+
+
+def _parse_stamp(text: str, seconds: bool, where: str) -> int:
+    """A ``stamp_ns`` (integer ns) or ``stamp`` (decimal seconds, read exactly) cell -> ns."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise DataFormatError(f"{where}: stamp {text!r} is not a number") from None
+    if not value.is_finite():
+        raise DataFormatError(f"{where}: stamp {text!r} is not a finite number")
+    if seconds:
+        ns = int((value * 1_000_000_000).to_integral_value())  # nearest nanosecond
+    elif value != value.to_integral_value():
+        raise DataFormatError(f"{where}: stamp_ns {text!r} is not a whole number of nanoseconds")
     else:
-        raise DataFormatError(f"{path}:1: no 'stamp_ns' (integer ns) or 'stamp' (seconds) column in {header}")
+        ns = int(value)
+    if not -INT64_MAX - 1 <= ns <= INT64_MAX:
+        raise DataFormatError(f"{where}: stamp {text!r} is {ns} ns, outside the 64-bit range of a ROS time")
+    return ns
+
+
+def load_stamp_csv(path: str | Path) -> FrameLabels:
+    """Labels keyed by image stamp from a CSV (see the module docstring).
+
+    Every row must have as many fields as the header; a row with more or fewer, a stamp
+    that is not a finite number within 64-bit nanoseconds, and a stamp given twice are
+    errors naming the file and line (and bytes that are not UTF-8).
+    """
+    path = _existing(path, "CSV")
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    records: list[tuple[int, list[str]]] = []
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            records.append((reader.line_num, row))
+    if not records:
+        raise DataFormatError(f"{path}:1: empty file, expected a header with 'stamp_ns' or 'stamp'")
+    header_line, header_row = records[0]
+    header = [h.strip() for h in header_row]
+    if "stamp_ns" in header:
+        stamp_col, seconds = "stamp_ns", False
+    elif "stamp" in header:
+        stamp_col, seconds = "stamp", True
+    else:
+        raise DataFormatError(f"{path}:{header_line}: no 'stamp_ns' (integer ns) or 'stamp' (seconds) column "
+                              f"in {header}")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataFormatError(f"{path}:{header_line}: columns {repeated} appear more than once in the header")
+    if len(records) == 1:
+        raise DataFormatError(f"{path}:{header_line + 1}: no rows after the header")
+    rows: list[tuple[int, dict[str, str]]] = []
+    for line, row in records[1:]:
+        if len(row) != len(header):
+            raise DataFormatError(f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
+                                  f"({','.join(header)})")
+        rows.append((line, dict(zip(header, (c.strip() for c in row), strict=True))))
     columns: dict[str, list[str]] = {}
     for task in TASK_ORDER:
         found = []
@@ -243,22 +308,22 @@ def load_stamp_csv(path: str | Path) -> FrameLabels:
         present = [n for n in found if n is not None]
         if present and len(present) != len(found):
             missing = [o for o, n in zip(TASKS[task].outputs, found, strict=True) if n is None]
-            raise DataFormatError(f"{path}:1: task {task!r} has columns {present} but lacks {missing}")
+            raise DataFormatError(f"{path}:{header_line}: task {task!r} has columns {present} but lacks {missing}")
         if present:
             columns[task] = [n for n in found if n is not None]
     if not columns:
-        raise DataFormatError(
-            f"{path}:1: no label columns in {header}: expected e.g. valence,arousal or AU1..AU26 or hesitancy")
+        raise DataFormatError(f"{path}:{header_line}: no label columns in {header}: expected e.g. "
+                              f"valence,arousal or AU1..AU26 or hesitancy")
     stamps = np.zeros(len(rows), dtype=np.int64)
     values = {t: np.zeros((len(rows), TASKS[t].size), dtype=np.float32) for t in columns}
     valid = {t: np.ones(len(rows), dtype=bool) for t in columns}
-    for i, row in enumerate(rows):
-        line = i + 2
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        try:
-            stamps[i] = int(row[stamp_col]) if scale is None else int(round(float(row[stamp_col]) * scale))
-        except ValueError:
-            raise DataFormatError(f"{path}:{line}: stamp {row[stamp_col]!r} is not a number") from None
+    first_line: dict[int, int] = {}
+    for i, (line, row) in enumerate(rows):
+        stamps[i] = _parse_stamp(row[stamp_col], seconds, f"{path}:{line}")
+        if int(stamps[i]) in first_line:
+            raise DataFormatError(f"{path}:{line}: stamp {row[stamp_col]!r} again (line "
+                                  f"{first_line[int(stamps[i])]}): each image stamp may have one label row")
+        first_line[int(stamps[i])] = line
         for task, names in columns.items():
             cells = [row[n] for n in names]
             if any(c == "" for c in cells):
@@ -276,8 +341,6 @@ def load_stamp_csv(path: str | Path) -> FrameLabels:
                 raise DataFormatError(f"{path}:{line}: {task} values {cells} outside [{low:g}, 1] and not "
                                       f"the invalid marker {INVALID_MARKERS[task]:g}")
             values[task][i] = numbers
-    if len(np.unique(stamps)) != len(stamps):
-        raise DataFormatError(f"{path}: repeated stamps; each image stamp may have one label row")
     return FrameLabels(KEY_STAMP, stamps, values, valid, {t: str(path) for t in columns})
 
 

@@ -7,23 +7,27 @@ one after the other: nothing is dropped and the result does not depend on timing
 image, written at the image's log time). With labels, the official metrics go to a JSON
 report; a timeline plot is drawn either way.
 
-Broken frames (bad CDR, short pixel buffer, undecodable JPEG) are skipped and listed. If
-the storage fails part way, everything read before the damage is processed and the
-frames after it are counted as skipped. An MCAP recording that was cut short (no footer)
-is an error unless ``recover`` is set; then its complete records are processed. A missing
-topic, an unreadable bag or an image encoding that cannot be decoded stop the run with an
-error naming it.
+Broken frames (bad CDR, short pixel buffer, undecodable JPEG) and frames in an encoding
+that cannot be decoded (e.g. one ``16UC1`` depth frame) are skipped, counted and listed,
+as the node does; with ``strict`` the first undecodable encoding stops the run and what
+was processed before it is kept. If the storage fails part way, reading goes on past the
+damage where the format allows (the next MCAP chunk, the next sqlite row) and the frames
+that could not be read are counted (``frames_unread``, ``damage``). An MCAP recording that
+was cut short (no footer) is an error unless ``recover`` is set; then its complete records
+are processed. A missing topic or an unreadable bag stops the run with an error naming it.
+
+Nothing that this run did not create is deleted or replaced: the output bag, the report
+and the plot are checked before anything is read (:mod:`abaw_ros.offline.outputs`).
 """
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abaw_ros.offline.annotations import FrameLabels
+from abaw_ros.offline.annotations import FrameLabels, coverage_warnings
 from abaw_ros.offline.bag_io import (
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
@@ -33,6 +37,13 @@ from abaw_ros.offline.bag_io import (
     ImageBagReader,
 )
 from abaw_ros.offline.face_values import face_affect_values
+from abaw_ros.offline.outputs import (
+    AFFECT_BAG,
+    REPORT_FORMAT,
+    check_bag_output,
+    check_file_output,
+    is_our_report,
+)
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
@@ -45,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # Skipped frames listed one by one in the report (the count is always complete).
 MAX_LISTED_SKIPS = 1000
+# Skipped frames named one by one in the log; the rest are only counted there.
+MAX_LOGGED_SKIPS = 10
 
 
 @dataclass
@@ -57,8 +70,9 @@ class BagEvalOptions:
     topic: str | None = DEFAULT_IMAGE_TOPIC  # None: the bag's only image topic
     output_topic: str = DEFAULT_AFFECT_TOPIC
     storage: str | None = None  # mcap | sqlite3; None: as the input
-    overwrite: bool = False
+    overwrite: bool = False  # replace an earlier affect bag / report / plot (never anything else)
     recover: bool = False  # read a cut-short MCAP recording up to the damage
+    strict: bool = False  # stop at the first frame in an encoding that cannot be decoded
     labels: FrameLabels | None = None
     report: Path | None = None
     plot: Path | None = None
@@ -112,20 +126,23 @@ class BagEvalResult:
     faces_total: int = 0
     skipped: list[SkippedFrame] = field(default_factory=list)
     frames_skipped_broken: int = 0
-    frames_unread: int = 0  # after storage damage
+    frames_skipped_unsupported: int = 0  # encodings that cannot be decoded
+    frames_unread: int = 0  # lost to storage damage, or after it
     damage: str | None = None
+    stopped: str | None = None  # why a strict run ended before the end of the topic
     recovered: bool = False  # read with MCAP recovery (the file could not be opened normally)
     stopped_at_max_frames: bool = False
     elapsed_s: float = 0.0
     pipeline_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    label_warnings: list[str] = field(default_factory=list)  # labels and bag do not fit
     report: Path | None = None
     plot: Path | None = None
     track: PredictionTrack | None = None
 
     @property
     def frames_skipped(self) -> int:
-        return self.frames_skipped_broken + self.frames_unread
+        return self.frames_skipped_broken + self.frames_skipped_unsupported + self.frames_unread
 
     @property
     def frames_per_second(self) -> float:
@@ -148,8 +165,10 @@ class BagEvalResult:
             "frames_processed": self.frames_processed,
             "frames_skipped": self.frames_skipped,
             "frames_skipped_broken": self.frames_skipped_broken,
+            "frames_skipped_unsupported": self.frames_skipped_unsupported,
             "frames_unread_after_damage": self.frames_unread,
             "damage": self.damage,
+            "stopped": self.stopped,
             "recovered": self.recovered,
             "stopped_at_max_frames": self.stopped_at_max_frames,
             "skipped": [vars(s) for s in self.skipped[:MAX_LISTED_SKIPS]],
@@ -170,9 +189,13 @@ class BagEvalResult:
         ]
         if self.frames_skipped:
             lines.append(f"skipped {self.frames_skipped} frames: {self.frames_skipped_broken} broken, "
-                         f"{self.frames_unread} unread after damage")
+                         f"{self.frames_skipped_unsupported} in an encoding that cannot be decoded, "
+                         f"{self.frames_unread} unread (storage damage)")
         if self.damage:
             lines.append(f"bag damaged: {self.damage}")
+        if self.stopped:
+            lines.append(f"stopped early (--strict): {self.stopped}")
+        lines += [f"warning: {w}" for w in self.label_warnings]
         for task, entry in self.metrics.items():
             if "scores" in entry:
                 name = entry["primary"]
@@ -193,6 +216,29 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+def _input_paths(options: BagEvalOptions) -> list[Path]:
+    """What this run reads, so that no output lands on it: the bag, its folder when the
+    bag is a storage file inside a bag folder, and the label files."""
+    paths = [options.bag]
+    if options.bag.is_file() and (options.bag.parent / "metadata.yaml").is_file():
+        paths.append(options.bag.parent)
+    if options.labels is not None:
+        paths += [Path(source.split("#", 1)[0]) for source in options.labels.sources.values()]
+    return paths
+
+
+def check_outputs(options: BagEvalOptions) -> None:
+    """Refuse (:class:`~abaw_ros.offline.outputs.OutputError`) before anything is read when
+    an output would replace something this tool did not write, or an input."""
+    inputs = _input_paths(options)
+    check_bag_output(options.output, AFFECT_BAG, options.overwrite, inputs)
+    if options.report is not None:
+        check_file_output(options.report, "report", options.overwrite, is_our_report(options.report),
+                          inputs, [options.output])
+    if options.write_plot and options.plot is not None:
+        check_file_output(options.plot, "plot", options.overwrite, False, inputs, [options.output])
+
+
 def evaluate_bag(
     options: BagEvalOptions,
     config: PipelineConfig | None = None,
@@ -200,6 +246,7 @@ def evaluate_bag(
 ) -> BagEvalResult:
     """Process every frame of ``options.bag`` with ``pipeline`` (built from ``config`` when
     not given), write the affect bag, the report and the plot; return what happened."""
+    check_outputs(options)
     source = ImageBagReader(options.bag, options.topic, options.recover)
     with source:  # a bad bag or topic fails here, before any model is loaded
         if pipeline is None:
@@ -212,32 +259,42 @@ def evaluate_bag(
                                source.message_count)
         track = PredictionTrack(options.face)
         start = time.perf_counter()
+        sink = AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
+                               _input_paths(options))
         try:
-            with AffectBagWriter(options.output, options.output_topic, storage, options.overwrite) as sink, \
-                    _progress(source.message_count, options.progress, source.topic) as bar:
+            with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
         except BaseException:
-            # The writer created this folder (it refuses existing paths): do not leave a
-            # half-written bag that would block the next run.
-            shutil.rmtree(options.output, ignore_errors=True)
+            try:
+                sink.close(complete=False)  # keeps what was written; an empty bag is dropped
+            except Exception as exc:  # the writer itself failed (disk full): nothing readable to keep
+                log.error("the affect bag could not be finished: %s", exc)
+                sink.discard()
             raise
-        result.elapsed_s = time.perf_counter() - start
         result.frames_read = source.frames_read
         result.damage = source.damage
         result.recovered = source.recovered
-        if source.damage is not None:
-            result.frames_unread = max(source.message_count - source.frames_read, 0)
+        result.frames_unread = source.frames_unread
+        if result.frames_processed == 0:
+            sink.discard()  # created by this run and empty
+        else:
+            # Damage in the input is not ours: every readable frame was processed.
+            result.output = sink.close(complete=result.stopped is None)
+        result.elapsed_s = time.perf_counter() - start
     result.track = track
     if result.frames_processed == 0:
-        shutil.rmtree(options.output, ignore_errors=True)
         raise BagError(f"no frame of {result.topic!r} in bag {str(options.bag)!r} could be processed "
                        f"({result.frames_skipped} skipped"
                        + (f"; first: {result.skipped[0].reason}" if result.skipped else "")
+                       + (f"; stopped: {result.stopped}" if result.stopped else "")
                        + (f"; damage: {result.damage}" if result.damage else "") + ")")
 
     aligned = None
     if options.labels is not None:
         aligned = options.labels.align(track.index_array, track.stamp_array, options.stamp_tolerance_ns)
+        result.label_warnings = coverage_warnings(options.labels, aligned, result.frames_in_bag)
+        for line in result.label_warnings:
+            log.warning("%s", line)
         result.metrics = compute_metrics(track, aligned, options.missing)
     model = _model_summary(pipeline)
     if options.write_plot and options.plot is not None:
@@ -247,10 +304,12 @@ def evaluate_bag(
         result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px)
     if options.report is not None:
         report = {
+            "format": REPORT_FORMAT,
             "run": result.to_dict(),
             "face": options.face,
             "missing": options.missing,
             "labels": dict(aligned.sources) if aligned is not None else {},
+            "label_warnings": result.label_warnings,
             "metrics": result.metrics,
             "plot": str(result.plot) if result.plot else None,
             "model": model,
@@ -284,9 +343,19 @@ def _process_frames(source: ImageBagReader, sink: AffectBagWriter, pipeline: Any
     for frame in source.frames():
         bar.update(1)
         if frame.image is None:
-            result.frames_skipped_broken += 1
+            if frame.unsupported and options.strict:
+                result.stopped = frame.error
+                log.error("stopping at frame %d (--strict): %s", frame.index, frame.error)
+                break
+            if frame.unsupported:
+                result.frames_skipped_unsupported += 1
+            else:
+                result.frames_skipped_broken += 1
             result.skipped.append(SkippedFrame(frame.index, frame.stamp_ns, frame.error or "broken"))
-            log.warning("skipping frame %d: %s", frame.index, frame.error)
+            if len(result.skipped) <= MAX_LOGGED_SKIPS:
+                log.warning("skipping frame %d: %s", frame.index, frame.error)
+                if len(result.skipped) == MAX_LOGGED_SKIPS:
+                    log.warning("further skipped frames are counted, not logged (the report lists them)")
             continue
         t0 = time.perf_counter()
         frame_result = pipeline.process(frame.image, frame.stamp_ns)

@@ -7,9 +7,11 @@ tools can read it back without this package.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
+import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +32,15 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
-from abaw_ros.offline.mcap_recovery import RecoveredMcap
+from abaw_ros.offline.mcap_recovery import RecoveredMcap, write_chunk_crcs
+from abaw_ros.offline.outputs import (
+    AFFECT_BAG,
+    IMAGE_BAG,
+    MARKER_KEY,
+    OutputError,
+    StagedBag,
+    check_bag_output,
+)
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -177,6 +187,7 @@ class ImageFrame:
     frame_id: str
     image: np.ndarray | None
     error: str | None = None
+    unsupported: bool = False  # the encoding cannot be decoded at all (e.g. 16UC1 depth, h264)
 
 
 @dataclass
@@ -219,12 +230,27 @@ def open_bag(path: str | Path) -> Reader:
     if path.is_file() and path.suffix not in (".mcap", ".db3"):
         raise BagReadError(f"{str(path)!r} is not a ROS 2 bag: expected a bag directory, a .mcap "
                            f"or a .db3 file")
+    if path.is_dir():
+        _check_metadata(path / "metadata.yaml")
     try:
         reader = Reader(path)
         reader.open()
     except Exception as exc:  # ReaderError, OSError, and the storage back ends' own (apsw, zstd)
         raise BagReadError(_damage_message(path, exc, "cannot open")) from exc
     return reader
+
+
+def _check_metadata(meta: Path) -> None:
+    """Read ``metadata.yaml`` with our YAML rules (no aliases: a few hundred bytes of them
+    expand into gigabytes) before rosbags parses it."""
+    import yaml
+
+    from abaw_ros.safe_yaml import safe_load_file
+
+    try:
+        safe_load_file(meta)
+    except yaml.YAMLError as exc:
+        raise BagReadError(f"bag metadata {str(meta)!r} cannot be used: {exc}") from None
 
 
 def _damage_message(path: Path, exc: BaseException, what: str) -> str:
@@ -267,10 +293,12 @@ class ImageBagReader:
     """Reads the frames of one Image or CompressedImage topic of a bag, in recording order.
 
     Use as a context manager. :meth:`frames` yields every message of the topic: decoded
-    frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) with
-    ``image=None`` and the reason. An encoding that cannot be read at all raises
-    :class:`UnsupportedEncodingError`. When the storage itself fails part way (a damaged
-    chunk or page), iteration stops there and :attr:`damage` says why.
+    frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) or
+    in an encoding that cannot be decoded (``unsupported=True``) with ``image=None`` and
+    the reason. When the storage itself fails part way (a damaged chunk or page), reading
+    goes on past the damage where the format allows (:meth:`_continue_past_damage`); the
+    frames lost are counted (:attr:`frames_lost`, :attr:`frames_unread`) and keep their
+    place in the topic index, and :attr:`damage` says what happened.
 
     ``recover=True`` reads an MCAP recording that cannot be opened normally (cut short,
     no footer) from its start up to the first incomplete record
@@ -282,7 +310,8 @@ class ImageBagReader:
         self.requested_topic = topic
         self.recover = recover
         self.damage: str | None = None
-        self.frames_read = 0
+        self.frames_read = 0  # messages read from the storage (decoded or broken)
+        self.frames_lost = 0  # messages known to be lost with a damaged chunk or page
         self._reader: Reader | None = None
         self._recovered: RecoveredMcap | None = None
         self._recovery_note = ""
@@ -369,36 +398,73 @@ class ImageBagReader:
                 f"{' or '.join(IMAGE_TYPES)} ({describe_topics(topics)})")
         self.topic, self.msgtype, self.message_count = topic, match[0].msgtype, match[0].count
 
-    def _raw_messages(self) -> Iterator[tuple[str, int, bytes]]:
+    def _raw_messages(self) -> Iterator[tuple[str, int, bytes | None]]:
+        """``(msgtype, log time, CDR bytes)`` of the topic; ``None`` bytes for a message
+        that the storage lost (a damaged chunk or page)."""
         if self._recovered is not None:
             for channel, log_time, raw in self._recovered.messages({self.topic}):
                 yield channel.msgtype, log_time, raw
             self.damage = self._recovery_note
             return
         assert self._reader is not None
-        for conn, log_time, raw in self._reader.messages(connections=self._connections):
-            yield conn.msgtype, log_time, raw
+        seen: Counter[int] = Counter()  # log times already yielded, for the continuation
+        try:
+            for conn, log_time, raw in self._reader.messages(connections=self._connections):
+                seen[int(log_time)] += 1
+                yield conn.msgtype, log_time, raw
+            return
+        except Exception as exc:  # the storage failed part way (checksum, malformed page, codec)
+            first = (f"{type(exc).__name__}: {str(exc).rstrip('.')} (after {sum(seen.values())} of "
+                     f"{self.message_count} messages on {self.topic})")
+        log.error("bag %s is damaged after %d messages of %s (%s); reading on past the damage",
+                  self.path, sum(seen.values()), self.topic, first)
+        notes: list[str] = []
+        yield from self._continue_past_damage(seen, notes)
+        self.damage = "; ".join([first, *notes])
+
+    def _continue_past_damage(self, seen: Counter[int], notes: list[str]) -> Iterator[tuple[str, int, bytes | None]]:
+        """The topic's messages not yet yielded, read around the damage: MCAP chunk by chunk
+        (a damaged chunk is skipped; its Message Index says what it held), sqlite3 row by row
+        (a row on a damaged page is lost, the others are read)."""
+        msgtype = self.msgtype
+        for path in _storage_files(self.path):
+            if path.suffix == ".mcap":
+                walk = RecoveredMcap.scan(path)
+                messages = ((lt, raw) for _, lt, raw in walk.messages({self.topic}))
+            else:
+                walk = None
+                messages = _sqlite_rows(path, self.topic, notes)
+            for log_time, raw in messages:
+                if seen[int(log_time)] > 0:
+                    seen[int(log_time)] -= 1
+                    continue
+                yield msgtype, log_time, raw
+            if walk is not None and walk.damage:
+                notes.append(f"{path.name}: {walk.damage}")
 
     def frames(self) -> Iterator[ImageFrame]:
         if self._reader is None and self._recovered is None:
             raise BagError("reader is not open: use `with ImageBagReader(...) as bag:`")
         store = affect_typestore()
-        messages = self._raw_messages()
         index = 0
-        while True:
-            try:
-                msgtype, log_time, raw = next(messages)
-            except StopIteration:
-                break
-            except Exception as exc:  # the storage failed part way: keep what was read
-                self.damage = (f"{type(exc).__name__}: {exc} (after {index} of {self.message_count} "
-                               f"messages on {self.topic})")
-                log.error("bag %s is damaged: %s", self.path, self.damage)
-                break
+        for msgtype, log_time, raw in self._raw_messages():
+            if raw is None:  # lost with a damaged chunk or page: counted, keeps its index
+                self.frames_lost += 1
+                index += 1
+                continue
             frame = self._decode(store, msgtype, index, int(log_time), raw)
             index += 1
-            self.frames_read = index
+            self.frames_read += 1
             yield frame
+        if self.damage is not None:
+            log.log(logging.WARNING if self.recovered else logging.ERROR,
+                    "bag %s is damaged: %s (%d of %d messages on %s not read)", self.path, self.damage,
+                    self.frames_unread, self.message_count, self.topic)
+
+    @property
+    def frames_unread(self) -> int:
+        """Messages of the topic that could not be read (lost to damage, or after it)."""
+        return max(self.message_count - self.frames_read, 0) if self.damage is not None else 0
 
     def _decode(self, store: Typestore, msgtype: str, index: int, log_time: int, raw: bytes) -> ImageFrame:
         try:
@@ -418,9 +484,43 @@ class ImageBagReader:
         except CorruptImageError as exc:
             frame.error = f"message {index} (stamp {frame.stamp_ns}): {exc}"
         except UnsupportedEncodingError as exc:
-            raise UnsupportedEncodingError(
-                f"topic {self.topic!r} in bag {str(self.path)!r}, message {index}: {exc}") from None
+            frame.error = f"topic {self.topic!r} in bag {str(self.path)!r}, message {index}: {exc}"
+            frame.unsupported = True
         return frame
+
+
+def _sqlite_rows(path: Path, topic: str, notes: list[str]) -> Iterator[tuple[int, bytes | None]]:
+    """``(log time, CDR bytes or None)`` of ``topic`` in a rosbag2 sqlite3 file, one row at a
+    time, so that a row on a damaged page is lost alone (sqlite3 itself has no checksums:
+    damage shows only where it breaks the page structure)."""
+    uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        notes.append(f"{path.name}: cannot open for reading past the damage: {exc}")
+        return
+    try:
+        try:
+            rows = db.execute("SELECT messages.id, messages.timestamp FROM messages JOIN topics "
+                              "ON messages.topic_id = topics.id WHERE topics.name = ? "
+                              "ORDER BY messages.timestamp, messages.id", (topic,)).fetchall()
+        except sqlite3.Error as exc:
+            notes.append(f"{path.name}: the message table itself is damaged ({exc}): nothing more "
+                         f"can be read")
+            return
+        lost = 0
+        for row_id, log_time in rows:
+            try:
+                (data,) = db.execute("SELECT data FROM messages WHERE id = ?", (row_id,)).fetchone()
+            except sqlite3.Error:
+                lost += 1
+                yield int(log_time), None
+                continue
+            yield int(log_time), bytes(data)
+        if lost:
+            notes.append(f"{path.name}: {lost} rows on damaged pages lost")
+    finally:
+        db.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,22 +533,21 @@ def _storage_plugin(storage: str) -> StoragePlugin:
         raise BagError(f"storage={storage!r}: choose from {list(STORAGES)}") from None
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not overwrite:
-        raise BagError(f"output bag {str(path)!r} exists already: choose another path or overwrite it")
-    if not (path / "metadata.yaml").is_file():
-        raise BagError(f"output {str(path)!r} exists and is not a ROS 2 bag directory: not overwriting it")
-    shutil.rmtree(path)
-
-
 class _BagWriter:
-    """One-topic bag writer (context manager) over ``rosbags.rosbag2.Writer``."""
+    """One-topic bag writer (context manager) over ``rosbags.rosbag2.Writer``.
+
+    ``path`` must be free, or (with ``overwrite``) a bag of the same ``kind`` that this
+    package wrote (:mod:`abaw_ros.offline.outputs`); it may not overlap ``inputs``. The bag
+    is written beside ``path`` and moved there by :meth:`close`, so an earlier bag stays
+    whole until the new one is complete. Leaving the ``with`` block through an exception
+    keeps what was written (:meth:`close` with ``complete=False``); :meth:`discard` drops it.
+    MCAP chunks get their CRC (:func:`~abaw_ros.offline.mcap_recovery.write_chunk_crcs`).
+    """
+
+    kind = IMAGE_BAG
 
     def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> None:
         self.path = Path(path)
         self.topic = topic
         self.msgtype = msgtype
@@ -456,14 +555,23 @@ class _BagWriter:
         self.count = 0
         self.store = affect_typestore()
         plugin = _storage_plugin(storage)
-        _prepare_output(self.path, overwrite)
         try:
-            self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            replace = check_bag_output(self.path, self.kind, overwrite, inputs)
+        except OutputError as exc:
+            raise BagError(str(exc)) from None
+        self._stage = StagedBag(self.path, self.kind, replace)
+        self._closed = False
+        try:
+            self._writer = Writer(self._stage.path, version=9, storage_plugin=plugin)
+            self._writer.set_custom_data(MARKER_KEY, self.kind)
             self._writer.open()
-        except WriterError as exc:
-            raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
-        # The type store makes the writer embed the full definition (with dependencies).
-        self._connection = self._writer.add_connection(topic, msgtype, typestore=self.store)
+            # The type store makes the writer embed the full definition (with dependencies).
+            self._connection = self._writer.add_connection(topic, msgtype, typestore=self.store)
+        except BaseException as exc:
+            self._stage.discard()
+            if isinstance(exc, WriterError):
+                raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
+            raise
 
     def write_message(self, msg: Any, log_time_ns: int) -> None:
         self._writer.write(self._connection, int(log_time_ns), self.store.serialize_cdr(msg, self.msgtype))
@@ -474,23 +582,48 @@ class _BagWriter:
         self._writer.write(self._connection, int(log_time_ns), data)
         self.count += 1
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> Path | None:
+        """Finish the bag and move it into place; returns where it is. An incomplete bag
+        with no message is dropped (None); one with messages is kept (see
+        :meth:`StagedBag.commit`), and :attr:`path` then names where it went."""
+        if self._closed:
+            return self.path
+        self._closed = True
+        if not complete and self.count == 0:
+            self.discard()
+            return None
         self._writer.close()
+        if self.storage == "mcap":
+            for file in self._stage.path.glob("*.mcap"):
+                write_chunk_crcs(file)
+        self.path = self._stage.commit(complete)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the bag being written (nothing outside its staging folder is touched)."""
+        self._closed = True
+        try:
+            with contextlib.suppress(Exception):  # the writer may have failed already
+                self._writer.abort()
+        finally:
+            self._stage.discard()
 
     def __enter__(self) -> _BagWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        self.close(complete=exc_type is None)
 
 
 class AffectBagWriter(_BagWriter):
     """Writes ``FaceAffectArray`` messages, one per processed frame."""
 
+    kind = AFFECT_BAG
+
     def __init__(self, path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC, storage: str = "mcap",
-                 overwrite: bool = False) -> None:
-        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite)
+                 overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> None:
+        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite, inputs)
 
     def write(self, result: FrameResult, frame: ImageFrame) -> None:
         """The result of ``frame``: header stamp and frame_id copied from the image, written

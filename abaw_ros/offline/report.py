@@ -20,6 +20,7 @@ import numpy as np
 
 from abaw_ros import metrics
 from abaw_ros.offline.annotations import AlignedLabels
+from abaw_ros.offline.outputs import write_file_atomically
 from abaw_ros.offline.track import PredictionTrack
 
 MISSING_POLICIES: tuple[str, ...] = ("exclude", "neutral")
@@ -88,8 +89,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
-    """Write ``report`` as indented JSON (NaN as null, paths as strings)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")
-    return path
+    """Write ``report`` as indented JSON (NaN as null, paths as strings), replacing the file
+    in one step (a reader never sees half a report). Whether ``path`` may be replaced is
+    the caller's check (:func:`abaw_ros.offline.outputs.check_file_output`)."""
+    text = json.dumps(_jsonable(report), indent=2) + "\n"
+    return write_file_atomically(path, text.encode("utf-8"))

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from abaw_ros.models import ModelConfig
+from abaw_ros.safe_yaml import safe_load_file, safe_load_text
 from abaw_ros.training.losses import LossConfig
 
 
@@ -117,7 +118,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ValueError(f"override {item!r}: expected section.key=value, e.g. train.epochs=2")
         section, name = key.split(".", 1)
         raw.setdefault(section, {})
-        raw[section][name] = yaml.safe_load(value)
+        raw[section][name] = safe_load_text(value, f"override {item!r}")
     return raw
 
 
@@ -127,7 +128,10 @@ def load_train_config(path: Path | str | None, overrides: list[str] | None = Non
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config {path}: no such file")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = safe_load_file(path) or {}  # no aliases, no repeated keys
+        except yaml.YAMLError as exc:
+            raise ValueError(f"training config {path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping with model/data/loss/train sections")
     try:
