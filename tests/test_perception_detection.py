@@ -7,7 +7,7 @@ import pytest
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.perception.boxes import iou_matrix, nms
-from abaw_ros.perception.detection import create_detector
+from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.haar import HaarDetector
 from abaw_ros.perception.mtcnn import MTCNNDetector
 

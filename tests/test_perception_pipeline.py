@@ -98,7 +98,7 @@ def test_a_real_face_gets_a_stable_id_and_a_filling_window(backend, astronaut_bg
         x, y, w, h = face.box
         assert all(isinstance(v, int) for v in face.box)
         assert 0 <= x and 0 <= y and x + w <= 640 and y + h <= 480 and w > 40 and h > 40
-        assert 0.9 <= face.confidence <= 1.0
+        assert PipelineConfig().detection_threshold <= face.confidence <= 1.0  # detector frames
         check_ranges(face, backend.metadata)
     assert len(ids) == 1
     assert observed == [1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8]
@@ -202,13 +202,15 @@ def test_buffer_freed_when_the_track_dies_and_a_new_id_after(backend, astronaut_
 
 def test_detection_interval_skips_the_detector_but_not_the_faces(backend, astronaut_bgr):
     pipeline = PerceptionPipeline(config(track_min_hits=1, detection_interval=3), backend=backend)
-    detected, observed = [], []
+    detected, refined, observed = [], [], []
     for i in range(7):
         result = pipeline.process(scene(astronaut_bgr, i), i)
         detected.append(result.timings["detect"] > 0)
+        refined.append(result.timings["refine"] > 0)  # MTCNN's O-Net on the tracked face
         (face,) = result.faces
         observed.append(face.frames_observed)
     assert detected == [True, False, False, True, False, False, True]
+    assert refined == [not d for d in detected]
     assert observed == [1, 2, 3, 4, 5, 6, 7]
 
 
@@ -238,7 +240,9 @@ def test_tiny_frames_give_no_face_and_no_error(backend, shape):
 
 @pytest.mark.parametrize("form", ["grey", "grey1", "bgra"])
 def test_grey_and_bgra_frames_are_accepted(backend, astronaut_bgr, form):
-    pipeline = PerceptionPipeline(config(track_min_hits=1), backend=backend)
+    # MTCNN: BlazeFace scores this grey, context-free head 0.39, below its cut-off
+    # (docs/PERCEPTION.md: grey cameras); the conversion is what is checked here.
+    pipeline = PerceptionPipeline(config(track_min_hits=1, detector="mtcnn"), backend=backend)
     frame = scene(astronaut_bgr, 0)
     image = {
         "grey": cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from abaw_ros.cli import main
-from abaw_ros.runtime import available_backends
+from abaw_ros.runtime import AUTO_CANDIDATES, available_backends
 
 
 def test_build_engine_builds_then_reuses_the_int8_graph(model_bundle, tmp_path, capsys):
@@ -21,9 +21,12 @@ def test_build_engine_builds_then_reuses_the_int8_graph(model_bundle, tmp_path, 
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "encoder:" in first and "built in" in first
-    assert "accuracy of onnxruntime int8 against onnxruntime fp32 (16 face crops" in first
+    # the precision check: the sample faces plus the 16 calibration crops
+    assert "accuracy of onnxruntime int8 against onnxruntime fp32 (64 face crops" in first
+    assert "precision check PASSED" in first
     assert main(argv) == 0
-    assert "reused (key matches)" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "reused (key matches)" in again and "precision check PASSED" in again  # the verdict kept in the entry
     assert main([*argv, "--force-engine-update"]) == 0
     assert "force_engine_update=True" in capsys.readouterr().out
 
@@ -43,7 +46,7 @@ def test_bench_prints_every_available_backend_side_by_side(untrained_checkpoint,
                "--json", str(result)])
     out = capsys.readouterr().out
     assert rc == 0
-    runnable = {name for name, reason in available_backends().items() if reason is None}
+    runnable = {AUTO_CANDIDATES[name][0] for name, reason in available_backends().items() if reason is None}
     rows = json.loads(result.read_text())["rows"]
     measured = {(r["backend"], r["precision"]) for r in rows}
     assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= measured

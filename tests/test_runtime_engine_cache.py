@@ -50,9 +50,10 @@ class CountingBuilder:
         {"device_name": "NVIDIA GeForce RTX 4090"},
         {"compute_capability": "8.9"},
         {"extra": (("calibration_sha256", "c" * 64),)},
+        {"recipe": "fp16 via onnxconverter-common 1.16.0, fp32 I/O, fp32 ops LayerNormalization"},
     ],
     ids=["model", "precision", "max-batch", "input-size", "tensorrt-version", "gpu", "compute-capability",
-         "calibration"],
+         "calibration", "precision-recipe"],
 )
 def test_key_changes_with_each_dependency(change):
     base, changed = make_key(), make_key(**change)
@@ -62,8 +63,23 @@ def test_key_changes_with_each_dependency(change):
 
 
 def test_key_round_trips_through_json():
-    key = make_key(extra=(("calibration_sha256", "c" * 64),))
+    key = make_key(extra=(("calibration_sha256", "c" * 64),), recipe="int8 qdq (tensorrt)")
     assert EngineKey.from_dict(json.loads(json.dumps(key.to_dict()))) == key
+
+
+def test_a_recorded_verdict_keeps_the_entry_valid_and_discard_removes_it(tmp_path: Path):
+    cache = EngineCache(tmp_path)
+    entry = cache.get_or_build(make_key(), CountingBuilder(), stem="bundle.encoder")
+    cache.update_record(entry.path, precision_check={"status": "passed", "summary": "within tolerance"})
+    assert cache.check(entry.path, make_key()) is None
+    assert cache.read_record(entry.path)["precision_check"]["status"] == "passed"
+    again = cache.get_or_build(make_key(), CountingBuilder(), stem="bundle.encoder")
+    assert not again.built
+    cache.discard(entry.path)
+    assert not entry.path.exists() and not EngineCache.key_path(entry.path).exists()
+    assert cache.read_record(entry.path) == {}
+    with pytest.raises(FileNotFoundError, match="no key file"):
+        cache.update_record(entry.path, precision_check={})
 
 
 def test_onnx_hash_follows_the_model_file(tmp_path: Path):

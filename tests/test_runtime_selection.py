@@ -110,3 +110,37 @@ def test_bad_batch_options_are_named(model_bundle):
         load_backend(model_bundle, backend="onnxruntime", opt_batch_size=32)
     with pytest.raises(TypeError, match="max_batchsize"):
         load_backend(model_bundle, backend="onnxruntime", max_batchsize=4)
+
+
+needs_cpu_onnxruntime = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is not None
+    and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+    reason="onnxruntime-gpu is installed here: the CPU-only behaviour cannot be observed",
+)
+
+
+@needs_cpu_onnxruntime
+def test_onnxruntime_cuda_is_tried_before_the_cpu_and_skipped_with_the_reason(model_bundle, caplog):
+    reasons = available_backends()
+    assert list(reasons) == ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"]
+    assert "no CUDA provider" in reasons["onnxruntime-cuda"] and "onnxruntime-gpu" in reasons["onnxruntime-cuda"]
+    assert reasons["onnxruntime-cpu"] is None
+    with caplog.at_level(logging.INFO, logger="abaw_ros.runtime"):
+        backend = load_backend(model_bundle, backend="auto")
+    assert backend.device.startswith("cpu")
+    text = caplog.text
+    assert text.index("skipping onnxruntime-cuda") < text.index("using onnxruntime-cpu")
+    with pytest.raises(BackendUnavailableError, match="no CUDA provider"):
+        load_backend(model_bundle, backend="onnxruntime", device="cuda")
+
+
+def test_auto_with_a_device_tries_only_what_runs_there(model_bundle, caplog):
+    with caplog.at_level(logging.INFO, logger="abaw_ros.runtime"):
+        backend = load_backend(model_bundle, backend="auto", device="cpu")
+    assert backend.name == "onnxruntime" and backend.device.startswith("cpu")
+    assert "skipping onnxruntime-cuda: device='cpu' asked" in caplog.text
+
+
+def test_onnxruntime_int8_on_cuda_is_refused_with_the_way_out():
+    reason = available_backends("int8", device="cuda")["onnxruntime-cuda"]
+    assert "CUDA provider" in reason or "int8 (QDQ) encoder runs on the CPU" in reason

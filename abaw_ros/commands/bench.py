@@ -3,7 +3,9 @@
 For each backend/precision: encoder milliseconds per frame and temporal-head milliseconds
 per window at batch 1 and batched, and frames per second (one face streaming: one encoder
 pass plus one head pass per frame; and batched encoder throughput). Then the accuracy of
-int8 (and fp16) against fp32 on the same real face crops, and the int8 speed-up.
+every other backend/precision against ONNX Runtime fp32 (parity) on the same real face
+crops, and the speed-up over the same backend's fp32. ``--json`` also records build times
+and the runtime versions (``scripts/gpu_check.sh`` turns it into a report).
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class BenchRow:
     encoder_ms_per_frame_batched: float
     head_ms_per_window_b1: float
     head_ms_per_window_batched: float
+    build_seconds: float = 0.0  # engines / quantized graphs built for this row (0: all reused)
 
     @property
     def stream_fps(self) -> float:
@@ -71,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most face crops read (half calibrate int8, half measure accuracy; default 200)")
     parser.add_argument("--engine-cache-dir", type=Path, default=None, help="engine / quantized-graph cache")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--accept-precision", action="store_true",
+                        help="measure fp16/int8 builds that miss the precision tolerances too (they are refused "
+                             "and listed as skipped otherwise)")
 
 
 def _time_ms(fn: Callable[[], object], iterations: int, warmup: int, stat: str = "median") -> float:
@@ -133,6 +139,20 @@ def _wanted(spec: str) -> list[tuple[str, str]]:
     return wanted
 
 
+def _versions() -> dict[str, str]:
+    """Versions of the runtimes this process can import (what a report needs to say)."""
+    import importlib
+    import platform
+
+    found = {"python": platform.python_version(), "machine": platform.machine()}
+    for module in ("tensorrt", "onnxruntime", "torch", "cuda.bindings", "onnxconverter_common"):
+        try:
+            found[module] = str(getattr(importlib.import_module(module), "__version__", "?"))
+        except Exception:  # not installed, or unusable here: leave it out
+            continue
+    return found
+
+
 def _default_model(workdir: Path) -> Path:
     from abaw_ros.models import ModelConfig
     from abaw_ros.perception.backend_loading import untrained_checkpoint
@@ -165,12 +185,15 @@ def run(args: argparse.Namespace) -> int:
             try:
                 backend = load_backend(model, name, precision, engine_cache_dir=cache, num_threads=args.num_threads,
                                        calibration=calibration if precision == "int8" else None,
-                                       max_batch_size=max(16, args.batch), max_windows=max(8, args.batch))
+                                       max_batch_size=max(16, args.batch), max_windows=max(8, args.batch),
+                                       accept_precision=args.accept_precision)
             except (BackendUnavailableError, ValueError) as exc:
-                skipped.append(f"{name} {precision}: {exc}")
+                skipped.append(f"{name} {precision}: {' '.join(str(exc).split())}")
                 continue
             crops = preprocess_crops(evaluation, backend.metadata)
-            rows.append(measure(backend, args.batch, args.iterations, args.warmup, crops, args.stat))
+            row = measure(backend, args.batch, args.iterations, args.warmup, crops, args.stat)
+            row.build_seconds = sum(e.build_seconds or 0.0 for e in backend.compiled_artifacts().values())
+            rows.append(row)
             backends[(name, precision)] = backend
         if not rows:
             print("no backend could run:\n  " + "\n  ".join(skipped))
@@ -190,19 +213,20 @@ def run(args: argparse.Namespace) -> int:
         by_key = {(r.backend, r.precision): r for r in rows}
         eval_crops = preprocess_crops(evaluation, meta)
         for (name, precision), backend in backends.items():
-            if precision == "fp32":
+            if (name, precision) == ("onnxruntime", "fp32") or (name == "torch" and precision == "fp32"):
                 continue
-            reference = backends.get((name, "fp32")) or backends.get(("torch", "fp32"))
-            if reference is None:
+            reference = (backends.get(("onnxruntime", "fp32")) or backends.get((name, "fp32"))
+                         or backends.get(("torch", "fp32")))
+            if reference is None or reference is backend:
                 continue
             report = compare_backends(reference, backend, eval_crops)
             reports.append(report)
             print()
             print(report.format())
-            fp32 = by_key.get((reference.name, "fp32"))
+            fp32 = by_key.get((name, "fp32")) if precision != "fp32" else None
             row = by_key[(name, precision)]
             if fp32 is not None:
-                print(f"  speed-up of {name} {precision} over {reference.name} fp32: encoder "
+                print(f"  speed-up of {name} {precision} over {name} fp32: encoder "
                       f"x{fp32.encoder_ms_per_frame_b1 / row.encoder_ms_per_frame_b1:.2f} at batch 1, "
                       f"x{fp32.encoder_ms_per_frame_batched / row.encoder_ms_per_frame_batched:.2f} at batch "
                       f"{args.batch}; head x{fp32.head_ms_per_window_b1 / row.head_ms_per_window_b1:.2f}")
@@ -212,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
                          for r in rows],
                 "skipped": skipped,
                 "accuracy": [asdict(r) for r in reports],
+                "versions": _versions(),
             }
             args.json.write_text(json.dumps(payload, indent=2))
         for backend in backends.values():

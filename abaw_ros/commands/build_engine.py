@@ -1,9 +1,14 @@
 """``abaw-affect build-engine``: build (or reuse) the cached engines for a model.
 
 TensorRT: one engine per graph (encoder, temporal head) for the precision and batch
-ranges asked, checked against the ONNX hash, TensorRT version and GPU, rebuilt when any of
-them changed. ONNX Runtime ``int8``: the statically quantized encoder graph. Build on the
-machine that will run the engines (on a Jetson, on the Jetson itself).
+ranges asked, checked against the ONNX hash, TensorRT version, GPU and precision recipe,
+rebuilt when any of them changed. ONNX Runtime ``int8``: the statically quantized encoder
+graph. Build on the machine that will run the engines (on a Jetson, on the Jetson itself).
+
+Every fp16/int8 build is checked against fp32 (decisions >= 90 % equal, VA |diff| <= 0.05,
+see :mod:`abaw_ros.runtime.accuracy`) before it is cached for use: the report is printed,
+and a build that misses the tolerances is discarded (exit 2) unless ``--accept-precision``
+is given, which is recorded in the cache entry and logged at every start.
 """
 from __future__ import annotations
 
@@ -31,10 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-windows", type=int, default=8, help="most windows per temporal-head call")
     parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT builder workspace (MiB)")
     parser.add_argument("--device", default=None, help="cuda:<index> for TensorRT (default cuda:0)")
+    parser.add_argument("--accept-precision", action="store_true",
+                        help="keep an fp16/int8 build that misses the precision tolerances (recorded in the "
+                             "cache entry, warned about at every start)")
 
 
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.runtime import BackendUnavailableError, load_backend
+    from abaw_ros.runtime.accuracy import PrecisionCheckError
 
     if args.backend == "onnxruntime" and args.precision != "int8":
         print(f"--backend onnxruntime --precision {args.precision}: ONNX Runtime runs the exported graph as it "
@@ -52,9 +61,14 @@ def run(args: argparse.Namespace) -> int:
             max_windows=args.max_windows,
             workspace_bytes=args.workspace_mib << 20,
             device=args.device,
+            accept_precision=args.accept_precision,
         )
     except BackendUnavailableError as exc:
         print(f"cannot build a {args.backend} engine here: {exc}")
+        return 2
+    except PrecisionCheckError as exc:
+        print(exc.result.format())
+        print(f"error: {exc}")
         return 2
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}")
@@ -65,22 +79,8 @@ def run(args: argparse.Namespace) -> int:
             what = f"built in {entry.build_seconds:.1f} s ({entry.reason})" if entry.built else "reused (key matches)"
             print(f"{graph}: {entry.path} [{entry.key.precision}] {what}")
         backend.warmup()
-        built = any(e.built for e in backend.compiled_artifacts().values())
-        if built and args.precision != "fp32" and args.calibration is not None:
-            _print_accuracy(args, backend)
+        verdict = getattr(backend, "precision_verdict", None)
+        if verdict:
+            print(verdict.get("report", ""))
+            print(f"  precision check {str(verdict.get('status')).upper()}: {verdict.get('summary')}")
     return 0
-
-
-def _print_accuracy(args: argparse.Namespace, backend) -> None:
-    """The engine against the fp32 graph in ONNX Runtime (CPU) on up to 64 of the crops."""
-    from abaw_ros.runtime import load_backend, preprocess_crops
-    from abaw_ros.runtime.accuracy import compare_backends
-    from abaw_ros.runtime.preprocess import load_crop_images
-
-    crops = load_crop_images(args.calibration, 64)
-    if len(crops) < backend.metadata.window_length:
-        return
-    reference = load_backend(args.model, "onnxruntime", "fp32", device="cpu", engine_cache_dir=args.engine_cache_dir)
-    report = compare_backends(reference, backend, preprocess_crops(crops, backend.metadata))
-    print(report.format())
-    print("  (measured on calibration crops; `abaw-affect bench --calibration DIR` measures on held-out crops)")

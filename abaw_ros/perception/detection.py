@@ -1,18 +1,19 @@
-"""The face detector interface and the factory that picks one from the config.
+"""The face detector interface: what every detector returns and the landmark stage that
+refreshes tracked faces between detector runs.
 
 Every detector returns, per face, a box, a confidence and five landmarks in the order
 left eye, right eye, nose, left mouth corner, right mouth corner, where "left" is the
-image's left (the subject's right). Each detector lives in its own module and is
-imported only when chosen.
+image's left (the subject's right). Each detector lives in its own module; the registry
+that builds one from the config is ``perception/detectors.py``. This module imports no
+detector.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from abaw_ros.config import PipelineConfig
 
 LANDMARK_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -34,6 +35,16 @@ class FaceDetection:
         return float(self.box[3] - self.box[1])
 
 
+class LandmarkStage(ABC):
+    """Refreshes known faces on a new frame: cheaper than a detector run, and it only
+    looks where each face was (a tracked face moves little between frames)."""
+
+    @abstractmethod
+    def refine(self, image_bgr: np.ndarray, priors: Sequence[FaceDetection]) -> list[FaceDetection]:
+        """One detection per prior, in the same order: the face's box and landmarks on this
+        frame and the stage's confidence in [0, 1] that a face is still there."""
+
+
 class FaceDetector(ABC):
     """Finds faces in a BGR uint8 image ``(H, W, 3)``."""
 
@@ -42,6 +53,11 @@ class FaceDetector(ABC):
     @abstractmethod
     def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
         """Faces in the image, most confident first."""
+
+    def landmark_stage(self) -> LandmarkStage | None:
+        """The detector's cheap per-face stage for frames between detector runs, or None
+        when it has none (the tracks then keep their last landmarks)."""
+        return None
 
 
 def landmarks_from_box(box: np.ndarray) -> np.ndarray:
@@ -52,22 +68,17 @@ def landmarks_from_box(box: np.ndarray) -> np.ndarray:
     return np.stack([x1 + relative[:, 0] * (x2 - x1), y1 + relative[:, 1] * (y2 - y1)], axis=1)
 
 
-def create_detector(config: PipelineConfig) -> FaceDetector:
-    """The detector named by ``config.detector``, set up from the config."""
-    if config.detector == "mtcnn":
-        from abaw_ros.perception.mtcnn import MTCNNDetector
-
-        return MTCNNDetector(min_face_size=config.min_face_size,
-                             score_threshold=config.detection_threshold,
-                             num_threads=config.num_threads)
-    if config.detector == "yunet":
-        from abaw_ros.perception.yunet import YuNetDetector
-
-        return YuNetDetector(config.detector_model_path,
-                             score_threshold=config.detection_threshold,
-                             min_face_size=config.min_face_size)
-    if config.detector == "haar":
-        from abaw_ros.perception.haar import HaarDetector
-
-        return HaarDetector(min_face_size=config.min_face_size)
-    raise ValueError(f"detector={config.detector!r}: must be one of 'mtcnn', 'yunet', 'haar'")
+def carried_box(box: np.ndarray, old_landmarks: np.ndarray, new_landmarks: np.ndarray) -> np.ndarray:
+    """``box`` moved and scaled with the face: its centre follows the landmarks' mean and
+    its size their spread, so a refined face keeps its detector's box style."""
+    old_landmarks = np.asarray(old_landmarks, dtype=np.float64)
+    new_landmarks = np.asarray(new_landmarks, dtype=np.float64)
+    old_mean, new_mean = old_landmarks.mean(axis=0), new_landmarks.mean(axis=0)
+    old_spread = np.sqrt(((old_landmarks - old_mean) ** 2).sum(axis=1).mean())
+    new_spread = np.sqrt(((new_landmarks - new_mean) ** 2).sum(axis=1).mean())
+    scale = new_spread / old_spread if old_spread > 1e-6 else 1.0
+    box = np.asarray(box, dtype=np.float64)
+    centre = (box[:2] + box[2:]) / 2
+    half = (box[2:] - box[:2]) / 2 * scale
+    centre = new_mean + (centre - old_mean) * scale
+    return np.concatenate([centre - half, centre + half])

@@ -14,13 +14,14 @@ landmarks. Stage thresholds 0.6 / 0.7 / 0.7.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from abaw_ros.perception.boxes import nms, square
-from abaw_ros.perception.detection import FaceDetection, FaceDetector
+from abaw_ros.perception.detection import FaceDetection, FaceDetector, LandmarkStage
 
 # Graph input and output names of the Keras-converted networks.
 PNET_IO = ("input_1", ["conv2d_4", "softmax"])  # box offsets, face probability
@@ -194,23 +195,46 @@ class MTCNNDetector(FaceDetector):
         keep = nms(boxes, scores, 0.7)
         return square(_regress(boxes[keep], offsets[keep]))
 
+    def onet(self, pyramid: _HalvingPyramid, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """O-Net on the 48x48 crops under ``boxes``: regressed boxes ``(N, 4)``, face
+        probabilities ``(N,)`` and landmarks ``(N, 5, 2)``, one per box, unfiltered."""
+        boxes = np.fix(boxes)
+        offsets, points, probs = self._onet.run(ONET_IO[1], {ONET_IO[0]: _normalize(pyramid.crops(boxes, 48))})
+        w = (boxes[:, 2] - boxes[:, 0])[:, None]
+        h = (boxes[:, 3] - boxes[:, 1])[:, None]
+        landmarks = np.stack([boxes[:, :1] + w * points[:, 0:5],
+                              boxes[:, 1:2] + h * points[:, 5:10]], axis=2)
+        return _regress(boxes, offsets), probs[:, 1].astype(np.float64), landmarks.astype(np.float64)
+
     def output(self, pyramid: _HalvingPyramid,
                boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage 3 (O-Net on 48x48 crops): final boxes ``(N, 4)``, scores ``(N,)`` and
         landmarks ``(N, 5, 2)``, best first."""
         if len(boxes) == 0:
             return np.empty((0, 4)), np.empty((0,)), np.empty((0, 5, 2))
-        boxes = np.fix(boxes)
-        offsets, points, probs = self._onet.run(ONET_IO[1], {ONET_IO[0]: _normalize(pyramid.crops(boxes, 48))})
-        scores = probs[:, 1]
+        boxes, scores, landmarks = self.onet(pyramid, boxes)
         passed = scores > self.stage_thresholds[2]
-        boxes, scores, offsets, points = boxes[passed], scores[passed], offsets[passed], points[passed]
+        boxes, scores, landmarks = boxes[passed], scores[passed], landmarks[passed]
         if len(boxes) == 0:
             return np.empty((0, 4)), np.empty((0,)), np.empty((0, 5, 2))
-        w = (boxes[:, 2] - boxes[:, 0])[:, None]
-        h = (boxes[:, 3] - boxes[:, 1])[:, None]
-        landmarks = np.stack([boxes[:, :1] + w * points[:, 0:5],
-                              boxes[:, 1:2] + h * points[:, 5:10]], axis=2)
-        boxes = _regress(boxes, offsets)
         keep = nms(boxes, scores, 0.7, mode="min")
-        return boxes[keep], scores[keep].astype(np.float64), landmarks[keep]
+        return boxes[keep], scores[keep], landmarks[keep]
+
+    def landmark_stage(self) -> LandmarkStage:
+        return ONetStage(self)
+
+
+class ONetStage(LandmarkStage):
+    """MTCNN's last stage on each tracked face's squared box: a fresh box, five landmarks
+    and O-Net's face probability, for about a third of a full cascade's cost on one face."""
+
+    def __init__(self, detector: MTCNNDetector) -> None:
+        self.detector = detector
+
+    def refine(self, image_bgr: np.ndarray, priors: Sequence[FaceDetection]) -> list[FaceDetection]:
+        if not priors:
+            return []
+        pyramid = _HalvingPyramid(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        boxes, scores, landmarks = self.detector.onet(pyramid, square(np.stack([p.box for p in priors])))
+        return [FaceDetection(box=b, score=float(s), landmarks=lm)
+                for b, s, lm in zip(boxes, scores, landmarks, strict=True)]

@@ -3,8 +3,11 @@
 The node, ``bag-eval``, the demo and the benchmarks all call :meth:`PerceptionPipeline.process`,
 so what is measured offline is what runs on the robot. Per frame:
 
-1. detect faces (every ``detection_interval`` frames);
-2. track them (stable ids; between detections tracks keep their last box);
+1. detect faces (every ``detection_interval`` frames); in between, refine every tracked
+   face with the detector's landmark stage (fresh box, landmarks and confidence), and run
+   the detector on this frame after all when a face's confidence falls below
+   ``refine_threshold``;
+2. track them (stable ids);
 3. align every visible face straight to the model's input size (5-point similarity) into
    one batch, normalised in place;
 4. encode all crops in one batched encoder call;
@@ -26,13 +29,14 @@ import numpy as np
 from abaw_ros.config import PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
 from abaw_ros.perception.alignment import align_faces_into
-from abaw_ros.perception.detection import FaceDetector, create_detector
+from abaw_ros.perception.detection import FaceDetector
+from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.image import as_bgr_image
-from abaw_ros.perception.tracking import FaceTracker, Track
+from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, normalize_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
-STAGES: tuple[str, ...] = ("detect", "track", "align", "encode", "temporal", "total")
+STAGES: tuple[str, ...] = ("detect", "refine", "track", "align", "encode", "temporal", "total")
 # Most faces per backend call: the runtime's default TensorRT profiles take up to 8 windows
 # per temporal-head call; more faces are split into several calls.
 MAX_BATCH = 8
@@ -44,7 +48,7 @@ class FaceResult:
 
     face_id: str
     box: tuple[int, int, int, int]  # x, y, w, h in pixels, inside the image
-    confidence: float  # detector confidence of the track's latest detection
+    confidence: float  # the latest detection's or landmark-stage refinement's confidence
     window_length: int  # T
     frames_observed: int  # real frames in the window (< T while warming up)
     outputs: dict[str, np.ndarray]  # task -> activated values (VA in [-1, 1], others [0, 1])
@@ -91,7 +95,8 @@ class PerceptionPipeline:
         self.backend = backend
         self.metadata = backend.metadata
         self.detector = detector if detector is not None else create_detector(config)
-        self.tracker = FaceTracker.from_config(config)
+        self.faces = DetectAndTrack.from_config(config, self.detector)
+        self.tracker = self.faces.tracker
         t = self.metadata.window_length
         head_interval = config.head_interval or default_head_interval(t)
         # Streaming graphs: buffer per-frame projections and sum them per tubelet; without
@@ -108,7 +113,7 @@ class PerceptionPipeline:
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
-        self.tracker.reset()
+        self.faces.reset()
         self.buffers.keep_only(())
         self._latest.clear()
         self.frame_index = 0
@@ -120,18 +125,10 @@ class PerceptionPipeline:
         image = as_bgr_image(image_bgr)
         height, width = image.shape[:2]
 
-        detections = None
-        if self.frame_index % self.config.detection_interval == 0:
-            t = time.perf_counter()
-            detections = self.detector.detect(image)
-            timings["detect"] = _ms(t)
+        tracks = self.faces.step(image, timings)
         self.frame_index += 1
-
-        t = time.perf_counter()
-        tracks = self.tracker.update(detections)
         for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
             self._latest.pop(gone, None)
-        timings["track"] = _ms(t)
 
         faces: list[FaceResult] = []
         if tracks:

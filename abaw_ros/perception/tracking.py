@@ -1,16 +1,22 @@
-"""Face tracking by detection: stable string ids across frames.
+"""Face tracking by detection: stable string ids across frames, and detect-then-track.
 
 Each detector run is matched to the live tracks by box overlap (IoU) and centre distance
-(Hungarian assignment). A new face is published only after ``min_hits`` detections in a
-row (birth hysteresis) and a track survives ``max_misses`` detector runs without a match
-before it is dropped (death hysteresis), so a face that the detector misses for a frame
-keeps its id and its temporal buffer. Between detector runs (``update(None)``) tracks keep
-their last box.
+(Hungarian assignment). A new face is published only after ``min_hits`` frames in a row
+on which it was found, by the detector or the landmark stage (birth hysteresis), and a
+track survives ``max_misses`` detector runs without a match before it is dropped (death
+hysteresis), so a face that the detector misses for a frame keeps its id and its
+temporal buffer. Between detector runs (``update(None)``) tracks keep
+their last box unless ``refine`` gave them a fresh one from a landmark stage.
+
+:class:`DetectAndTrack` schedules the two: the full detector every ``detection_interval``
+frames, the detector's cheap landmark stage on every tracked face in between, and the
+detector again at once when a face's refinement confidence falls below the threshold.
 """
 from __future__ import annotations
 
 import functools
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,22 +24,26 @@ import numpy as np
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.perception.boxes import iou_matrix
-from abaw_ros.perception.detection import FaceDetection
+from abaw_ros.perception.detection import FaceDetection, FaceDetector, LandmarkStage
 
 _FORBIDDEN = 1e6
 
 
 @dataclass
 class Track:
-    """One tracked face; box and landmarks are those of its latest matched detection."""
+    """One tracked face; box, landmarks and score are those of its latest matched detection
+    or, between detector runs, of its latest accepted refinement."""
 
     face_id: str
     box: np.ndarray  # (4,) x1, y1, x2, y2
     score: float
     landmarks: np.ndarray  # (5, 2)
-    hits: int = 1  # consecutive detector runs with a match
+    hits: int = 1  # consecutive frames found (detector matches and accepted refinements)
     misses: int = 0  # consecutive detector runs without a match
     confirmed: bool = False
+
+    def as_detection(self) -> FaceDetection:
+        return FaceDetection(box=self.box, score=self.score, landmarks=self.landmarks)
 
     @property
     def visible(self) -> bool:
@@ -120,6 +130,30 @@ class FaceTracker:
     def reset(self) -> None:
         self.tracks.clear()
 
+    @property
+    def live(self) -> list[Track]:
+        """Tracks matched by the latest detector run (published or still being born): the
+        ones a landmark stage can follow between detector runs."""
+        return [t for t in self.tracks if t.misses == 0]
+
+    def refine(self, tracks: Sequence[Track], refined: Sequence[FaceDetection], threshold: float) -> bool:
+        """Take each track's refinement whose confidence is at least ``threshold`` (box,
+        landmarks, score); the others keep their last ones. True when every track held,
+        False when one fell below the threshold (the face may be lost: time for a detector
+        run). An accepted refinement is one more frame the face was seen, so it counts
+        towards birth (``min_hits``); misses (death) count detector runs only."""
+        held = True
+        for track, face in zip(tracks, refined, strict=True):
+            if face.score >= threshold:
+                track.box = np.asarray(face.box, dtype=np.float64)
+                track.landmarks = np.asarray(face.landmarks, dtype=np.float64)
+                track.score = float(face.score)
+                track.hits += 1
+                track.confirmed = track.confirmed or track.hits >= self.min_hits
+            else:
+                held = False
+        return held
+
     def update(self, detections: Sequence[FaceDetection] | None) -> list[Track]:
         """Advance one frame. ``detections`` is None on frames without a detector run.
         Returns the visible tracks, oldest first."""
@@ -162,3 +196,60 @@ class FaceTracker:
         distance = np.linalg.norm(centres_t[:, None] - centres_f[None], axis=2) / size_t[:, None]
         allowed = ((iou > 0) & (iou >= self.iou_threshold)) | (distance <= self.distance_threshold)
         return np.where(allowed, (1.0 - iou) + distance, _FORBIDDEN)
+
+
+class DetectAndTrack:
+    """The detector every ``interval`` frames and a landmark stage in between, feeding one
+    :class:`FaceTracker`. Every frame's tracks have landmarks of that frame, unless there
+    is no landmark stage (``stage=None``: between detector runs tracks keep their last)."""
+
+    def __init__(self, detector: FaceDetector, tracker: FaceTracker, interval: int = 1,
+                 stage: LandmarkStage | None = None, refine_threshold: float = 0.5) -> None:
+        if interval < 1:
+            raise ValueError(f"detection_interval={interval}: must be >= 1")
+        self.detector = detector
+        self.tracker = tracker
+        self.interval = int(interval)
+        self.stage = stage
+        self.refine_threshold = float(refine_threshold)
+        self.detector_runs = 0
+        self._since_detection = self.interval  # the first frame is a detector frame
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, detector: FaceDetector) -> DetectAndTrack:
+        stage = detector.landmark_stage() if config.refine_landmarks else None
+        return cls(detector, FaceTracker.from_config(config), config.detection_interval, stage,
+                   config.refine_threshold)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self._since_detection = self.interval
+
+    def step(self, image_bgr: np.ndarray, timings: dict[str, float] | None = None) -> list[Track]:
+        """Advance one frame; returns the visible tracks. ``timings`` (if given) receives
+        milliseconds under ``detect``, ``refine`` and ``track``."""
+        timings = {} if timings is None else timings
+        run_detector = self._since_detection >= self.interval
+        if not run_detector and self.stage is not None:
+            live = self.tracker.live
+            if live:
+                start = time.perf_counter()
+                refined = self.stage.refine(image_bgr, [track.as_detection() for track in live])
+                run_detector = not self.tracker.refine(live, refined, self.refine_threshold)
+                timings["refine"] = _ms(start)
+        detections = None
+        if run_detector:
+            start = time.perf_counter()
+            detections = self.detector.detect(image_bgr)
+            timings["detect"] = _ms(start)
+            self._since_detection = 0
+            self.detector_runs += 1
+        self._since_detection += 1
+        start = time.perf_counter()
+        visible = self.tracker.update(detections)
+        timings["track"] = _ms(start)
+        return visible
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1e3

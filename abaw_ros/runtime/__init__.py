@@ -6,8 +6,11 @@
 
 Each backend lives in its own module, imported only when chosen, so a machine without
 TensorRT (or without torch) still runs the others. ``auto`` tries TensorRT (needs the
-package and a GPU), then ONNX Runtime (CUDA provider if present, else CPU), then PyTorch,
-and logs which one it took and why it skipped the others.
+package and a GPU), then ONNX Runtime's CUDA execution provider, then ONNX Runtime on CPU,
+then PyTorch, and logs which one it took and why it skipped the others. Whatever fails
+while a backend module is imported or checked (a missing package, a TensorRT whose API
+differs, a library that does not load) makes that backend unavailable with the reason in
+one line; it never breaks ``auto``.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from .engine_cache import EngineCache, EngineKey, InputProfile, default_cache_di
 from .preprocess import load_crop_images, normalize_crops, preprocess_crops
 
 __all__ = [
+    "AUTO_CANDIDATES",
     "AUTO_ORDER",
     "BACKENDS",
     "PRECISIONS",
@@ -64,7 +68,14 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "abaw_ros.runtime.onnxruntime_backend",
     "torch": "abaw_ros.runtime.torch_backend",
 }
-AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime", "torch")
+# What `auto` tries, in order: name -> (backend, device it runs on; None: the backend's choice).
+AUTO_CANDIDATES: dict[str, tuple[str, str | None]] = {
+    "tensorrt": ("tensorrt", None),
+    "onnxruntime-cuda": ("onnxruntime", "cuda"),
+    "onnxruntime-cpu": ("onnxruntime", "cpu"),
+    "torch": ("torch", None),
+}
+AUTO_ORDER: tuple[str, ...] = tuple(AUTO_CANDIDATES)
 # What `auto` runs instead when the backend it falls back to lacks the asked precision.
 _AUTO_PRECISION_FALLBACK: dict[str, dict[str, str]] = {
     "onnxruntime": {"fp16": "fp32"},
@@ -72,23 +83,66 @@ _AUTO_PRECISION_FALLBACK: dict[str, dict[str, str]] = {
 }
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _backend_module(name: str) -> ModuleType:
-    """Import a backend's module; a missing runtime becomes BackendUnavailableError."""
+    """Import a backend's module. Whatever goes wrong there (a missing package, a
+    TensorRT whose API lacks what the module uses, a shared library that fails to load)
+    becomes BackendUnavailableError with the reason, so ``auto`` can always go on."""
     try:
         return importlib.import_module(BACKENDS[name])
-    except ImportError as exc:
-        raise BackendUnavailableError(f"backend {name!r} cannot be imported: {exc}") from exc
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailableError(
+            _one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc}")
+        ) from exc
+
+
+def _check_available(name: str, module: ModuleType, options: BackendOptions) -> None:
+    """``module.check_available``; an unexpected exception becomes BackendUnavailableError.
+    A ValueError (a bad setting, such as device='cpu' for TensorRT) stays a ValueError:
+    an explicitly named backend reports it, ``auto`` skips the backend with it."""
+    try:
+        module.check_available(options)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(_one_line(str(exc))) from exc
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailableError(
+            _one_line(f"backend {name!r} availability check failed: {type(exc).__name__}: {exc}")
+        ) from exc
+
+
+def _candidate_options(candidate: str, options: BackendOptions) -> BackendOptions:
+    """The options ``auto`` tries ``candidate`` with, or BackendUnavailableError when the
+    device asked for rules it out."""
+    _backend, device = AUTO_CANDIDATES[candidate]
+    if device is None:
+        return options
+    asked = options.device
+    if asked is None or asked == "auto":
+        return replace(options, device=device)
+    if asked.split(":")[0] == device:
+        return options
+    raise BackendUnavailableError(f"device={asked!r} asked")
 
 
 def available_backends(precision: str = "fp32", device: str | None = None) -> dict[str, str | None]:
-    """``{backend: None if it can run here, else the reason}``, in ``auto`` order."""
+    """``{candidate: None if it can run here, else the reason}``, in ``auto`` order
+    (``tensorrt``, ``onnxruntime-cuda``, ``onnxruntime-cpu``, ``torch``)."""
     result: dict[str, str | None] = {}
-    for name in AUTO_ORDER:
+    for candidate in AUTO_ORDER:
+        name = AUTO_CANDIDATES[candidate][0]
         try:
-            _backend_module(name).check_available(BackendOptions(precision=precision, device=device))
-            result[name] = None
-        except BackendUnavailableError as exc:
-            result[name] = str(exc)
+            opts = _candidate_options(candidate, BackendOptions(precision=precision, device=device))
+            _check_available(name, _backend_module(name), opts)
+            result[candidate] = None
+        except (BackendUnavailableError, ValueError) as exc:
+            result[candidate] = _one_line(str(exc))
     return result
 
 
@@ -127,36 +181,44 @@ def load_backend(
     source = resolve_model_path(model_path)
     if backend != "auto":
         module = _backend_module(backend)
-        module.check_available(opts)
+        _check_available(backend, module, opts)
         instance = module.create_backend(source, opts)
         LOG.info("inference backend: %s (%s, %s)", instance.name, instance.precision, instance.device)
         return instance
 
     skipped: list[str] = []
-    for name in AUTO_ORDER:
-        chosen = opts
+    for candidate in AUTO_ORDER:
+        name = AUTO_CANDIDATES[candidate][0]
         fallback = _AUTO_PRECISION_FALLBACK.get(name, {}).get(precision)
         try:
+            chosen = _candidate_options(candidate, opts)
             module = _backend_module(name)
             try:
-                module.check_available(opts)
-            except BackendUnavailableError:
+                _check_available(name, module, chosen)
+            except (BackendUnavailableError, ValueError):
                 if fallback is None:
                     raise
-                chosen = replace(opts, precision=fallback)
-                module.check_available(chosen)
-        except BackendUnavailableError as exc:
-            skipped.append(f"{name}: {exc}")
-            LOG.info("auto backend: skipping %s: %s", name, exc)
+                chosen = replace(chosen, precision=fallback)
+                _check_available(name, module, chosen)
+        except (BackendUnavailableError, ValueError) as exc:
+            reason = _one_line(str(exc))
+            skipped.append(f"{candidate}: {reason}")
+            LOG.info("auto backend: skipping %s: %s", candidate, reason)
             continue
         if name == "torch" and source.checkpoint is None:
             skipped.append("torch: needs a checkpoint, got an ONNX bundle")
             continue
         if chosen.precision != precision:
-            LOG.warning("auto backend: %s offers no %s here; running %s", name, precision, chosen.precision)
-        instance = module.create_backend(source, chosen)
+            LOG.warning("auto backend: %s offers no %s here; running %s", candidate, precision, chosen.precision)
+        try:
+            instance = module.create_backend(source, chosen)
+        except BackendUnavailableError as exc:  # e.g. the CUDA provider could not start
+            reason = _one_line(str(exc))
+            skipped.append(f"{candidate}: {reason}")
+            LOG.info("auto backend: skipping %s: %s", candidate, reason)
+            continue
         why = "; ".join(skipped) if skipped else "first choice available"
-        LOG.info("auto backend: using %s (%s, %s); %s", name, instance.precision, instance.device,
+        LOG.info("auto backend: using %s (%s, %s); %s", candidate, instance.precision, instance.device,
                  f"skipped {why}" if skipped else why)
         return instance
-    raise BackendUnavailableError("no inference backend can run here:\n  " + "\n  ".join(skipped))
+    raise BackendUnavailableError("no inference backend can run here: " + "; ".join(skipped))

@@ -48,6 +48,7 @@ class BackendOptions:
     calibration: Path | Sequence[np.ndarray] | None = None  # face crops for int8
     calibration_limit: int = 256
     workspace_bytes: int = 1 << 30  # TensorRT builder workspace
+    accept_precision: bool = False  # use an int8/fp16 build that misses the precision tolerances (logged)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

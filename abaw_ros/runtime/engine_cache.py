@@ -2,8 +2,10 @@
 
 An entry is a pair of files: the compiled bytes (``<stem>.<precision>.<digest>.engine``)
 and a key file beside it (``.json``) recording everything the bytes depend on: the
-source ONNX hash, precision, input shapes/optimisation profiles, the compiler version
-and the GPU (name and compute capability). An entry is used only when its key file
+source ONNX hash, precision, input shapes/optimisation profiles, the compiler version,
+the GPU (name and compute capability) and the precision recipe (how a reduced-precision
+graph was made from the source). The key file also keeps the verdict of the precision
+check the build went through (``precision_check``: passed, or accepted below tolerance). An entry is used only when its key file
 matches the wanted key exactly and the bytes still hash to what the key file recorded;
 anything else (missing, truncated, replaced, built elsewhere) is rebuilt, never used.
 Writes are atomic (temporary file + ``os.replace``), and the key file is written last,
@@ -76,6 +78,42 @@ class InputProfile:
             lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max, strict=True)
         )
 
+    @classmethod
+    def for_onnx(cls, onnx_path: str | Path, opt_batch: int, max_batch: int) -> tuple[InputProfile, ...]:
+        """One profile per input of ``onnx_path``: the leading (batch) dimension spans
+        1..max_batch (tuned for ``opt_batch``), every other dimension must be static."""
+        onnx_path = Path(onnx_path)
+        profiles = []
+        for name, shape in _onnx_input_shapes(onnx_path):
+            if any(d < 0 for d in shape[1:]):
+                raise ValueError(
+                    f"{onnx_path.name} input '{name}' has shape {shape}: only the batch dimension may be dynamic"
+                )
+            if shape[0] >= 0:  # static batch: the profile is that shape
+                profiles.append(cls(name, shape, shape, shape))
+                continue
+            rest = shape[1:]
+            profiles.append(cls(name, (1, *rest), (min(opt_batch, max_batch), *rest), (max_batch, *rest)))
+        return tuple(profiles)
+
+
+def _onnx_input_shapes(path: Path) -> list[tuple[str, Shape]]:
+    """``(name, shape)`` of each graph input, -1 for a symbolic dimension (read with
+    ``onnx``, or ONNX Runtime where ``onnx`` is not installed)."""
+    try:
+        import onnx
+    except ImportError:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape)) for i in session.get_inputs()]
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [
+        (i.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim))
+        for i in graph.input if i.name not in weights
+    ]
+
 
 @dataclass(frozen=True)
 class EngineKey:
@@ -89,6 +127,7 @@ class EngineKey:
     device_name: str  # e.g. "NVIDIA Jetson AGX Orin" or "cpu"
     compute_capability: str = ""  # e.g. "8.7"; empty for CPU
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # e.g. calibration set hash
+    recipe: str = ""  # how the graph the engine was built from was made (fp16 converter, Q/DQ settings)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,6 +149,7 @@ class EngineKey:
             device_name=str(data["device_name"]),
             compute_capability=str(data.get("compute_capability", "")),
             extra=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("extra", {})).items())),
+            recipe=str(data.get("recipe", "")),
         )
 
     def digest(self) -> str:
@@ -202,6 +242,30 @@ class EngineCache:
         if file_sha256(engine_path) != record.get("engine_sha256"):
             return "engine file hash differs from the key file (modified or replaced)"
         return None
+
+    def read_record(self, engine_path: Path) -> dict[str, Any]:
+        """The key file's content (key, hashes, build time, precision-check verdict);
+        empty when there is none or it cannot be read."""
+        try:
+            record = json.loads(self.key_path(engine_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def update_record(self, engine_path: Path, **fields: Any) -> None:
+        """Add ``fields`` to an entry's key file (atomically; the key itself is kept)."""
+        record = self.read_record(engine_path)
+        if not record:
+            raise FileNotFoundError(f"no key file for {engine_path}: cannot record {sorted(fields)}")
+        record.update(fields)
+        atomic_write_bytes(self.key_path(engine_path), json.dumps(record, indent=2, sort_keys=True).encode())
+
+    def discard(self, engine_path: Path) -> None:
+        """Remove an entry (key file first, so nothing half-removed validates)."""
+        for path in (self.key_path(engine_path), engine_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        LOG.info("removed %s from the cache", engine_path.name)
 
     def find_calibrated(self, key: EngineKey, stem: str) -> CachedEngine | None:
         """The newest valid entry that matches ``key`` in everything but ``extra`` (the

@@ -5,14 +5,21 @@ the cores this process may run on), ``inter_op_num_threads`` = 1 and sequential
 execution; the two graphs never run at the same time, so parallelism inside operators is
 all there is to gain.
 
-``int8``: the encoder and the per-frame projection graph of streaming bundles are
-statically quantized (QDQ: int8 weights per channel, uint8 activations) with ranges
-calibrated on face crops (the projection on the encoder's maps of those crops); the
-temporal head stays fp32 (it is a
-small share of the work, and dynamic int8 is slower than fp32 for this network). The
-quantized graph is cached like an engine, keyed by the fp32 graph, the calibration crops
-and the ONNX Runtime version. :func:`abaw_ros.runtime.accuracy.compare_backends` reports
-the loss of accuracy against fp32 on the same inputs.
+``int8``: the encoder and, in bundles with the streaming graphs, the per-frame projection
+graph are statically quantized (QDQ: int8 weights per channel, uint8 activations;
+:data:`~abaw_ros.runtime.precision_graphs.INT8_CPU`) with ranges calibrated on face crops
+(the projection on the fp32 encoder's maps of those crops); the heads stay fp32 (a small
+share of the work, and dynamic int8 is slower than fp32 for this network). The quantized
+graphs are cached like engines, keyed by the fp32 graph, the calibration crops, the recipe
+and the ONNX Runtime version. They are used only after the precision check
+(:func:`abaw_ros.runtime.accuracy.enforce_precision`, which runs the streaming path when
+the projection is quantized) passed against fp32, or was explicitly accepted
+(``accept_precision``).
+
+``device="cuda"`` (``auto`` tries it before the CPU) runs fp32 on the CUDA execution
+provider of ``onnxruntime-gpu``; it counts as available only when the provider is in the
+build and a session really starts on it (ONNX Runtime otherwise falls back to the CPU
+silently).
 """
 from __future__ import annotations
 
@@ -26,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .accuracy import enforce_precision, precision_check_crops
 from .base import BackendOptions, BackendUnavailableError, InferenceBackend, TensorSpec
 from .bundle import ModelBundle, ModelSource
 from .engine_cache import CachedEngine, EngineCache, EngineKey, onnx_sha256
+from .precision_graphs import INT8_CPU, quantize_int8
 from .preprocess import as_crop_list, preprocess_crops
 
 try:
@@ -40,7 +49,6 @@ LOG = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
-QUANT_SETTINGS = "qdq u8 activations, s8 per-channel weights, minmax"
 
 
 def usable_cores() -> int:
@@ -73,8 +81,13 @@ def choose_providers(device: str | None, precision: str) -> list[str]:
     elif device.startswith("cuda"):
         if CUDA_PROVIDER not in available:
             raise BackendUnavailableError(
-                f"device={device!r}: ONNX Runtime has no CUDA provider here (available: {available}); "
-                "install onnxruntime-gpu, or use device='cpu'"
+                f"device={device!r}: ONNX Runtime has no CUDA provider here (onnxruntime {ort.__version__}, "
+                f"providers {available}); install onnxruntime-gpu instead of onnxruntime, or use device='cpu'"
+            )
+        if precision == "int8":
+            raise BackendUnavailableError(
+                "ONNX Runtime's int8 (QDQ) encoder runs on the CPU: use device='cpu', or backend='tensorrt' "
+                "for int8 on an NVIDIA GPU"
             )
         use_cuda = True
     else:
@@ -84,46 +97,12 @@ def choose_providers(device: str | None, precision: str) -> list[str]:
 
 # -- static int8 quantization ------------------------------------------------------------
 def quantize_encoder_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path, batch_size: int = 8) -> Path:
-    """Statically quantize the encoder graph (QDQ) with activation ranges from
-    ``calibration`` (preprocessed crops ``(N, 3, S, S)``)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """The CPU recipe of :func:`abaw_ros.runtime.precision_graphs.quantize_int8`."""
+    return quantize_int8(fp32_path, calibration, out_path, INT8_CPU, batch_size)
 
-    input_name = ort.InferenceSession(str(fp32_path), providers=[CPU_PROVIDER]).get_inputs()[0].name
 
-    class CropReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // batch_size)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: np.ascontiguousarray(batch, np.float32)}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:  # shape inference + folding: better node coverage for the quantizer
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            source = prepared
-        except Exception as exc:  # the quantizer still works on the raw graph
-            LOG.warning("quantization pre-processing skipped (%s)", exc)
-            source = fp32_path
-        quantize_static(
-            str(source),
-            str(out_path),
-            CropReader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    return out_path
+def int8_cache(options: BackendOptions) -> EngineCache:
+    return EngineCache(options.cache_root, suffix=".onnx")
 
 
 def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
@@ -133,10 +112,11 @@ def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEng
         onnx_sha256=onnx_sha256(bundle.encoder),
         precision="int8",
         profiles=(),
-        compiler=f"onnxruntime {ort.__version__} ({QUANT_SETTINGS})",
+        compiler=f"onnxruntime {ort.__version__}",
         device_name="cpu",
+        recipe=INT8_CPU.describe(),
     )
-    cache = EngineCache(options.cache_root, suffix=".onnx")
+    cache = int8_cache(options)
     stem = f"{bundle.directory.name}.encoder"
     if options.calibration is None:
         found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
@@ -149,7 +129,7 @@ def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEng
         return found
     crops = preprocess_crops(as_crop_list(options.calibration, options.calibration_limit), bundle.metadata)
     if len(crops) == 0:
-        raise ValueError("calibration holds no face crops")
+        raise ValueError(f"calibration {_describe(options.calibration)} holds no face crops")
     key = dataclasses.replace(key, extra=(("calibration_sha256", hashlib.sha256(crops.tobytes()).hexdigest()),))
 
     def build() -> bytes:
@@ -158,6 +138,21 @@ def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEng
             return out.read_bytes()
 
     return cache.get_or_build(key, build, stem=stem, force=options.force_engine_update)
+
+
+def _describe(calibration: object) -> str:
+    return str(calibration) if isinstance(calibration, (str, Path)) else f"({type(calibration).__name__})"
+
+
+def _preload_cuda_libraries() -> None:
+    """onnxruntime-gpu >= 1.21 finds the CUDA/cuDNN libraries of the nvidia-* pip wheels
+    only after ``preload_dlls``; a system CUDA needs nothing (the call is then harmless)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # the session start below reports what is really missing
+            LOG.debug("onnxruntime.preload_dlls: %s", exc)
 
 
 def quantize_projection_int8(fp32_path: Path, maps: list[np.ndarray], out_path: Path, batch_size: int = 8) -> Path:
@@ -181,9 +176,12 @@ def quantize_projection_int8(fp32_path: Path, maps: list[np.ndarray], out_path: 
             i = next(self.starts, None)
             return None if i is None else {n: m[i:i + batch_size] for n, m in zip(names, maps, strict=True)}
 
+    recipe = INT8_CPU
     quantize_static(str(fp32_path), str(out_path), MapReader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    activation_type=getattr(QuantType, recipe.activation_type), weight_type=QuantType.QInt8,
+                    per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": True,
+                                   "QuantizeBias": recipe.quantize_bias})
     return out_path
 
 
@@ -195,10 +193,11 @@ def quantized_projection(bundle: ModelBundle, options: BackendOptions) -> Cached
         onnx_sha256=onnx_sha256(bundle.projection),
         precision="int8",
         profiles=(),
-        compiler=f"onnxruntime {ort.__version__} ({QUANT_SETTINGS})",
+        compiler=f"onnxruntime {ort.__version__}",
         device_name="cpu",
+        recipe=INT8_CPU.describe(),
     )
-    cache = EngineCache(options.cache_root, suffix=".onnx")
+    cache = int8_cache(options)
     stem = f"{bundle.directory.name}.projection"
     if options.calibration is None:
         found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
@@ -255,7 +254,14 @@ class OnnxRuntimeBackend(InferenceBackend):
             self.quantized = quantized_encoder(bundle, options)
             encoder_path = self.quantized.path
         opts = session_options(options.num_threads)
+        if providers[0] == CUDA_PROVIDER:
+            _preload_cuda_libraries()
         self._encoder = ort.InferenceSession(str(encoder_path), sess_options=opts, providers=providers)
+        if providers[0] == CUDA_PROVIDER and CUDA_PROVIDER not in self._encoder.get_providers():
+            raise BackendUnavailableError(
+                f"ONNX Runtime's CUDA provider did not start (session providers {self._encoder.get_providers()}; "
+                "no GPU, driver, CUDA or cuDNN libraries: see ONNX Runtime's log above); use device='cpu'"
+            )
         self._head = ort.InferenceSession(str(bundle.temporal_head), sess_options=opts, providers=providers)
         self._enc_in = self._encoder.get_inputs()[0].name
         self._enc_out = _ordered([o.name for o in self._encoder.get_outputs()], self.metadata.feature_names)
@@ -279,6 +285,15 @@ class OnnxRuntimeBackend(InferenceBackend):
                      "feature maps; re-export it for per-frame projections", bundle.directory,
                      "frame_projection.onnx", "tubelet_head.onnx")
         LOG.info("onnxruntime %s: providers %s, %s", ort.__version__, self._encoder.get_providers(), self.device)
+        self.precision_verdict: dict[str, object] | None = None
+        if self.quantized is not None:
+            fp32 = dataclasses.replace(options, precision="fp32", device="cpu", calibration=None)
+            self.precision_verdict = enforce_precision(
+                self, self.compiled_artifacts(), int8_cache(options),
+                reference=lambda: OnnxRuntimeBackend(bundle, fp32),
+                crops=lambda: precision_check_crops(self.metadata, options.calibration),
+                accept=options.accept_precision,
+            )
 
     def compiled_artifacts(self) -> dict[str, CachedEngine]:
         artifacts = {"encoder": self.quantized, "projection": self.quantized_projection}
