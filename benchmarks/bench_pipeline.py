@@ -18,8 +18,9 @@ Printed, side by side in one run:
      feature maps through the temporal head on every frame;
    - ``+tubelets``: exact tubelet streaming (per-frame projections summed per tubelet);
    - ``+straight``: faces warped straight to 224 into one batch, normalised in place;
-   - ``+int8``: the encoder as the shipped default picks it (int8 where the accuracy gate
-     passes, with LFW calibration crops; skipped where the gate is not available);
+   - ``+int8``: what ``precision: auto`` (the shipped default) picks: the encoder and the
+     per-frame projection in int8 where they pass the accuracy gate (sample-face
+     calibration), the row is left out where it runs fp32;
 
    with the detector replayed (detections computed once beforehand: zero detection cost,
    so the columns isolate alignment, encoder and head), then the whole pipeline with the
@@ -134,23 +135,22 @@ def scene_frames(faces: int, count: int) -> list[np.ndarray]:
     return (forward + forward[-2:0:-1])[:count]
 
 
-def int8_backend(bundle: Path, threads: int, cache: Path):
-    """The encoder the shipped default picks: int8 where the accuracy gate passes."""
-    try:
-        from abaw_ros.runtime.accuracy import choose_encoder_precision  # noqa: F401
-    except ImportError:
-        return None, "accuracy gate not available"
-    from abaw_ros.runtime.samples import lfw_face_crops
+def default_precision_backend(bundle: Path, threads: int, cache: Path):
+    """The backend ``precision: auto`` (the shipped default) picks: int8 encoder and
+    projection where they pass the accuracy gate against fp32, else fp32."""
+    from abaw_ros.perception.backend_loading import load_auto_precision
 
-    backend = load_backend(bundle, "onnxruntime", "int8", num_threads=threads, engine_cache_dir=cache,
-                           calibration=lfw_face_crops(64))
-    return backend, "int8 (static QDQ, LFW calibration)"
+    backend = load_auto_precision(bundle, backend="onnxruntime", engine_cache_dir=cache, num_threads=threads)
+    return backend, f"precision auto -> {backend.precision}"
 
 
 # -- sections ------------------------------------------------------------------------------
 def steps(args, bundle: Path, cache: Path, results: dict) -> None:
     fp32 = load_backend(bundle, "onnxruntime", num_threads=args.threads)
-    int8, int8_note = (None, "skipped (--no-int8)") if args.no_int8 else int8_backend(bundle, args.threads, cache)
+    int8, int8_note = (None, "skipped (--no-int8)") if args.no_int8 else default_precision_backend(
+        bundle, args.threads, cache)
+    if int8 is not None and int8.precision != "int8":
+        int8 = None
     base = {"backend": "onnxruntime", "num_threads": args.threads, "warmup": False,
             "detection_interval": args.detection_interval, "track_min_hits": 1}
     print(f"\n== steps: CPU ms per frame (ratio to the raw fp32 encoder on the same crops); int8: {int8_note}")

@@ -208,7 +208,7 @@ class AffectNode(Node):
         self._info = {
             "backend": str(self.pipeline.backend.name),
             "model": model,
-            "precision": self.config.precision,
+            "precision": str(self.pipeline.backend.precision),  # what runs ("auto" resolved)
             "detector": self.config.detector,
             "detection_interval": str(self.config.detection_interval),
             "head_interval": str(self.config.head_interval),
