@@ -23,14 +23,17 @@ Printed, side by side in one run:
      calibration), the row is left out where it runs fp32;
 
    with the detector replayed (detections computed once beforehand: zero detection cost,
-   so the columns isolate alignment, encoder and head), then the whole pipeline with the
-   real detector (``--detector``, every ``--detection-interval`` frames). Each cost is a
-   ratio to the raw fp32 ONNX Runtime encoder on the same crops (one batched
-   ``encode`` call of that frame's faces), measured in the same rounds.
+   so the columns isolate alignment, encoder and head), then whole pipelines with real
+   detectors: ``today+mtcnn/2`` (the path before these steps: MTCNN every 2nd frame, boxes
+   kept in between), ``now+mtcnn/2`` (the same detection, these steps) and
+   ``now+shipped`` (``--config``, config/affect.yaml: its detector, detection interval and
+   landmark refinement). Each cost is a ratio to the raw fp32 ONNX Runtime encoder on the
+   same crops (one batched ``encode`` call of that frame's faces), measured in the same
+   rounds.
 2. **head**: per-frame cost of the temporal head with the head on every frame at T=8 and
    T=32, whole windows vs tubelets, with the tubelet-embedding FLOPs per frame of both
    (torch FlopCounterMode): the embedding cost per frame no longer grows with T.
-3. ``--soak N``: the shipped pipeline over N frames (people 1 -> 2 -> 0 every 500 frames,
+3. ``--soak N``: the shipped pipeline (``--config``, ``precision: auto``) over N frames (people 1 -> 2 -> 0 every 500 frames,
    so tracks and buffers are born and die), RSS every ``--rss-every`` frames.
 
 Clock: process CPU time (``time.process_time``: every thread of this process; ONNX Runtime
@@ -151,14 +154,22 @@ def steps(args, bundle: Path, cache: Path, results: dict) -> None:
         bundle, args.threads, cache)
     if int8 is not None and int8.precision != "int8":
         int8 = None
-    base = {"backend": "onnxruntime", "num_threads": args.threads, "warmup": False,
-            "detection_interval": args.detection_interval, "track_min_hits": 1}
+    # replayed detections: the detector every frame at no cost, no landmark refinement
+    base = {"backend": "onnxruntime", "num_threads": args.threads, "warmup": False, "track_min_hits": 1,
+            "detection_interval": 1, "refine_landmarks": False}
+    # before these steps: MTCNN every 2nd frame, boxes kept in between
+    old = {**base, "detector": "mtcnn", "detection_interval": 2, "crop_size": 112}
+    shipped = PipelineConfig.from_yaml(args.config).to_dict() | {
+        "backend": "onnxruntime", "num_threads": args.threads, "warmup": False, "track_min_hits": 1}
     print(f"\n== steps: CPU ms per frame (ratio to the raw fp32 encoder on the same crops); int8: {int8_note}")
-    from abaw_ros.perception.detection import create_detector
+    print(f"   shipped: {args.config.name}: detector {shipped['detector']} every {shipped['detection_interval']} "
+          f"frames, refine_landmarks {shipped['refine_landmarks']}")
+    from abaw_ros.perception.detectors import create_detector
 
+    final = int8 if int8 is not None else fp32
     for faces in args.faces:
         frames = scene_frames(faces, args.frames)
-        detector = create_detector(PipelineConfig(**base, detector=args.detector))
+        detector = create_detector(PipelineConfig(**shipped))
         replay = [detector.detect(f) for f in frames]
         variants: dict[str, PerceptionPipeline] = {
             "today": CropThenResize(PipelineConfig(**base, crop_size=112), backend=WholeWindows(fp32),
@@ -170,11 +181,9 @@ def steps(args, bundle: Path, cache: Path, results: dict) -> None:
         if int8 is not None:
             variants["+int8"] = PerceptionPipeline(PipelineConfig(**base), backend=int8,
                                                    detector=ReplayDetector(frames, replay))
-        variants[f"today+{args.detector}"] = CropThenResize(
-            PipelineConfig(**base, crop_size=112, detector=args.detector), backend=WholeWindows(fp32))
-        final = int8 if int8 is not None else fp32
-        variants[f"now+{args.detector}"] = PerceptionPipeline(PipelineConfig(**base, detector=args.detector),
-                                                              backend=final)
+        variants["today+mtcnn/2"] = CropThenResize(PipelineConfig(**old), backend=WholeWindows(fp32))
+        variants["now+mtcnn/2"] = PerceptionPipeline(PipelineConfig(**old | {"crop_size": 0}), backend=final)
+        variants["now+shipped"] = PerceptionPipeline(PipelineConfig(**shipped), backend=final)
         # raw encoder input: this frame's faces, aligned as the pipeline aligns them
         crops = []
         for f in frames:
@@ -197,16 +206,17 @@ def steps(args, bundle: Path, cache: Path, results: dict) -> None:
                     stage_ms[name] = {k: float(np.mean([t[k] for t in timings])) for k in timings[0]}
         raw = best["raw fp32 encoder"]
         print(f"-- {faces} people (load average {os.getloadavg()[0]:.1f})")
-        print(f"   {'variant':22s} {'CPU ms':>7s} {'ratio':>6s}   wall ms: detect align encode temporal")
+        print(f"   {'variant':22s} {'CPU ms':>7s} {'ratio':>6s}   wall ms: detect+refine align encode temporal")
         print(f"   {'raw fp32 encoder':22s} {raw:7.2f} {1.0:6.2f}")
         for name in variants:
             st = stage_ms[name]
             print(f"   {name:22s} {best[name]:7.2f} {best[name] / raw:6.2f}   "
-                  f"{st['detect']:6.2f} {st['align']:5.2f} {st['encode']:6.2f} {st['temporal']:8.2f}")
+                  f"{st['detect'] + st.get('refine', 0.0):6.2f} {st['align']:5.2f} {st['encode']:6.2f} "
+                  f"{st['temporal']:8.2f}")
         results["steps"][str(faces)] = {"cpu_ms": best, "ratio": {k: v / raw for k, v in best.items()},
                                         "stage_wall_ms": stage_ms}
     if 4 in args.faces:
-        ratio = results["steps"]["4"]["ratio"][f"now+{args.detector}"]
+        ratio = results["steps"]["4"]["ratio"]["now+shipped"]
         print(f"target: 4-person pipeline <= {ENCODER_RATIO_TARGET}x the raw fp32 encoder: {ratio:.2f}x "
               f"{'(met)' if ratio <= ENCODER_RATIO_TARGET else '(not met)'}")
 
@@ -258,9 +268,10 @@ def head(args, tmp: Path, results: dict) -> None:
 
 
 def soak(args, bundle: Path, results: dict) -> None:
-    config = PipelineConfig(backend="onnxruntime", num_threads=args.threads, detector=args.detector,
-                            detection_interval=args.detection_interval)
-    pipeline = PerceptionPipeline(config, backend=load_backend(bundle, "onnxruntime", num_threads=args.threads))
+    config = PipelineConfig.from_yaml(args.config)
+    config = PipelineConfig(**config.to_dict() | {"backend": "onnxruntime", "num_threads": args.threads})
+    backend, _note = default_precision_backend(bundle, args.threads, bundle.parent / "cache")
+    pipeline = PerceptionPipeline(config, backend=backend)
     scenes = {n: scene_frames(n, 60) for n in (1, 2, 0)}
     order = (1, 2, 0)
     samples = []
@@ -289,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=40, help="frames per round and variant")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (minimum taken)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per session")
-    parser.add_argument("--detector", default="mtcnn", help="the real detector of the whole-pipeline rows")
-    parser.add_argument("--detection-interval", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "affect.yaml",
+                        help="the shipped parameters (detector, intervals) of the whole-pipeline rows")
     parser.add_argument("--head-windows", type=int, nargs="*", default=[8, 32], help="T values of the head section")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 encoder row")
     parser.add_argument("--soak", type=int, default=0, help="also run a soak of this many frames")
