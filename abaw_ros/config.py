@@ -19,6 +19,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
 DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
 BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
+IMAGE_QOS_MODES: tuple[str, ...] = ("auto", "reliable", "best_effort")
 DEFAULT_NODE_NAME = "abaw_affect"
 
 
@@ -132,6 +133,16 @@ class PipelineConfig:
     image_transport: str = _param(
         "raw", "Input: raw subscribes to `image` (sensor_msgs/Image), compressed to "
                "`image/compressed` (sensor_msgs/CompressedImage).", IMAGE_TRANSPORTS)
+    image_qos: str = _param(
+        "auto", "Input reliability: auto matches the camera's publishers (reliable when all of them "
+                "offer reliable, as REP-2003 drivers do, else best effort; re-checked as publishers "
+                "come and go), reliable or best_effort force it.", IMAGE_QOS_MODES)
+    expected_input_rate: float = _param(
+        0.0, "Camera frame rate in Hz for the loss and rate diagnostics; 0: estimated from the "
+             "image stamps.")
+    input_loss_warn_fraction: float = _param(
+        0.1, "Share of camera frames lost before reaching the node (gaps in the stamps) above "
+             "which /diagnostics goes to WARN.")
     publish_debug_image: bool = _param(
         False, "Publish ~/debug_image with face boxes, ids and values drawn.")
     diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.")
@@ -199,6 +210,10 @@ class PipelineConfig:
                  "must be 0 (straight to the model's input size) or >= 32 pixels")
         _require(self.diagnostics_period > 0.0, "diagnostics_period", self.diagnostics_period,
                  "must be > 0 seconds")
+        _require(self.expected_input_rate >= 0.0, "expected_input_rate", self.expected_input_rate,
+                 "must be >= 0 Hz (0 = estimate from the image stamps)")
+        _require(0.0 <= self.input_loss_warn_fraction <= 1.0, "input_loss_warn_fraction",
+                 self.input_loss_warn_fraction, "must be in [0, 1]")
         if self.detector == "yunet" and not self.detector_model_path:
             raise ConfigError("detector_model_path='': detector=yunet needs a YuNet ONNX model file "
                               "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")

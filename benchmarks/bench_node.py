@@ -15,6 +15,13 @@ to ``affect``. Per face count:
 - *saturated*: frames at ``--saturate-rate`` Hz (100), far above what the node can do; the
   output rate is the node's throughput (older frames are dropped, by design).
 
+Each of ``--camera-qos`` (default: reliable, then best_effort) is a camera publisher with
+that reliability (depth 10, as a driver's default QoS); the node runs with ``image_qos:
+auto`` and follows it, so both modes are measured in one run on the same node.
+``--no-profile`` runs both processes with Fast DDS at its defaults (no
+``fastdds_large_frames.xml``): 640x480 frames then travel as UDP fragments, which a
+best-effort subscription loses.
+
 Then a soak of ``--frames`` frames at ``--rate`` Hz, switching between 1, 2 and 0 people
 every 500 frames (tracks are born and die), printing the node's RSS every ``--rss-every``
 frames. Without ``--model`` an untrained network is exported first (same speed as a
@@ -37,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
+from abaw_ros.ros.transport import PROFILE_VARIABLE  # noqa: E402
 
 
 def export_untrained_bundle(out_dir: Path, window_length: int) -> Path:
@@ -84,6 +92,15 @@ def pipeline_reference(params: Path, faces: int, frames: int = 60) -> dict:
         pipeline.process(image_to_bgr(loop.message(24 + i)), i)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"faces": faces, "ms_per_frame": wall * 1e3 / frames, "cpu_ms_per_frame": cpu * 1e3 / frames}
+
+
+def camera_publisher(client: FrameClient, reliability: str):
+    """The camera: a publisher of ``image`` with a driver's depth 10 and ``reliability``."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return client.node.create_publisher(Image, "image", QoSProfile(depth=10, reliability=policy))
 
 
 def publish_paced(client: FrameClient, loop: FrameLoop, rate: float, count: int, start: int = 0) -> list[int]:
@@ -137,6 +154,8 @@ def measure(client: FrameClient, node: NodeProcess, loop: FrameLoop, rate: float
         "latency_ms_p50": float(np.percentile(latencies, 50)),
         "latency_ms_p95": float(np.percentile(latencies, 95)),
         "latency_ms_max": float(np.max(latencies)),
+        "frames_lost_in_transport_fraction": float(client.diagnostics()[-1].get(
+            "frames_lost_in_transport_fraction", "nan")) if client.diagnostics() else float("nan"),
         "dropped": dropped_total(client) - drops_before,
         "faces_per_answer": float(np.mean([len(r.msg.faces) for r in answers])) if answers else 0.0,
         "node_cpu_ms_per_frame": cpu * 1e3 / max(len(answers), 1),
@@ -151,7 +170,7 @@ def warm_up(client: FrameClient, loop: FrameLoop, frames: int = 24) -> None:
         stamp = client.now_ns()
         msg.header = client.header(stamp, "bench_camera")
         client.image_pub.publish(msg)
-        client.wait_for(lambda s=stamp: bool(client.results_for([s])), timeout=5.0, poll=0.005)
+        client.wait_for(lambda s=stamp: bool(client.results_for([s])), timeout=2.0, poll=0.005)
 
 
 def soak(client: FrameClient, node: NodeProcess, frames: int, rate: float, rss_every: int) -> dict:
@@ -211,8 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-every", type=int, default=1000, help="print RSS every N soak frames")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="node parameter override (YAML value), e.g. -p detection_interval=3")
+    parser.add_argument("--camera-qos", nargs="+", default=["reliable", "best_effort"],
+                        choices=["reliable", "best_effort"], help="camera reliabilities to measure, in order")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="Fast DDS at its defaults in both processes (no large-frame profile)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.no_profile:  # before this process's first participant; the node inherits it
+        os.environ.pop(PROFILE_VARIABLE, None)
 
     import yaml
 
@@ -229,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = yaml.safe_load(params.read_text())["/**"]["ros__parameters"]
     namespace = unique_namespace("bench")
     node = NodeProcess(params, tmp / "node.log", namespace)
-    client = FrameClient(namespace, domain_id=int(os.environ["ROS_DOMAIN_ID"]), name="bench_client")
+    client = FrameClient(namespace, domain_id=int(os.environ["ROS_DOMAIN_ID"]), name="bench_client", camera=False)
+    client.image_pub = camera_publisher(client, args.camera_qos[0])
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
+        "fastdds_profile": os.environ.get(PROFILE_VARIABLE, "") or "none (Fast DDS defaults)",
         "node_parameters": {k: settings[k] for k in ("backend", "num_threads", "detector", "detection_interval",
                                                      "window_length", "max_faces", "min_face_size")},
         "model": str(model),
@@ -242,19 +269,34 @@ def main(argv: list[str] | None = None) -> int:
             print(node.log()[-3000:], file=sys.stderr)
             return 1
         print(f"node pid {node.pid}, parameters {results['node_parameters']}")
-        print(f"{'people':>6} {'input Hz':>9} {'out fps':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} "
-              f"{'dropped':>8} {'faces':>6} {'CPU ms/frame':>13}")
-        for faces in args.faces:
-            loop = FrameLoop(faces)
-            warm_up(client, loop)
-            for rate, seconds in ((args.rate, args.seconds), (args.saturate_rate, args.saturate_seconds)):
-                run = measure(client, node, loop, rate, seconds, faces)
-                results["runs"].append(run)
-                print(f"{faces:>6} {rate:>9.0f} {run['output_fps']:>8.1f} {run['latency_ms_p50']:>8.1f} "
-                      f"{run['latency_ms_p95']:>8.1f} {run['latency_ms_max']:>8.1f} {run['dropped']:>8} "
-                      f"{run['faces_per_answer']:>6.2f} {run['node_cpu_ms_per_frame']:>13.1f}", flush=True)
-                print("       node stages, mean ms: "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in run["node_stage_ms"].items()), flush=True)
+        print(f"fast dds profile: {results['fastdds_profile']}")
+        print(f"{'camera':>11} {'people':>6} {'input Hz':>9} {'out fps':>8} {'p50 ms':>8} {'p95 ms':>8} "
+              f"{'max ms':>8} {'lost':>5} {'dropped':>8} {'faces':>6} {'CPU ms/frame':>13}")
+        for k, reliability in enumerate(args.camera_qos):
+            if k:  # the next camera: the node follows it (image_qos: auto)
+                client.node.destroy_publisher(client.image_pub)
+                client.image_pub = camera_publisher(client, reliability)
+            wanted = f"subscribed to {client.node.resolve_topic_name('image')} {reliability.replace('_', ' ')}"
+            if not client.wait_for(lambda w=wanted: node.log().count(w) >= 1, timeout=20):
+                print(f"the node did not subscribe {reliability}:\n{node.log()[-2000:]}", file=sys.stderr)
+                return 1
+            client.wait_for(lambda: client.image_pub.get_subscription_count() > 0, timeout=10)
+            time.sleep(1.0)
+            for faces in args.faces:
+                loop = FrameLoop(faces)
+                warm_up(client, loop)
+                for rate, seconds in ((args.rate, args.seconds), (args.saturate_rate, args.saturate_seconds)):
+                    if seconds <= 0:
+                        continue
+                    run = measure(client, node, loop, rate, seconds, faces)
+                    run["camera_qos"] = reliability
+                    results["runs"].append(run)
+                    print(f"{reliability:>11} {faces:>6} {rate:>9.0f} {run['output_fps']:>8.1f} "
+                          f"{run['latency_ms_p50']:>8.1f} {run['latency_ms_p95']:>8.1f} {run['latency_ms_max']:>8.1f} "
+                          f"{run['frames_lost_in_transport_fraction']:>5.2f} {run['dropped']:>8} "
+                          f"{run['faces_per_answer']:>6.2f} {run['node_cpu_ms_per_frame']:>13.1f}", flush=True)
+                    print("       node stages, mean ms: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in run["node_stage_ms"].items()), flush=True)
         if args.frames > 0:
             results["soak"] = soak(client, node, args.frames, args.rate, args.rss_every)
             s = results["soak"]

@@ -221,7 +221,7 @@ def test_slot_memory_is_bounded_under_a_flood():
 
 
 def test_warning_throttle_reports_each_kind_once_per_period_and_counts_the_rest():
-    from abaw_ros.ros.affect_node import WarningThrottle
+    from abaw_ros.ros.node_logging import WarningThrottle
 
     class Lines:
         def __init__(self) -> None:
@@ -256,13 +256,19 @@ def test_launch_file_starts_the_affect_node_with_its_arguments():
         return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
 
     declared = {c.args[0].value for c in calls if name(c) == "DeclareLaunchArgument"}
-    assert declared == {"image_topic", "params_file", "model_file_path"}
-    nodes = [c for c in calls if name(c) == "Node"]
-    assert nodes, "no launch_ros Node action"
-    keywords = {k.arg: k.value for k in nodes[0].keywords}
-    for key, value in {"package": "abaw_ros", "executable": "affect_node", "name": "abaw_affect"}.items():
-        assert isinstance(keywords.get(key), ast.Constant) and keywords[key].value == value, key
-    assert {"parameters", "remappings"} <= set(keywords)
+    assert declared == {"image_topic", "params_file", "model_file_path", "managed", "autostart"}
+    # The plain node and, with managed:=true, the lifecycle node (brought up by
+    # configure / activate events unless autostart:=false).
+    for action, executable in (("Node", "affect_node"), ("LifecycleNode", "affect_lifecycle_node")):
+        nodes = [c for c in calls if name(c) == action]
+        assert nodes, f"no launch_ros {action} action"
+        keywords = {k.arg: k.value for k in nodes[0].keywords}
+        for key, value in {"package": "abaw_ros", "executable": executable, "name": "abaw_affect"}.items():
+            assert isinstance(keywords.get(key), ast.Constant) and keywords[key].value == value, key
+        assert {"parameters", "remappings", "condition"} <= set(keywords)
+    transitions = {c.attr for c in ast.walk(tree) if isinstance(c, ast.Attribute) and c.attr.startswith("TRANSITION_")}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    assert any(name(c) == "OnStateTransition" for c in calls)
     assert '("image", image_topic)' in source
     share = [c for c in calls if name(c) == "get_package_share_directory"]
     assert share and share[0].args[0].value == "abaw_ros"

@@ -26,6 +26,7 @@ EXPECTED_FACE_AFFECT = {
     "mimicry_intensity": "float[6]",
     "hesitancy_probability": "float",
     "hesitant": "boolean",
+    "window_start": "builtin_interfaces/Time",
 }
 
 
@@ -36,6 +37,8 @@ def test_generated_messages_have_the_designed_fields():
     assert FaceAffectArray.get_fields_and_field_types() == {
         "header": "std_msgs/Header",
         "faces": "sequence<abaw_ros/FaceAffect>",
+        "weights_trained": "boolean",
+        "model_id": "string",
     }
 
 
@@ -76,10 +79,12 @@ FACES = [
         "mimicry_intensity": [round((i + 1) / 8 - k / 32, 6) for i in range(6)],
         "hesitancy_probability": 0.75 - k / 2,
         "hesitant": k == 0,
+        "window_start": {"sec": 1_700_000_122 - k, "nanosec": 987_654_321 - k},
     }
     for k in range(2)
 ]
 HEADER = {"sec": 1_700_000_123, "nanosec": 456_789_012, "frame_id": "camera_optical_frame"}
+TRUST = {"weights_trained": True, "model_id": "affect_bundle@sha256:0123456789ab"}
 
 _PUBLISHER = textwrap.dedent(
     """
@@ -87,6 +92,7 @@ _PUBLISHER = textwrap.dedent(
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, DurabilityPolicy
     from abaw_ros.msg import FaceAffect, FaceAffectArray
+    from builtin_interfaces.msg import Time
     from sensor_msgs.msg import RegionOfInterest
 
     spec = json.loads(sys.argv[1])
@@ -99,11 +105,15 @@ _PUBLISHER = textwrap.dedent(
     msg.header.stamp.sec = spec["header"]["sec"]
     msg.header.stamp.nanosec = spec["header"]["nanosec"]
     msg.header.frame_id = spec["header"]["frame_id"]
+    msg.weights_trained = spec["trust"]["weights_trained"]
+    msg.model_id = spec["trust"]["model_id"]
     for f in spec["faces"]:
         face = FaceAffect()
         for key, value in f.items():
             if key == "roi":
                 face.roi = RegionOfInterest(**value)
+            elif key == "window_start":
+                face.window_start = Time(**value)
             else:
                 setattr(face, key, value)
         msg.faces.append(face)
@@ -140,7 +150,8 @@ _SUBSCRIBER = textwrap.dedent(
         sys.exit("no FaceAffectArray received")
     m = got[0]
     out = {"header": {"sec": m.header.stamp.sec, "nanosec": m.header.stamp.nanosec,
-                      "frame_id": m.header.frame_id}, "faces": []}
+                      "frame_id": m.header.frame_id}, "faces": [],
+           "trust": {"weights_trained": bool(m.weights_trained), "model_id": m.model_id}}
     for f in m.faces:
         out["faces"].append({
             "face_id": f.face_id,
@@ -153,6 +164,7 @@ _SUBSCRIBER = textwrap.dedent(
             "au_active": [bool(x) for x in f.au_active],
             "mimicry_intensity": [float(x) for x in f.mimicry_intensity],
             "hesitancy_probability": float(f.hesitancy_probability), "hesitant": bool(f.hesitant),
+            "window_start": {"sec": f.window_start.sec, "nanosec": f.window_start.nanosec},
         })
     print("RESULT " + json.dumps(out), flush=True)
     node.destroy_node()
@@ -165,7 +177,7 @@ def test_face_affect_array_crosses_processes_over_fast_dds(ros_domain_id):
     env = dict(os.environ, RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
     sub = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER], env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    pub = subprocess.Popen([sys.executable, "-c", _PUBLISHER, json.dumps({"header": HEADER, "faces": FACES})],
+    pub = subprocess.Popen([sys.executable, "-c", _PUBLISHER, json.dumps({"header": HEADER, "faces": FACES, "trust": TRUST})],
                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         sub_out, sub_err = sub.communicate(timeout=90)
@@ -179,6 +191,7 @@ def test_face_affect_array_crosses_processes_over_fast_dds(ros_domain_id):
     line = next(x for x in sub_out.splitlines() if x.startswith("RESULT "))
     got = json.loads(line[len("RESULT "):])
     assert got["header"] == HEADER
+    assert got["trust"] == TRUST
     assert len(got["faces"]) == 2
     for sent, received in zip(FACES, got["faces"], strict=True):
         for key, value in sent.items():

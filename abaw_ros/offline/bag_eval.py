@@ -36,7 +36,6 @@ from abaw_ros.offline.bag_io import (
     BagError,
     ImageBagReader,
 )
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
     REPORT_FORMAT,
@@ -47,6 +46,7 @@ from abaw_ros.offline.outputs import (
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.config import PipelineConfig
@@ -216,6 +216,18 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
+def _model_id(pipeline: PerceptionPipeline) -> str:
+    """What the affect messages name as their model (``FaceAffectArray.model_id``)."""
+    from abaw_ros.perception.backend_loading import untrained_checkpoint
+    from abaw_ros.runtime.bundle import model_id
+
+    config = pipeline.config
+    try:
+        return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
+    except OSError:  # a backend handed in without files behind it
+        return ""
+
+
 def _input_paths(options: BagEvalOptions) -> list[Path]:
     """What this run reads, so that no output lands on it: the bag, its folder when the
     bag is a storage file inside a bag folder, and the label files."""
@@ -260,7 +272,8 @@ def evaluate_bag(
         track = PredictionTrack(options.face)
         start = time.perf_counter()
         sink = AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
-                               _input_paths(options))
+                               _input_paths(options), weights_trained=bool(pipeline.metadata.trained),
+                               model_id=_model_id(pipeline))
         try:
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)

@@ -23,7 +23,6 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.images import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -41,6 +40,7 @@ from abaw_ros.offline.outputs import (
     StagedBag,
     check_bag_output,
 )
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -156,20 +156,25 @@ def frame_result_to_msg(
     frame_id: str,
     image_shape: Sequence[int] | None = None,
     store: Typestore | None = None,
+    weights_trained: bool = False,
+    model_id: str = "",
 ) -> Any:
     """``FrameResult`` -> a rosbags ``abaw_ros/msg/FaceAffectArray`` with the source
-    image's stamp (ns) and frame_id."""
+    image's stamp (ns) and frame_id and the model's ``weights_trained`` / ``model_id``."""
     store = store or affect_typestore()
     roi_cls = store.types["sensor_msgs/msg/RegionOfInterest"]
+    time_cls = store.types["builtin_interfaces/msg/Time"]
     face_cls = store.types[FACE_AFFECT]
     faces = []
     for face in result.faces:
         values = face_affect_values(face, image_shape)
         x, y, w, h = values.pop("roi")
         roi = roi_cls(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
-        faces.append(face_cls(roi=roi, **values))
+        sec, nanosec = divmod(max(0, values.pop("window_start_ns")), 1_000_000_000)
+        faces.append(face_cls(roi=roi, window_start=time_cls(sec=sec, nanosec=nanosec), **values))
     array_cls = store.types[FACE_AFFECT_ARRAY]
-    return array_cls(header=make_header(stamp, frame_id, store), faces=faces)
+    return array_cls(header=make_header(stamp, frame_id, store), faces=faces,
+                     weights_trained=bool(weights_trained), model_id=model_id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -622,14 +627,17 @@ class AffectBagWriter(_BagWriter):
     kind = AFFECT_BAG
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC, storage: str = "mcap",
-                 overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> None:
+                 overwrite: bool = False, inputs: Sequence[str | Path] = (), weights_trained: bool = False,
+                 model_id: str = "") -> None:
         super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite, inputs)
+        self.weights_trained, self.model_id = weights_trained, model_id
 
     def write(self, result: FrameResult, frame: ImageFrame) -> None:
         """The result of ``frame``: header stamp and frame_id copied from the image, written
         at the image's log time so both bags replay in step."""
         shape = frame.image.shape if frame.image is not None else None
-        msg = frame_result_to_msg(result, frame.header_stamp_ns, frame.frame_id, shape, self.store)
+        msg = frame_result_to_msg(result, frame.header_stamp_ns, frame.frame_id, shape, self.store,
+                                  self.weights_trained, self.model_id)
         self.write_message(msg, frame.log_time_ns)
 
 

@@ -20,9 +20,13 @@ FACE_LARGEST = "largest"
 FACE_MOST_CONFIDENT = "most-confident"
 
 
+def _stamp_ns(stamp: Any) -> int:
+    return 0 if stamp is None else int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def face_values_from_msg(face: Any) -> dict[str, Any]:
     """A ``FaceAffect`` message (any message class with its fields) -> the plain values
-    :func:`abaw_ros.offline.face_values.face_affect_values` gives for a pipeline face."""
+    :func:`abaw_ros.perception.face_values.face_affect_values` gives for a pipeline face."""
     return {
         "face_id": face.face_id,
         "roi": (int(face.roi.x_offset), int(face.roi.y_offset), int(face.roi.width), int(face.roi.height)),
@@ -36,6 +40,7 @@ def face_values_from_msg(face: Any) -> dict[str, Any]:
         "mimicry_intensity": np.asarray(face.mimicry_intensity, dtype=np.float32),
         "hesitancy_probability": float(face.hesitancy_probability),
         "hesitant": bool(face.hesitant),
+        "window_start_ns": _stamp_ns(getattr(face, "window_start", None)),  # absent in older bags
     }
 
 

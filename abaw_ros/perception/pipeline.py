@@ -22,6 +22,7 @@ so what is measured offline is what runs on the robot. Per frame:
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,7 @@ class FaceResult:
     au_active: np.ndarray  # (12,) bool: AU probability >= that AU's threshold
     hesitant: bool  # hesitancy probability >= the model's threshold
     landmarks: np.ndarray | None = None  # (5, 2) image pixels, for drawing
+    window_start_ns: int = 0  # stamp of the oldest frame in the window behind ``outputs``
 
 
 @dataclass
@@ -106,6 +108,9 @@ class PerceptionPipeline:
         shapes = self.metadata.projection_shapes if self.streams_tubelets else self.metadata.feature_shapes
         self.buffers = FaceWindows(shapes, t, head_interval=head_interval, projected=self.streams_tubelets)
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
+        # face id -> stamps of the frames in its window; -> oldest stamp behind its latest row
+        self._stamps: dict[str, deque[int]] = {}
+        self._window_start: dict[str, int] = {}
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
         self._crops = np.empty((0, 0, 0, 3), np.uint8)
@@ -116,6 +121,8 @@ class PerceptionPipeline:
         self.faces.reset()
         self.buffers.keep_only(())
         self._latest.clear()
+        self._stamps.clear()
+        self._window_start.clear()
         self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
@@ -129,6 +136,8 @@ class PerceptionPipeline:
         self.frame_index += 1
         for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
             self._latest.pop(gone, None)
+            self._stamps.pop(gone, None)
+            self._window_start.pop(gone, None)
 
         faces: list[FaceResult] = []
         if tracks:
@@ -137,6 +146,8 @@ class PerceptionPipeline:
             timings["align"] = _ms(t)
             ids = [track.face_id for track in tracks]
             self.encode(ids, batch, timings)
+            for face_id in ids:  # the stamps of each face's buffered frames (window start)
+                self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
             outputs = self.temporal(ids, timings)
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
@@ -173,6 +184,7 @@ class PerceptionPipeline:
             out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
             self.buffers.mark_run(chunk)
             self._latest.update(zip(chunk, out, strict=True))
+            self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
             timings["temporal"] += _ms(t)
         return [self._latest[face_id] for face_id in ids]
 
@@ -202,6 +214,7 @@ class PerceptionPipeline:
             au_active=au_active,
             hesitant=hesitant,
             landmarks=track.landmarks.copy(),
+            window_start_ns=self._window_start.get(track.face_id, 0),
         )
 
 

@@ -19,18 +19,17 @@ frame makes the node skip frames (counted) instead of queueing them.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -45,51 +44,37 @@ from abaw_ros.ros.conversions import (
     image_to_bgr,
     stamp_to_ns,
 )
+from abaw_ros.ros.debug_image import draw_affect
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
+from abaw_ros.ros.input_qos import MatchedSubscription
+from abaw_ros.ros.node_logging import RosLogHandler, WarningThrottle, warning_kind
+from abaw_ros.ros.requirements_check import missing_requirements
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import PerceptionPipeline
 
 NODE_NAME = "abaw_affect"
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
-WARN_PERIOD_S = 5.0  # the same kind of bad frame is reported at most this often
 UNTRAINED_NOTICE = (
     "the model weights are UNTRAINED: the published affect values are placeholders, not "
     "estimates. Set model_file_path to a trained checkpoint or exported model bundle."
 )
+# What a running node applies when set (``ros2 param set``); every other parameter is read
+# when the model loads, and a change is refused with the reason.
+RUNTIME_PARAMETERS = frozenset({
+    "detection_interval", "detection_threshold", "min_face_size", "max_faces",
+    "track_iou_threshold", "track_distance_threshold", "track_min_hits", "track_max_misses",
+    "publish_debug_image", "diagnostics_period", "image_qos", "expected_input_rate",
+    "input_loss_warn_fraction",
+})
+QOS_RECHECK_PERIOD_S = 1.0  # publishers of the image topic are looked at this often
 # Parameters every rclpy node has, or that the ROS tooling adds; not ours to validate.
 _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 class StartupError(Exception):
     """The node cannot start; the message says why (and names the parameter)."""
-
-
-class WarningThrottle:
-    """Logs the first warning of each kind at once, then at most once per ``period``,
-    saying how many of that kind were not shown."""
-
-    def __init__(self, log: Any, period: float = WARN_PERIOD_S) -> None:
-        self._log, self._period = log, period
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._period:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        hidden = self._suppressed.pop(key, 0)
-        suffix = f" ({hidden} more like it in the last {now - last:.0f} s)" if hidden and last else ""
-        self._last[key] = now
-        self._log.warning(message + suffix)
-
-
-def _warning_kind(transport: str, exc: Exception) -> str:
-    """Messages of one kind differ only in their numbers."""
-    return f"{transport}:{type(exc).__name__}:{re.sub(r'[0-9]+', '#', str(exc))}"
 
 
 def _ros_type(py_type: type) -> int:
@@ -101,16 +86,18 @@ def _ros_type(py_type: type) -> int:
     }[py_type]
 
 
-class AffectNode(Node):
-    """Declares the parameters at construction; :meth:`start` brings up the pipeline,
-    the topics and the worker."""
+class AffectNodeBase:
+    """What the plain and the managed (lifecycle) node share: parameters, model loading,
+    topics, the worker, runtime parameter changes and diagnostics. Mixed into an rclpy
+    ``Node`` (or ``LifecycleNode``); the subclass decides when each step runs."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+    def _init_affect(self) -> None:
         for spec in PipelineConfig.parameters():
             description = spec.description
             if spec.choices:
                 description += f" One of: {', '.join(spec.choices)}."
+            description += (" Applied at run time." if spec.name in RUNTIME_PARAMETERS
+                            else " Read when the model loads (restart the node to change it).")
             # dynamic_typing: a value of the wrong type must reach PipelineConfig, whose
             # error names the parameter, instead of failing inside rclpy.
             descriptor = ParameterDescriptor(
@@ -129,6 +116,14 @@ class AffectNode(Node):
         self._worker: threading.Thread | None = None
         self._info: dict[str, str] = {}
         self._weights_trained = False
+        self.model_id = ""
+        self._input: MatchedSubscription | None = None
+        self._timers: list[Any] = []
+        self._diag_timer: Any = None
+        self._affect_pub: Any = None
+        self._diag_pub: Any = None
+        self._debug_pub: Any = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- configuration ------------------------------------------------------------------
     def read_config(self) -> PipelineConfig:
@@ -149,65 +144,96 @@ class AffectNode(Node):
         values = {name: self.get_parameter(name).value for name in declared}
         return PipelineConfig.from_dict(values).validate()
 
-    # -- start / stop -------------------------------------------------------------------
-    def start(self) -> None:
-        """Validate the parameters, load the model and connect the topics.
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Runtime changes: those in :data:`RUNTIME_PARAMETERS` are checked and applied;
+        the others are refused, with the reason, while a model is loaded."""
+        if self.config is None:  # nothing loaded yet (or a managed node before configure)
+            return SetParametersResult(successful=True)
+        ours = {p.name: p.value for p in params if p.name in self.config.to_dict()}
+        fixed = sorted(name for name, value in ours.items()
+                       if name not in RUNTIME_PARAMETERS and value != getattr(self.config, name))
+        if fixed:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)} cannot change while the node runs (read when the model loads); "
+                f"restart the node with the new value, or for affect_lifecycle_node: deactivate, "
+                f"cleanup, set it, configure, activate. At run time these apply: "
+                f"{', '.join(sorted(RUNTIME_PARAMETERS))}"))
+        try:
+            new = PipelineConfig.from_dict({**self.config.to_dict(), **ours}).validate(check_files=False)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        changed = {name: value for name, value in ours.items() if value != getattr(self.config, name)}
+        if changed:
+            self._apply_runtime(new, changed)
+        return SetParametersResult(successful=True)
 
-        Raises :class:`StartupError` with a one-line reason."""
+    def _apply_runtime(self, new: PipelineConfig, changed: dict[str, Any]) -> None:
+        old, self.config = self.config, new
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.config = new
+            faces = pipeline.faces  # detector + tracker of the pipeline
+            faces.interval = new.detection_interval
+            if {"detection_threshold", "min_face_size"} & changed.keys():
+                from abaw_ros.perception.detectors import create_detector
+
+                # Swapped whole: the worker's current frame finishes with the old one.
+                detector = create_detector(new)
+                faces.stage = detector.landmark_stage() if new.refine_landmarks else None
+                faces.detector = pipeline.detector = detector
+            tracker = pipeline.tracker
+            tracker.iou_threshold = new.track_iou_threshold
+            tracker.distance_threshold = new.track_distance_threshold
+            tracker.min_hits, tracker.max_misses = new.track_min_hits, new.track_max_misses
+            tracker.max_faces, tracker.min_face_size = new.max_faces, new.min_face_size
+            self._info["detection_interval"] = str(new.detection_interval)
+        if "publish_debug_image" in changed and self._affect_pub is not None:
+            self._connect_debug_image()
+        if "diagnostics_period" in changed and self._diag_timer is not None:
+            self._start_diagnostics_timer()
+        if "image_qos" in changed and self._input is not None:
+            self._input.mode = new.image_qos
+            self._input.update()
+        self.get_logger().info("applied at run time: " + ", ".join(
+            f"{name} {getattr(old, name)!r} -> {value!r}" for name, value in sorted(changed.items())))
+
+    # -- model ----------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Validate the parameters and load the model; raises :class:`StartupError` with a
+        one-line reason."""
         try:
             config = self.read_config()
         except ConfigError as exc:
             raise StartupError(f"invalid parameter: {exc}") from None
-        self.config = config
+        missing = missing_requirements(config)
+        if missing:
+            raise StartupError(missing)
         from abaw_ros.perception.pipeline import PerceptionPipeline  # heavy: torch/onnxruntime
 
         try:
-            self.pipeline = PerceptionPipeline(config)
+            pipeline = PerceptionPipeline(config)
         except ConfigError as exc:
             raise StartupError(f"invalid parameter: {exc}") from None
         except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
             raise StartupError(f"cannot load the perception pipeline: {exc}") from None
+        self.config, self.pipeline = config, pipeline
         self._describe_model()
 
-        if config.image_transport == "compressed":
-            self.create_subscription(
-                CompressedImage, "image/compressed", self._on_compressed, qos_profile_sensor_data
-            )
-            input_topic = self.resolve_topic_name("image/compressed")
-        else:
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-            input_topic = self.resolve_topic_name("image")
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self._affect_pub = self.create_publisher(FaceAffectArray, "affect", reliable)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._debug_pub = (
-            self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
-            if config.publish_debug_image else None
-        )
-        self.create_timer(config.diagnostics_period, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="abaw_affect_worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"listening on {input_topic}, publishing {self.resolve_topic_name('affect')} "
-            f"(backend {self._info.get('backend')}, model {self._info.get('model')}, "
-            f"window_length {config.window_length}, detector {config.detector})"
-        )
-
-    def stop(self) -> None:
-        """Stop the worker (after its current frame)."""
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-            self._worker = None
+    def _unload(self) -> None:
+        self.pipeline = None
+        self.config = None
 
     def _describe_model(self) -> None:
         assert self.config is not None and self.pipeline is not None
         metadata = self.pipeline.metadata
         self._weights_trained = bool(metadata.trained)
         model = self.config.model_file_path or "(none: untrained network built at start)"
+        self.model_id = _model_id(self.config)
         self._info = {
             "backend": str(self.pipeline.backend.name),
+            "device": str(getattr(self.pipeline.backend, "device", "")),
             "model": model,
+            "model_id": self.model_id,
             "precision": str(self.pipeline.backend.precision),  # what runs ("auto" resolved)
             "detector": self.config.detector,
             "detection_interval": str(self.config.detection_interval),
@@ -216,30 +242,92 @@ class AffectNode(Node):
             "tasks": ",".join(metadata.tasks),
         }
         if self._weights_trained:
-            self.get_logger().info(f"model {model}: trained weights")
+            self.get_logger().info(f"model {model} ({self.model_id}): trained weights")
+        else:  # said once here; /diagnostics and every FaceAffectArray keep saying it
+            self.get_logger().warning(f"model {model} ({self.model_id}): {UNTRAINED_NOTICE}")
+
+    # -- topics ---------------------------------------------------------------------------
+    def _make_publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _create_outputs(self) -> None:
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._affect_pub = self._make_publisher(FaceAffectArray, "affect", reliable)
+        self._diag_pub = self._make_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._connect_debug_image()
+
+    def _connect_debug_image(self) -> None:
+        assert self.config is not None
+        if self.config.publish_debug_image and self._debug_pub is None:
+            self._debug_pub = self._make_publisher(Image, "~/debug_image", qos_profile_sensor_data)
+        elif not self.config.publish_debug_image and self._debug_pub is not None:
+            pub, self._debug_pub = self._debug_pub, None
+            self.destroy_publisher(pub)
+
+    def _destroy_outputs(self) -> None:
+        for pub in (self._affect_pub, self._diag_pub, self._debug_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._affect_pub = self._diag_pub = self._debug_pub = None
+
+    def _start_input(self) -> str:
+        """Subscribe to the camera (QoS matched to its publishers), start the worker and
+        the timers; returns the input topic."""
+        assert self.config is not None
+        if self.config.image_transport == "compressed":
+            msg_type, topic, callback = CompressedImage, "image/compressed", self._on_compressed
         else:
-            self.get_logger().warning(f"model {model}: {UNTRAINED_NOTICE}")
+            msg_type, topic, callback = Image, "image", self._on_image
+        self._input = MatchedSubscription(self, msg_type, topic, callback, self.config.image_qos)
+        self._input.update()
+        self._timers.append(self.create_timer(QOS_RECHECK_PERIOD_S, self._input.update))
+        self._start_diagnostics_timer()
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._work, name="abaw_affect_worker", daemon=True)
+        self._worker.start()
+        return self._input.resolved_topic
+
+    def _start_diagnostics_timer(self) -> None:
+        assert self.config is not None
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
+
+    def _stop_input(self) -> None:
+        """Unsubscribe, stop the timers and the worker (after its current frame)."""
+        if self._input is not None:
+            self._input.destroy()
+            self._input = None
+        for timer in [*self._timers, self._diag_timer]:
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._timers, self._diag_timer = [], None
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
 
     # -- callbacks (executor thread): hand over, nothing else ---------------------------
     def _on_image(self, msg: Image) -> None:
-        self._stats.on_received()
+        self._stats.on_received(stamp_to_ns(msg.header))
         self._slot.put(("image", msg))
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._stats.on_received()
+        self._stats.on_received(stamp_to_ns(msg.header))
         self._slot.put(("compressed", msg))
 
     # -- worker thread --------------------------------------------------------------------
     def _work(self) -> None:
-        while not self._slot.closed:
-            item = self._slot.take(timeout=0.5)
+        slot = self._slot
+        while not slot.closed:
+            item = slot.take(timeout=0.5)
             if item is None:
                 continue
             transport, msg = item
             try:
                 self._process(transport, msg)
             except Exception as exc:  # keep serving frames; the error says what broke
-                if not self.context.ok():  # shutting down: the frame cannot be published
+                if not self.context.ok() or slot.closed:  # shutting down or deactivated
                     return
                 self._warnings.warn(
                     f"process:{type(exc).__name__}",
@@ -247,29 +335,33 @@ class AffectNode(Node):
                 )
 
     def _process(self, transport: str, msg: Image | CompressedImage) -> None:
+        pipeline, affect_pub = self.pipeline, self._affect_pub
+        if pipeline is None or affect_pub is None:
+            return
         try:
             image = compressed_to_bgr(msg) if transport == "compressed" else image_to_bgr(msg)
         except IMAGE_ERRORS as exc:
             self._stats.on_bad()
             self._warnings.warn(
-                _warning_kind(transport, exc),
+                warning_kind(transport, exc),
                 f"skipping bad {transport} frame {self._describe_frame(msg)}: {exc}",
             )
             return
         stamp_ns = stamp_to_ns(msg.header)
         started = time.perf_counter()
-        result = self.pipeline.process(image, stamp_ns)
+        result = pipeline.process(image, stamp_ns)
         processing_ms = (time.perf_counter() - started) * 1e3
-        out = frame_result_to_msg(result, msg.header, image.shape)
-        if not self.context.ok():
+        out = frame_result_to_msg(result, msg.header, image.shape, self._weights_trained, self.model_id)
+        if not self.context.ok() or self._slot.closed:
             return
-        self._affect_pub.publish(out)
+        affect_pub.publish(out)
         now_ns = self.get_clock().now().nanoseconds
         latency_ms = (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else processing_ms
         self._stats.on_published(latency_ms, processing_ms, len(out.faces), result.timings)
-        if self._debug_pub is not None and self._debug_pub.get_subscription_count() > 0:
+        debug_pub = self._debug_pub
+        if debug_pub is not None and debug_pub.get_subscription_count() > 0:
             note = "" if self._weights_trained else "UNTRAINED weights: values are placeholders"
-            self._debug_pub.publish(bgr_to_image(draw_affect(image, out, note), msg.header))
+            debug_pub.publish(bgr_to_image(draw_affect(image, out, note), msg.header))
 
     @staticmethod
     def _describe_frame(msg: Image | CompressedImage) -> str:
@@ -278,62 +370,65 @@ class AffectNode(Node):
 
     # -- diagnostics (executor thread) ------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        report = self._stats.report(self._slot.dropped)
+        config, pub = self.config, self._diag_pub
+        if config is None or pub is None:
+            return
+        report = self._stats.report(self._slot.dropped, config.expected_input_rate)
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._diag_pub.publish(
+        info = dict(self._info)
+        if self._input is not None:
+            info["input_reliability"] = self._input.reliability or "none"
+            info["image_qos"] = self._input.mode
+        pub.publish(
             build_diagnostics(
                 header,
-                name=f"{self.get_fully_qualified_name().lstrip('/')}: affect pipeline",
-                hardware_id=self._info.get("backend", ""),
+                node_name=self.get_fully_qualified_name().lstrip("/"),
+                # What runs the network: the backend and its device ("onnxruntime cpu x2").
+                hardware_id=f"{self._info.get('backend', '')} {self._info.get('device', '')}".strip(),
                 report=report,
-                info=self._info,
+                info=info,
                 weights_trained=self._weights_trained,
+                loss_warn_fraction=config.input_loss_warn_fraction,
+                expected_rate_hz=config.expected_input_rate,
             )
         )
 
 
-def draw_affect(image_bgr: np.ndarray, msg: FaceAffectArray, note: str = "") -> np.ndarray:
-    """A copy of the image with each face's box, id and main values drawn, and ``note``
-    in the top-left corner."""
-    import cv2
+class AffectNode(AffectNodeBase, Node):
+    """Declares the parameters at construction; :meth:`start` brings up the pipeline,
+    the topics and the worker."""
 
-    canvas = image_bgr.copy()
-    if note:
-        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(canvas, note, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
-    for face in msg.faces:
-        x, y, w, h = face.roi.x_offset, face.roi.y_offset, face.roi.width, face.roi.height
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 220, 0), 2)
-        lines = [
-            f"id {face.face_id} ({face.frames_observed}/{face.window_length})",
-            f"V {face.valence:+.2f} A {face.arousal:+.2f}",
-            f"hesitancy {face.hesitancy_probability:.2f}",
-        ]
-        for k, text in enumerate(lines):
-            org = (x, max(12, y - 6 - 14 * (len(lines) - 1 - k)))
-            cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1, cv2.LINE_AA)
-    return canvas
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        Node.__init__(self, node_name, **kwargs)
+        self._init_affect()
+
+    def start(self) -> None:
+        """Validate the parameters, load the model and connect the topics.
+
+        Raises :class:`StartupError` with a one-line reason."""
+        self._load()
+        assert self.config is not None
+        self._create_outputs()
+        input_topic = self._start_input()
+        self.get_logger().info(
+            f"listening on {input_topic}, publishing {self.resolve_topic_name('affect')} "
+            f"(backend {self._info.get('backend')}, model {self._info.get('model')}, "
+            f"window_length {self.config.window_length}, detector {self.config.detector})"
+        )
+
+    def stop(self) -> None:
+        """Stop the worker (after its current frame)."""
+        self._stop_input()
 
 
-class _RosLogHandler(logging.Handler):
-    """Sends the core's Python log records (``abaw_ros.*``) to the node's ROS logger, so
-    they appear in the node's log with its name and format."""
+def _model_id(config: PipelineConfig) -> str:
+    from abaw_ros.perception.backend_loading import untrained_checkpoint
+    from abaw_ros.runtime.bundle import model_id
 
-    def __init__(self, node: Node) -> None:
-        super().__init__()
-        self._logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        elif record.levelno >= logging.INFO:
-            self._logger.info(text)
-        else:
-            self._logger.debug(text)
+    try:
+        return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
+    except OSError:
+        return ""
 
 
 def main(args: list[str] | None = None) -> int:
@@ -348,7 +443,7 @@ def main(args: list[str] | None = None) -> int:
     core_log = logging.getLogger("abaw_ros")
     try:
         node = AffectNode()
-        handler = _RosLogHandler(node)
+        handler = RosLogHandler(node)
         core_log.addHandler(handler)
         core_log.setLevel(logging.INFO)
         core_log.propagate = False

@@ -1,7 +1,7 @@
 """Print the affect stream as it arrives, one line per message.
 
 ``python -m abaw_ros.ros.affect_printer [--seconds N]`` (or through the demo) subscribes
-to ``affect`` and to ``/diagnostics``; when the node reports untrained weights the
+to ``affect``; when the messages say the weights are untrained (``weights_trained``) the
 printer says so once, plainly, before the values.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -52,7 +51,7 @@ def format_affect(msg: FaceAffectArray, now_ns: int | None = None) -> str:
 
 
 class AffectPrinter(Node):
-    """Subscribes to ``affect`` and ``/diagnostics`` and hands each line to ``write``."""
+    """Subscribes to ``affect`` and hands each line to ``write``."""
 
     def __init__(self, write: Callable[[str], None] = print, node_name: str = "affect_printer") -> None:
         super().__init__(node_name)
@@ -62,25 +61,15 @@ class AffectPrinter(Node):
         self.weights_trained: bool | None = None
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(FaceAffectArray, "affect", self._on_affect, reliable)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_affect(self, msg: FaceAffectArray) -> None:
         self.received += 1
         self.faces_seen += len(msg.faces)
+        trained = bool(msg.weights_trained)
+        if trained != self.weights_trained:  # every message says it; print it when it changes
+            self.weights_trained = trained
+            self._write(UNTRAINED_BANNER if not trained else f"model {msg.model_id or '?'}: trained weights")
         self._write(format_affect(msg, self.get_clock().now().nanoseconds))
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            values = {kv.key: kv.value for kv in status.values}
-            if "affect pipeline" not in status.name or "weights_trained" not in values:
-                continue
-            trained = values["weights_trained"] == "true"
-            if trained != self.weights_trained:
-                self.weights_trained = trained
-                if not trained:
-                    self._write(UNTRAINED_BANNER)
-                else:
-                    self._write(f"model {values.get('model', '?')}: trained weights")
 
 
 def print_affect_stream(
@@ -92,8 +81,8 @@ def print_affect_stream(
     """Print the stream for ``seconds`` (None: until Ctrl-C) or while ``keep_going()``
     holds, with an rclpy session of its own.
 
-    Returns (messages received, faces seen, weights trained as the node reported it or
-    None when no diagnostics arrived)."""
+    Returns (messages received, faces seen, weights trained as the messages said it or
+    None when none arrived)."""
     rclpy.init(args=ros_args or [])
     received, faces, trained = 0, 0, None
     printer: AffectPrinter | None = None

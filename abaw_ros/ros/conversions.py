@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray
-from abaw_ros.offline.face_values import face_affect_values
 from abaw_ros.offline.images import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -23,6 +23,7 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
+from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult
@@ -79,14 +80,20 @@ def stamp_to_ns(header: Header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
+def ns_to_time(stamp_ns: int) -> Time:
+    sec, nanosec = divmod(max(0, int(stamp_ns)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
 def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = None) -> FaceAffect:
     """One tracked face -> ``FaceAffect``, filled by the rules bag-eval uses too
-    (:func:`abaw_ros.offline.face_values.face_affect_values`): tasks the model does not
+    (:func:`abaw_ros.perception.face_values.face_affect_values`): tasks the model does not
     estimate are NaN (and their flags false), the box is clipped to the image."""
     values = face_affect_values(face, image_shape)
     x, y, w, h = values.pop("roi")
     msg = FaceAffect()
     msg.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
+    msg.window_start = ns_to_time(values.pop("window_start_ns"))
     values["au_probability"] = values["au_probability"].tolist()
     values["mimicry_intensity"] = values["mimicry_intensity"].tolist()
     values["au_active"] = values["au_active"].tolist()
@@ -96,10 +103,14 @@ def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = N
 
 
 def frame_result_to_msg(
-    result: FrameResult, header: Header, image_shape: tuple[int, ...] | None = None
+    result: FrameResult, header: Header, image_shape: tuple[int, ...] | None = None,
+    weights_trained: bool = False, model_id: str = "",
 ) -> FaceAffectArray:
-    """``FrameResult`` -> ``FaceAffectArray`` with stamp and frame_id of the source image."""
+    """``FrameResult`` -> ``FaceAffectArray`` with stamp and frame_id of the source image
+    and what the values can be trusted for (``weights_trained``, ``model_id``)."""
     msg = FaceAffectArray()
     msg.header = Header(stamp=header.stamp, frame_id=header.frame_id)
     msg.faces = [face_result_to_msg(face, image_shape) for face in result.faces]
+    msg.weights_trained = bool(weights_trained)
+    msg.model_id = model_id
     return msg

@@ -37,17 +37,17 @@ from abaw_ros.ros.transport import prefer_large_frame_transport
 prefer_large_frame_transport()
 
 
-def node_executable() -> list[str]:
-    """``lib/abaw_ros/affect_node`` of the colcon install space, else the module."""
+def node_executable(name: str = "affect_node", module: str = "abaw_ros.ros.affect_node") -> list[str]:
+    """``lib/abaw_ros/<name>`` of the colcon install space, else the module."""
     try:
         from ament_index_python.packages import get_package_prefix
 
-        path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / "affect_node"
+        path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / name
         if os.access(path, os.X_OK):
             return [str(path)]
     except Exception:  # not built with colcon: run the module with this interpreter
         pass
-    return [sys.executable, "-m", "abaw_ros.ros.affect_node"]
+    return [sys.executable, "-m", module]
 
 
 class NodeProcess:
@@ -61,8 +61,9 @@ class NodeProcess:
         namespace: str = "",
         overrides: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
+        executable: list[str] | None = None,
     ) -> None:
-        cmd = [*node_executable(), "--ros-args", "--params-file", str(params_file)]
+        cmd = [*(executable or node_executable()), "--ros-args", "--params-file", str(params_file)]
         if namespace:
             cmd += ["-r", f"__ns:={namespace}"]
         for name, value in (overrides or {}).items():
@@ -132,19 +133,23 @@ class Received:
 
 class FrameClient:
     """Publishes frames to ``<namespace>/image`` (and ``image/compressed``) and records
-    ``<namespace>/affect`` and ``/diagnostics``, in its own rclpy context."""
+    ``<namespace>/affect`` and ``/diagnostics``, in its own rclpy context; with
+    ``camera=False`` it only records."""
 
-    def __init__(self, namespace: str = "", domain_id: int | None = None, name: str = "affect_client") -> None:
+    def __init__(self, namespace: str = "", domain_id: int | None = None, name: str = "affect_client",
+                 camera: bool = True) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id, args=[])
         self.node = rclpy.create_node(name, namespace=namespace or None, context=self.context)
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._diagnostics: list[DiagnosticArray] = []
-        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        # camera=False: a listener only (another process is the camera, so that the node's
+        # image_qos=auto sees that camera's publisher alone).
+        self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data) if camera else None
         self.compressed_pub = self.node.create_publisher(
             CompressedImage, "image/compressed", qos_profile_sensor_data
-        )
+        ) if camera else None
         reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(FaceAffectArray, "affect", self._on_affect, reliable)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)

@@ -203,7 +203,9 @@ def load_backend(
         except (BackendUnavailableError, ValueError) as exc:
             reason = _one_line(str(exc))
             skipped.append(f"{candidate}: {reason}")
-            LOG.info("auto backend: skipping %s: %s", candidate, reason)
+            # The install hint is long and the next backend usually runs: say it once, short.
+            LOG.info("auto backend: skipping %s: %s (to install it: docs/RUNTIME.md)", candidate,
+                     reason.split(". ")[0].rstrip("."))
             continue
         if name == "torch" and source.checkpoint is None:
             skipped.append("torch: needs a checkpoint, got an ONNX bundle")
@@ -217,8 +219,8 @@ def load_backend(
             skipped.append(f"{candidate}: {reason}")
             LOG.info("auto backend: skipping %s: %s", candidate, reason)
             continue
-        why = "; ".join(skipped) if skipped else "first choice available"
+        passed = ", ".join(entry.split(":")[0] for entry in skipped)
         LOG.info("auto backend: using %s (%s, %s); %s", candidate, instance.precision, instance.device,
-                 f"skipped {why}" if skipped else why)
+                 f"skipped {passed}" if skipped else "first choice available")
         return instance
     raise BackendUnavailableError("no inference backend can run here: " + "; ".join(skipped))

@@ -114,6 +114,21 @@ def resolve_model_path(model_path: str | Path) -> ModelSource:
     )
 
 
+def model_id(model_path: str | Path, digits: int = 12) -> str:
+    """``<name>@sha256:<hex>``: the model's file or directory name and a hash of its content
+    (a checkpoint file; a bundle's encoder and temporal-head graphs), so a consumer of the
+    outputs can tell which weights made them."""
+    path = Path(model_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        path = path.parent
+    files = [path] if path.is_file() else [path / ENCODER_FILE, path / TEMPORAL_HEAD_FILE]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file_sha256(file).encode())
+    name = path.stem if path.is_file() else path.name
+    return f"{name}@sha256:{digest.hexdigest()[:digits]}"
+
+
 def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ModelBundle:
     """Export ``checkpoint`` to ONNX once; later calls reuse the export (keyed by the
     checkpoint's hash). The export is written to a temporary directory and renamed, so

@@ -3,7 +3,9 @@ numpy values (no ROS, no rosbags), so the node (rclpy messages) and the offline 
 (rosbags messages) fill their messages by the same rules:
 
 - tasks the model does not estimate are NaN (and their flags false);
-- the box becomes an unsigned ``RegionOfInterest`` clipped to the image.
+- the box becomes an unsigned ``RegionOfInterest`` clipped to the image;
+- ``window_start_ns`` is the stamp of the oldest frame in the face's window, in
+  nanoseconds (each message type turns it into its ``builtin_interfaces/Time``).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def roi_from_box(box: Sequence[float], image_shape: Sequence[int] | None) -> tup
 
 def face_affect_values(face: FaceResult, image_shape: Sequence[int] | None = None) -> dict[str, Any]:
     """The fields of a ``FaceAffect`` message as plain values (``roi`` as
-    ``(x_offset, y_offset, width, height)``). Tasks the model does not estimate are NaN
+    ``(x_offset, y_offset, width, height)``, the window start as ``window_start_ns``). Tasks the model does not estimate are NaN
     and their flags false."""
     outputs: Mapping[str, Any] = face.outputs
     va = _floats(outputs.get("va"), 2, "va")
@@ -68,4 +70,5 @@ def face_affect_values(face: FaceResult, image_shape: Sequence[int] | None = Non
         "mimicry_intensity": _floats(outputs.get("emi"), len(EMI_NAMES), "emi"),
         "hesitancy_probability": float(_floats(outputs.get("ah"), 1, "ah")[0]),
         "hesitant": bool(face.hesitant),
+        "window_start_ns": int(getattr(face, "window_start_ns", 0)),
     }
