@@ -9,13 +9,16 @@ never reads ROS parameters itself.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
 DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
 BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
@@ -29,6 +32,44 @@ _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 class ConfigError(ValueError):
     """A parameter has a value the node cannot run with; the message names it."""
+
+
+class ModelFileError(ValueError):
+    """A model file (checkpoint, ONNX graph, bundle, detector model) that exists but cannot
+    be used: empty, truncated, not the format it claims, refused as unsafe, or describing
+    itself with impossible values. The message names the file and what is wrong with it."""
+
+
+# Bounds on parameters whose extreme values are accepted by the libraries but break the
+# node: a timer period of 1e-9 s floods /diagnostics and starves the worker, `inf`
+# overflows the timer; an 8000-pixel crop allocates ~190 MB per face per frame.
+DIAGNOSTICS_PERIOD_RANGE = (0.1, 3600.0)  # seconds
+CROP_SIZE_RANGE = (32, 1024)  # pixels; crops are resized to the model input (224) anyway
+# The largest decoded frame the node accepts: 7680x4320 (8K UHD, four times 4K UHD), i.e.
+# at most 95 MiB of BGR pixels per frame. A compressed image's header gives its size
+# before decoding, so a small file that would decode to gigabytes is refused unread.
+DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
+MAX_IMAGE_PIXELS_RANGE = (64 * 64, 16384 * 16384)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def describe_file_kind(path: str | Path) -> str | None:
+    """None for a regular file or a directory; otherwise what ``path`` is instead ("a
+    named pipe (FIFO)", "a character device", ...). Reading a FIFO or ``/dev/zero`` as a
+    model would block or never end, so callers check this before opening anything."""
+    mode = os.stat(path).st_mode  # follows symlinks: a link to /dev/zero is a device
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _param(default: Any, description: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -65,7 +106,9 @@ class PipelineConfig:
         False, "Rebuild the TensorRT engine even when a matching cached engine exists.")
     backend: str = _param(
         "auto", "Inference runtime: auto picks tensorrt on a GPU, else onnxruntime.", BACKENDS)
-    precision: str = _param("fp32", "Inference precision.", PRECISIONS)
+    precision: str = _param(
+        "auto", "Inference precision. auto: int8 (the encoder and the per-frame projection) where "
+                "it passes the accuracy gate against fp32, else fp32; the choice is logged.", PRECISIONS)
     num_threads: int = _param(
         2, "CPU threads per inference session (encoder, temporal head, face detector).")
     warmup: bool = _param(True, "Run one dummy inference at start so the first frame is not slow.")
@@ -123,8 +166,9 @@ class PipelineConfig:
 
     # --- alignment ---------------------------------------------------------------------
     crop_size: int = _param(
-        112, "Side of the aligned face crop in pixels (Aff-Wild2 cropped_aligned uses 112); "
-             "crops are then resized to the model's input size.")
+        0, "0: warp each face straight to the model's input size (one resampling). N > 0: "
+           "sample the aligned face at N x N first, then resize to the input size (112 "
+           "reproduces the resolution of Aff-Wild2's cropped_aligned faces).")
 
     # --- ROS node I/O --------------------------------------------------------------------
     image_transport: str = _param(
@@ -142,7 +186,14 @@ class PipelineConfig:
              "which /diagnostics goes to WARN.")
     publish_debug_image: bool = _param(
         False, "Publish ~/debug_image with face boxes, ids and values drawn.")
-    diagnostics_period: float = _param(1.0, "Seconds between /diagnostics messages.")
+    diagnostics_period: float = _param(
+        1.0, f"Seconds between /diagnostics messages, {DIAGNOSTICS_PERIOD_RANGE[0]:g} to "
+             f"{DIAGNOSTICS_PERIOD_RANGE[1]:g}.")
+    max_image_pixels: int = _param(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Largest input frame, in pixels (width x height), that is decoded; larger frames are "
+        "skipped with a warning naming their size and counted as bad frames. Compressed "
+        "frames are measured from their header, before decoding. Default: 7680x4320 (8K UHD).")
 
     # ------------------------------------------------------------------------------------
     @classmethod
@@ -184,6 +235,11 @@ class PipelineConfig:
             raise ConfigError(f"window_length={self.window_length}: must be a positive multiple of 4 "
                               f"(the temporal mixer's time patch is 4 frames)")
         _require(self.num_threads >= 1, "num_threads", self.num_threads, "must be >= 1")
+        cores = usable_cores()
+        most = max(cores, 2)  # the default (2) stays valid on a single-core machine
+        _require(self.num_threads <= most, "num_threads", self.num_threads,
+                 f"this machine lets the node use {cores} CPU core(s); more threads per "
+                 f"session only compete for them: use 1..{most}")
         _require(self.head_interval >= 0, "head_interval", self.head_interval,
                  "must be >= 0 (0 = T/8, 1 = every frame)")
         _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
@@ -203,9 +259,17 @@ class PipelineConfig:
                  "must be >= 1 (1 = publish a face on its first detection)")
         _require(self.track_max_misses >= 0, "track_max_misses", self.track_max_misses,
                  "must be >= 0 (0 = drop a track on its first missed detection)")
-        _require(self.crop_size >= 32, "crop_size", self.crop_size, "must be >= 32 pixels")
-        _require(self.diagnostics_period > 0.0, "diagnostics_period", self.diagnostics_period,
-                 "must be > 0 seconds")
+        lo, hi = CROP_SIZE_RANGE
+        _require(self.crop_size == 0 or self.crop_size >= lo, "crop_size", self.crop_size,
+                 f"must be 0 (straight to the model's input size) or >= {lo} pixels")
+        _require(self.crop_size <= hi, "crop_size", self.crop_size,
+                 f"must be <= {hi} pixels (crops are resized to the model's input size)")
+        lo, hi = DIAGNOSTICS_PERIOD_RANGE
+        _require(math.isfinite(self.diagnostics_period) and lo <= self.diagnostics_period <= hi,
+                 "diagnostics_period", self.diagnostics_period, f"must be {lo:g} to {hi:g} seconds")
+        lo, hi = MAX_IMAGE_PIXELS_RANGE
+        _require(lo <= self.max_image_pixels <= hi, "max_image_pixels", self.max_image_pixels,
+                 f"must be {lo} (64x64) to {hi} (16384x16384) pixels")
         _require(self.expected_input_rate >= 0.0, "expected_input_rate", self.expected_input_rate,
                  "must be >= 0 Hz (0 = estimate from the image stamps)")
         _require(0.0 <= self.input_loss_warn_fraction <= 1.0, "input_loss_warn_fraction",
@@ -214,13 +278,42 @@ class PipelineConfig:
             raise ConfigError("detector_model_path='': detector=yunet needs a YuNet ONNX model file "
                               "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")
         if check_files:
-            if self.model_file_path and not Path(self.model_file_path).exists():
+            self._check_files()
+        return self
+
+    def _check_files(self) -> None:
+        if self.model_file_path:
+            path = Path(self.model_file_path).expanduser()
+            if not path.exists():
                 raise ConfigError(f"model_file_path={self.model_file_path!r}: no such file or directory "
                                   f"(give a .pt checkpoint, an exported bundle directory, or '' for "
                                   f"an untrained network)")
-            if self.detector == "yunet" and not Path(self.detector_model_path).is_file():
+            kind = describe_file_kind(path)
+            if kind is not None:
+                raise ConfigError(f"model_file_path={self.model_file_path!r}: is {kind}, not a regular "
+                                  f"file or a bundle directory")
+        if self.detector == "yunet":
+            path = Path(self.detector_model_path).expanduser()
+            if not path.exists():
                 raise ConfigError(f"detector_model_path={self.detector_model_path!r}: no such file "
                                   f"(detector=yunet needs the YuNet ONNX model)")
+            kind = "a directory" if path.is_dir() else describe_file_kind(path)
+            if kind is not None:
+                raise ConfigError(f"detector_model_path={self.detector_model_path!r}: is {kind}, not "
+                                  f"the YuNet ONNX model file")
+        if self.engine_file_path:
+            # A directory, or a file *name* inside one (its directory is used); an existing
+            # regular file with no suffix cannot be a directory of engines.
+            path = Path(self.engine_file_path).expanduser()
+            if path.exists() and not path.is_dir() and not path.suffix:
+                raise ConfigError(f"engine_file_path={self.engine_file_path!r}: is an existing file, "
+                                  f"not a directory for cached engines (give a directory, or a "
+                                  f"file name with a suffix such as .engine whose directory is used)")
+            directory = path if (path.is_dir() or not path.suffix) else path.parent
+            blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                raise ConfigError(f"engine_file_path={self.engine_file_path!r}: {str(blocker)!r} is a "
+                                  f"file, so the engine directory {str(directory)!r} cannot be made")
         return self
 
     # ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from abaw_ros.offline.bag_io import (
     frame_result_to_msg,
     read_affect_bag,
 )
-from abaw_ros.offline.images import (
+from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,
     decode_compressed,

@@ -4,6 +4,7 @@ write the affect bag, and with annotations the metrics report; always a timeline
     abaw-affect bag-eval recording/ --topic /camera/image_raw \\
         --va video.va.txt --au video.au.txt          # Aff-Wild2-style files, by frame index
     abaw-affect bag-eval recording/ --labels-csv labels.csv   # keyed by image stamp
+    abaw-affect bag-eval day1/ day2/ -o results/ --workers 4   # many bags: one summary report
 
 Exit status: 0 done (frames may have been skipped: see the summary), 2 the bag, topic,
 configuration, annotations or an output path cannot be used, or ``--strict`` stopped at
@@ -17,7 +18,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from abaw_ros.offline.bag_io import DEFAULT_AFFECT_TOPIC, DEFAULT_IMAGE_TOPIC, STORAGES
+from abaw_ros.offline.bag_io import (
+    BAG_VERSIONS,
+    DEFAULT_AFFECT_TOPIC,
+    DEFAULT_BAG_VERSION,
+    DEFAULT_IMAGE_TOPIC,
+    STORAGES,
+)
 from abaw_ros.offline.report import MISSING_POLICIES
 from abaw_ros.offline.track import FACE_LARGEST, FACE_MOST_CONFIDENT
 
@@ -29,12 +36,15 @@ EXIT_DAMAGED = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", type=Path, help="input bag: directory with metadata.yaml, or a .mcap/.db3 file")
+    parser.add_argument("bag", type=Path, nargs="+",
+                        help="input bag: directory with metadata.yaml, or a .mcap/.db3 file; several bags or "
+                             "folders of bags give one summary report (see 'many bags')")
     parser.add_argument("-t", "--topic", default=DEFAULT_IMAGE_TOPIC,
                         help=f"Image or CompressedImage topic (default {DEFAULT_IMAGE_TOPIC}; "
                              f"'' picks the bag's only image topic)")
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="affect bag to write (default: <bag>_affect next to the input)")
+                        help="affect bag to write (default: <bag>_affect next to the input); with several "
+                             "bags the output folder (default: <first bag's folder>/affect_eval)")
     parser.add_argument("--output-topic", default=DEFAULT_AFFECT_TOPIC,
                         help=f"topic of the FaceAffectArray messages (default {DEFAULT_AFFECT_TOPIC})")
     parser.add_argument("-s", "--storage", choices=list(STORAGES), default=None,
@@ -42,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the affect bag, report and plot of an earlier run (an affect bag "
                              "is replaced only if bag-eval wrote it; nothing else is ever replaced)")
+    parser.add_argument("--bag-version", type=int, choices=BAG_VERSIONS, default=DEFAULT_BAG_VERSION,
+                        help=f"rosbag2 metadata version of the affect bag (default {DEFAULT_BAG_VERSION}: read by "
+                             f"Humble, Jazzy and Kilted; 9: Jazzy and later only)")
     parser.add_argument("--recover", action="store_true",
                         help="an MCAP recording that was cut short (no footer): process the complete "
                              "records before the cut instead of stopping with an error")
@@ -85,16 +98,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--strict", action="store_true",
                      help=f"stop at the first frame in an encoding that cannot be decoded (exit "
                           f"{EXIT_ERROR}, results so far kept); exit {EXIT_SKIPPED} when frames were skipped")
+    many = parser.add_argument_group("many bags (several bag arguments or folders of bags)")
+    many.add_argument("--workers", type=int, default=1,
+                      help="bags evaluated at once in worker processes on this machine (default 1); each "
+                           "worker runs num_threads inference threads (-p num_threads:=1 for many workers)")
+    many.add_argument("--ray", metavar="ADDRESS", default=None,
+                      help="send the bags to this Ray cluster (e.g. auto, or HEAD_IP:6379) instead; the bags "
+                           "and -o must be on a file system every node mounts (needs .[ray])")
+    many.add_argument("--labels-dir", type=Path, default=None,
+                      help="folder of stamp-keyed label CSVs named <bag name>.csv or <bag name>_labels.csv "
+                           "(default: <bag>_labels.csv next to each bag, as video-to-bag writes them)")
+    many.add_argument("--summary", type=Path, default=None,
+                      help="summary JSON (default <output folder>/summary.json)")
 
 
 def default_params_file() -> Path | None:
-    """config/affect.yaml of the source tree, else of the colcon install, else None."""
+    """config/affect.yaml of the source tree, else of the colcon or pip install, else None."""
     source = ROOT / "config" / "affect.yaml"
     if source.is_file():
         return source
     import os
 
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+    from abaw_ros.offline.bag_io import install_prefixes
+
+    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
         candidate = Path(prefix) / "share" / "abaw_ros" / "config" / "affect.yaml"
         if prefix and candidate.is_file():
             return candidate
@@ -148,12 +175,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from abaw_ros.commands.bag_batch import is_many, run_many
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
     from abaw_ros.offline.bag_io import BagError
-    from abaw_ros.offline.images import UnsupportedEncodingError
+    from abaw_ros.perception.image import UnsupportedEncodingError
 
+    if is_many(args):
+        return run_many(args)
+    args.bag = args.bag[0]
     try:
         config, params_file = build_config(args)
         options = BagEvalOptions(
@@ -164,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             stamp_tolerance_ns=int(round(args.stamp_tolerance * 1e9)), max_frames=args.max_frames,
             progress=not args.no_progress, strict=args.strict,
         )
+        options.bag_version = args.bag_version
         if params_file is not None:
             log.info("pipeline parameters from %s", params_file)
         result = evaluate_bag(options, config)

@@ -4,6 +4,7 @@ a quick try of ``train`` / ``evaluate`` with ``config/train_fixture.yaml``)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 
@@ -31,9 +32,13 @@ def run(args: argparse.Namespace) -> int:
         bah_videos=tuple(args.bah_videos),
         seed=args.seed,
     )
-    with tqdm(total=1, desc="writing fixtures", unit="set") as bar:
-        paths = make_fixtures(args.out, spec)
-        bar.update()
+    try:
+        with tqdm(total=1, desc="writing fixtures", unit="set") as bar:
+            paths = make_fixtures(args.out, spec)
+            bar.update()
+    except ValueError as exc:  # a size the layouts cannot hold; the message names it
+        logging.getLogger("abaw_ros.make_fixtures").error("%s", exc)
+        return 2
     print(f"Aff-Wild2: {paths.affwild2_images} (annotations {paths.affwild2_annotations})")
     print(f"HUME-Vidmimic2: {paths.hume}")
     print(f"BAH: {paths.bah}")

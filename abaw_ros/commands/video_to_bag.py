@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from abaw_ros.offline.bag_io import DEFAULT_IMAGE_TOPIC, STORAGES
+from abaw_ros.offline.bag_io import BAG_VERSIONS, DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, STORAGES
 
 log = logging.getLogger("abaw_ros.video_to_bag")
 EXIT_ERROR = 2
@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, default=None,
                         help="first stamp in seconds since the epoch (default: the file's mtime)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--bag-version", type=int, choices=BAG_VERSIONS, default=DEFAULT_BAG_VERSION,
+                        help=f"rosbag2 metadata version (default {DEFAULT_BAG_VERSION}: read by Humble, Jazzy "
+                             f"and Kilted; 9: Jazzy and later only)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     labels = parser.add_argument_group("annotations, written as a CSV keyed by the bag's stamps")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             encoding=args.encoding, frame_id=args.frame_id, fps=args.fps,
             start_ns=None if args.start is None else int(round(args.start * 1e9)),
             max_frames=args.max_frames, labels=labels, labels_csv=args.labels_csv,
-            overwrite=args.overwrite, progress=not args.no_progress,
+            overwrite=args.overwrite, progress=not args.no_progress, bag_version=args.bag_version,
         )
     except (BagError, DataFormatError, FileNotFoundError, KeyError, ValueError) as exc:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)

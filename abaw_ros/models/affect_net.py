@@ -12,6 +12,10 @@ The network is split where streaming needs it:
   encoded once and kept in a per-face ring buffer (:mod:`abaw_ros.models.streaming`).
 - ``TemporalHead``: one window of those maps ``(B, T, C, H, W)`` per level -> flat raw
   outputs, one TAM level per map, concatenated -> Dropout -> Linear.
+  Its streaming form splits the tubelet embedding: ``project_frames`` projects one
+  frame's maps by every time slice of the embedding weight once, when the frame is
+  encoded; ``forward_tubelets`` takes the per-tubelet sums of those projections (summed
+  by the ring buffer) and gives the same outputs as ``forward`` on the window.
 
 Output modes:
 
@@ -298,6 +302,32 @@ class TemporalHead(nn.Module):
 
     def forward(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.forward_head(self.forward_features(windows))
+
+    # -- streaming form: per-frame projections, summed per tubelet ---------------------
+    @property
+    def projection_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per level, the projections of one frame ``(pt, dim, h, w)``."""
+        return [mixer.projection_shape for mixer in self.mixers]
+
+    @property
+    def tubelet_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per level, the tubelet sums of one window ``(T/pt, dim, h, w)``."""
+        return [mixer.tubelet_shape for mixer in self.mixers]
+
+    def project_frames(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One frame's feature maps ``(N, C, H, W)`` per level -> its tubelet-embedding
+        projections ``(N, pt, dim, h, w)`` per level (all ``pt`` weight slices, no bias)."""
+        if len(maps) != len(self.mixers):
+            raise ValueError(f"{len(maps)} feature maps given: expected {len(self.mixers)} ({list(self.feature_names)})")
+        return [mixer.embed.project_frames(x) for mixer, x in zip(self.mixers, maps, strict=True)]
+
+    def forward_tubelets(self, sums: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Tubelet sums ``(B, T/pt, dim, h, w)`` per level -> the raw outputs :meth:`forward`
+        gives for the window they were summed from."""
+        if len(sums) != len(self.mixers):
+            raise ValueError(f"{len(sums)} tubelet sums given: expected {len(self.mixers)} ({list(self.feature_names)})")
+        features = torch.cat([mixer.forward_tubelets(x) for mixer, x in zip(self.mixers, sums, strict=True)], dim=-1)
+        return self.forward_head(features)
 
 
 class AffectNet(nn.Module):

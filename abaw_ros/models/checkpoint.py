@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from abaw_ros import tasks as task_registry
+from abaw_ros.config import ModelFileError
 from abaw_ros.models.affect_net import AffectNet, ModelConfig
 from abaw_ros.models.provenance import provenance_summary
 
@@ -135,6 +137,34 @@ def save_checkpoint(
     return path
 
 
+def _torch_load(path: Path, map_location: str | torch.device, weights_only: bool) -> Any:
+    """``torch.load``, with every way a file can fail to be a checkpoint turned into one
+    :class:`ModelFileError` naming the file: empty or cut short (EOFError), not a pickle
+    or zip (UnpicklingError, RuntimeError), or refused by ``weights_only`` because it
+    holds Python objects whose loading would run code (PyTorch's message names them)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except EOFError:
+        raise ModelFileError(f"checkpoint {path}: the file is empty or cut short "
+                             f"({path.stat().st_size} bytes)") from None
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        # torch names a refused object, e.g. "Trying to load unsupported GLOBAL posix.system
+        # whose module posix is blocked"; random bytes give "Unsupported operand 189".
+        found = next((" ".join(line.split())[:200] for line in text.splitlines() if "GLOBAL" in line), "")
+        if "Weights only load failed" in text and found:
+            raise ModelFileError(
+                f"checkpoint {path}: refused, it holds Python objects that loading would run "
+                f"as code ({found}); abaw_ros checkpoints hold only "
+                f"tensors and plain values (save it with save_checkpoint)") from None
+        raise ModelFileError(f"checkpoint {path}: not a PyTorch checkpoint (torch.load cannot "
+                             f"unpickle its {path.stat().st_size} bytes)") from None
+    except Exception as exc:  # noqa: BLE001 - random bytes fail in the unpickler in any way at all
+        # (IndexError, KeyError, UnicodeDecodeError, a damaged zip's RuntimeError, ...)
+        raise ModelFileError(f"checkpoint {path}: cannot be read as a PyTorch checkpoint "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+
+
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -153,7 +183,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    payload = torch.load(path, map_location=map_location, weights_only=weights_only)
+    payload = _torch_load(path, map_location, weights_only)
     if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
         raise ValueError(

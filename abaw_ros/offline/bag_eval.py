@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from abaw_ros.offline.annotations import FrameLabels, coverage_warnings
 from abaw_ros.offline.bag_io import (
     DEFAULT_AFFECT_TOPIC,
+    DEFAULT_BAG_VERSION,
     DEFAULT_IMAGE_TOPIC,
     STORAGES,
     AffectBagWriter,
@@ -70,6 +71,7 @@ class BagEvalOptions:
     topic: str | None = DEFAULT_IMAGE_TOPIC  # None: the bag's only image topic
     output_topic: str = DEFAULT_AFFECT_TOPIC
     storage: str | None = None  # mcap | sqlite3; None: as the input
+    bag_version: int = DEFAULT_BAG_VERSION  # rosbag2 metadata version of the affect bag (8 or 9)
     overwrite: bool = False  # replace an earlier affect bag / report / plot (never anything else)
     recover: bool = False  # read a cut-short MCAP recording up to the damage
     strict: bool = False  # stop at the first frame in an encoding that cannot be decoded
@@ -273,7 +275,7 @@ def evaluate_bag(
         start = time.perf_counter()
         sink = AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
                                _input_paths(options), weights_trained=bool(pipeline.metadata.trained),
-                               model_id=_model_id(pipeline))
+                               model_id=_model_id(pipeline), version=options.bag_version)
         try:
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
@@ -302,6 +304,8 @@ def evaluate_bag(
                        + (f"; stopped: {result.stopped}" if result.stopped else "")
                        + (f"; damage: {result.damage}" if result.damage else "") + ")")
 
+    # A tracker id that never occurs: say which ids did (the affect bag stays: it is complete).
+    track.require_face(f"bag {str(options.bag)!r} (affect bag written to {str(options.output)!r})")
     aligned = None
     if options.labels is not None:
         aligned = options.labels.align(track.index_array, track.stamp_array, options.stamp_tolerance_ns)
@@ -314,7 +318,8 @@ def evaluate_bag(
         title = f"{options.bag.name} {result.topic}"
         if model.get("trained") is False:
             title += " - UNTRAINED model: affect values are placeholders"
-        result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px)
+        result.plot = plot_timeline(track, options.plot, aligned, title=title, size_px=options.plot_size_px,
+                                    ah_threshold=model.get("ah_threshold", 0.5), metrics=result.metrics)
     if options.report is not None:
         report = {
             "format": REPORT_FORMAT,

@@ -23,14 +23,6 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from abaw_ros.offline.images import (
-    CorruptImageError,
-    UnsupportedEncodingError,
-    decode_compressed,
-    decode_image,
-    encode_compressed,
-    encode_image,
-)
 from abaw_ros.offline.mcap_recovery import RecoveredMcap, write_chunk_crcs
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
@@ -41,6 +33,14 @@ from abaw_ros.offline.outputs import (
     check_bag_output,
 )
 from abaw_ros.perception.face_values import face_affect_values
+from abaw_ros.perception.image import (
+    CorruptImageError,
+    UnsupportedEncodingError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_image,
+)
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -62,6 +62,12 @@ STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": Sto
 BASE_STORE = Stores.ROS2_KILTED
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_AFFECT_TOPIC = "/affect"
+# rosbag2 metadata versions the writers offer. Version 8 stores ``offered_qos_profiles`` as
+# a YAML string, which Humble's reader requires (it reads the field with
+# ``as<std::string>()`` for every version >= 4); Jazzy and later read 8 and 9. Version 9
+# stores it as a YAML list, which only Jazzy and later read. See docs/BAGS.md.
+BAG_VERSIONS: tuple[int, ...] = (8, 9)
+DEFAULT_BAG_VERSION = 8
 _OUR_MESSAGES: tuple[str, ...] = ("FaceAffect", "FaceAffectArray")
 
 
@@ -80,14 +86,23 @@ class BagReadError(BagError):
 # ---------------------------------------------------------------------------------------
 # Message types
 # ---------------------------------------------------------------------------------------
+def install_prefixes() -> list[str]:
+    """Where ``pip install`` puts this package's data files (``setup.py`` data_files)."""
+    import site
+    import sys
+
+    return list(dict.fromkeys([sys.prefix, site.getuserbase()]))
+
+
 def find_msg_dir() -> Path:
     """The folder holding ``FaceAffect.msg`` and ``FaceAffectArray.msg``.
 
     Looked up in the source tree next to this package, then in the ``share/abaw_ros/msg``
-    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install).
+    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install) and of the Python
+    environment (``pip install``).
     """
     candidates = [Path(__file__).resolve().parents[2] / "msg"]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
         if prefix:
             candidates.append(Path(prefix) / "share" / PACKAGE / "msg")
     for folder in candidates:
@@ -552,7 +567,11 @@ class _BagWriter:
     kind = IMAGE_BAG
 
     def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
-                 overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> None:
+                 overwrite: bool = False, inputs: Sequence[str | Path] = (),
+                 version: int = DEFAULT_BAG_VERSION) -> None:
+        if version not in BAG_VERSIONS:
+            raise BagError(f"bag version {version!r}: choose from {list(BAG_VERSIONS)} (8 is read by Humble, "
+                           f"Jazzy and Kilted; 9 by Jazzy and later only)")
         self.path = Path(path)
         self.topic = topic
         self.msgtype = msgtype
@@ -567,7 +586,7 @@ class _BagWriter:
         self._stage = StagedBag(self.path, self.kind, replace)
         self._closed = False
         try:
-            self._writer = Writer(self._stage.path, version=9, storage_plugin=plugin)
+            self._writer = Writer(self._stage.path, version=version, storage_plugin=plugin)
             self._writer.set_custom_data(MARKER_KEY, self.kind)
             self._writer.open()
             # The type store makes the writer embed the full definition (with dependencies).
@@ -628,8 +647,8 @@ class AffectBagWriter(_BagWriter):
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_AFFECT_TOPIC, storage: str = "mcap",
                  overwrite: bool = False, inputs: Sequence[str | Path] = (), weights_trained: bool = False,
-                 model_id: str = "") -> None:
-        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite, inputs)
+                 model_id: str = "", version: int = DEFAULT_BAG_VERSION) -> None:
+        super().__init__(path, topic, FACE_AFFECT_ARRAY, storage, overwrite, inputs, version)
         self.weights_trained, self.model_id = weights_trained, model_id
 
     def write(self, result: FrameResult, frame: ImageFrame) -> None:
@@ -647,14 +666,15 @@ class ImageBagWriter(_BagWriter):
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
                  compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",
-                 jpeg_quality: int = 90, overwrite: bool = False) -> None:
+                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
         if compression is not None and compression not in ("jpeg", "png"):
             raise BagError(f"compression={compression!r}: choose jpeg, png or None (raw Image)")
         self.compression = compression
         self.encoding = encoding
         self.frame_id = frame_id
         self.jpeg_quality = jpeg_quality
-        super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite)
+        super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite,
+                         version=version)
 
     def write(self, image_bgr: np.ndarray, stamp_ns: int, log_time_ns: int | None = None) -> None:
         header = make_header(stamp_ns, self.frame_id, self.store)

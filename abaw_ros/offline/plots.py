@@ -2,20 +2,26 @@
 
 Rows, top to bottom: valence, arousal (prediction and label lines), the 12 AU
 probabilities as a heat strip and, when labelled, the AU labels as a second strip right
-below, hesitancy probability with its label, and the number of faces per frame. Frames
-without a prediction or a valid label are left blank (grey in the strips).
+below, hesitancy probability with its label and the model's decision threshold, and the
+number of faces per frame. Frames without a prediction or a valid label are left blank
+(grey in the strips). The title names the face that was followed and, with labels, the
+headline score of every scored task.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from abaw_ros.offline.annotations import AlignedLabels
-from abaw_ros.offline.track import PredictionTrack
+from abaw_ros.offline.track import FACE_POLICIES, PredictionTrack
 from abaw_ros.tasks import AU_NAMES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_SIZE_PX: tuple[int, int] = (1600, 1000)
 DEFAULT_DPI = 100
@@ -42,6 +48,25 @@ def _masked(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def face_caption(track: PredictionTrack) -> str:
+    """Which face the values belong to: the policy and the tracker ids it followed."""
+    ids = track.followed_ids
+    shown = ", ".join(ids[:4]) + (f" +{len(ids) - 4} more" if len(ids) > 4 else "")
+    if track.face_policy not in FACE_POLICIES:
+        return f"face {track.face_policy}"
+    return f"face: {track.face_policy} ({'ids ' + shown if ids else 'no face'})"
+
+
+def metrics_caption(metrics: Mapping[str, Any] | None) -> str:
+    """``va_ccc_mean 0.412 | au_f1_mean 0.538`` from a ``compute_metrics`` result."""
+    parts = []
+    for entry in (metrics or {}).values():
+        if "scores" in entry:
+            name = entry["primary"]
+            parts.append(f"{name} {entry['scores'][name]:.3f} ({entry['frames_scored']} frames)")
+    return " | ".join(parts)
+
+
 def plot_timeline(
     track: PredictionTrack,
     path: str | Path,
@@ -49,13 +74,37 @@ def plot_timeline(
     title: str = "",
     size_px: tuple[int, int] = DEFAULT_SIZE_PX,
     dpi: int = DEFAULT_DPI,
+    ah_threshold: float = 0.5,
+    metrics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Draw the timeline and write it to ``path`` (PNG of exactly ``size_px`` pixels)."""
+    """Draw the timeline and write it to ``path`` (PNG of exactly ``size_px`` pixels).
+
+    ``ah_threshold`` is the model's hesitancy decision threshold (drawn as a dotted line);
+    ``metrics`` (from :func:`abaw_ros.offline.report.compute_metrics`) go into the title
+    next to ``title`` and the followed face. A track that follows a tracker id no frame
+    shows raises :class:`~abaw_ros.offline.track.UnknownFaceError` listing the ids."""
+    fig = timeline_figure(track, labels, title, size_px, dpi, ah_threshold, metrics)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def timeline_figure(
+    track: PredictionTrack,
+    labels: AlignedLabels | None = None,
+    title: str = "",
+    size_px: tuple[int, int] = DEFAULT_SIZE_PX,
+    dpi: int = DEFAULT_DPI,
+    ah_threshold: float = 0.5,
+    metrics: Mapping[str, Any] | None = None,
+) -> Figure:
+    """The figure :func:`plot_timeline` writes; ``fig.axes_by_row[name]`` gives the axes
+    of each row (valence, arousal, au_pred, au_true, hesitancy, faces)."""
+    track.require_face()
     width, height = (int(v) for v in size_px)
     if width < 200 or height < 200:
         raise ValueError(f"size_px={size_px}: the timeline needs at least 200x200 pixels")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     t, edges = _time_axis(track.stamp_array)
     tasks = labels.tasks if labels is not None else ()
     au_labelled = "au" in tasks
@@ -91,10 +140,11 @@ def plot_timeline(
     if "ah" in tasks:
         ax.step(t, _masked(labels.values["ah"][:, 0], labels.valid["ah"]), where="mid", color=LABEL_COLOR,
                 lw=1.2, ls="--", label="label")
-    ax.axhline(0.5, color="0.6", lw=0.6, ls=":", zorder=0)
+    ax.axhline(float(ah_threshold), color="0.45", lw=0.8, ls=":", zorder=0,
+               label=f"threshold {float(ah_threshold):g}")
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("hesitancy")
-    ax.legend(loc="upper right", fontsize="small", ncol=2)
+    ax.legend(loc="upper right", fontsize="small", ncol=3)
 
     ax = ax_of["faces"]
     ax.step(t, np.asarray(track.n_faces, dtype=float), where="mid", color="0.3", lw=1.0)
@@ -104,12 +154,15 @@ def plot_timeline(
     if len(edges) > 1:
         ax.set_xlim(edges[0], edges[-1])
 
-    fig.suptitle(title or f"{len(track)} frames", fontsize="medium")
-    fig.subplots_adjust(left=0.07, right=0.93, top=0.95, bottom=0.06, hspace=0.12)
+    lines = [" - ".join(p for p in (title or f"{len(track)} frames", face_caption(track)) if p)]
+    if score_line := metrics_caption(metrics):
+        lines.append(score_line)
+    fig.suptitle("\n".join(lines), fontsize="medium")
+    fig.subplots_adjust(left=0.07, right=0.93, top=0.95 - 0.025 * (len(lines) - 1), bottom=0.06, hspace=0.12)
     colorbar_ax = fig.add_axes((0.945, 0.3, 0.012, 0.35))
     fig.colorbar(ax_of["au_pred"].collections[0], cax=colorbar_ax)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    fig.axes_by_row = ax_of
+    return fig
 
 
 def _strip_cmap():

@@ -18,6 +18,11 @@ from abaw_ros.tasks import AU_NAMES, TASK_ORDER, TASKS
 
 FACE_LARGEST = "largest"
 FACE_MOST_CONFIDENT = "most-confident"
+FACE_POLICIES: tuple[str, ...] = (FACE_LARGEST, FACE_MOST_CONFIDENT)
+
+
+class UnknownFaceError(ValueError):
+    """A track follows a tracker id that no processed frame shows."""
 
 
 def _stamp_ns(stamp: Any) -> int:
@@ -77,9 +82,12 @@ class PredictionTrack:
     rows: dict[str, list[np.ndarray]] = field(default_factory=lambda: {t: [] for t in TASK_ORDER})
     au_active_rows: list[np.ndarray] = field(default_factory=list)
     hesitant_rows: list[bool] = field(default_factory=list)
+    frames_per_id: dict[str, int] = field(default_factory=dict)  # every id seen, followed or not
 
     def add(self, index: int, stamp_ns: int, faces: Sequence[dict[str, Any]]) -> None:
         face = choose_face(faces, self.face_policy)
+        for seen in faces:
+            self.frames_per_id[seen["face_id"]] = self.frames_per_id.get(seen["face_id"], 0) + 1
         self.indices.append(int(index))
         self.stamps_ns.append(int(stamp_ns))
         self.n_faces.append(len(faces))
@@ -99,6 +107,22 @@ class PredictionTrack:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def followed_ids(self) -> list[str]:
+        """The tracker ids this track took its values from, in order of first use."""
+        return list(dict.fromkeys(f for f in self.face_ids if f))
+
+    def require_face(self, where: str = "the stream") -> None:
+        """Raise :class:`UnknownFaceError` when the track follows a tracker id that no frame
+        shows, naming the ids that do occur (with their frame counts)."""
+        if self.face_policy in FACE_POLICIES or self.has_face.any():
+            return
+        present = ", ".join(f"{face_id} ({n} frames)" for face_id, n in
+                            sorted(self.frames_per_id.items(), key=lambda kv: _id_key(kv[0])))
+        raise UnknownFaceError(
+            f"--face {self.face_policy!r}: no face with this tracker id in {where}; ids present: "
+            f"{present or 'none (no face was detected)'}; or use --face {FACE_LARGEST} / {FACE_MOST_CONFIDENT}")
 
     # -- arrays ---------------------------------------------------------------------------
     def output(self, task: str) -> np.ndarray:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from abaw_ros.offline.annotations import FrameLabels, write_stamp_csv
-from abaw_ros.offline.bag_io import DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
+from abaw_ros.offline.bag_io import DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def video_to_bag(
     labels_csv: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    bag_version: int = DEFAULT_BAG_VERSION,
 ) -> VideoToBagResult:
     """Write every frame of ``video`` (up to ``max_frames``) to a new bag.
 
@@ -66,6 +67,7 @@ def video_to_bag(
     ``start_ns`` is the first stamp (default: the video file's modification time, whole
     seconds, so the same file always gives the same bag). ``labels`` (keyed by frame
     index) are written as a stamp-keyed CSV to ``labels_csv`` (default ``<bag>_labels.csv``).
+    ``bag_version`` is the rosbag2 metadata version (8: Humble, Jazzy, Kilted; 9: Jazzy+).
     """
     video, bag = Path(video), Path(bag)
     if not video.is_file():
@@ -88,7 +90,7 @@ def video_to_bag(
         from tqdm import tqdm
 
         with ImageBagWriter(bag, topic, storage, compression=compression, encoding=encoding,
-                            frame_id=frame_id, overwrite=overwrite) as writer, \
+                            frame_id=frame_id, overwrite=overwrite, version=bag_version) as writer, \
                 tqdm(total=total or None, unit="frame", desc=video.name, disable=not progress) as bar:
             while max_frames is None or len(stamps) < max_frames:
                 ok, image = capture.read()

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from abaw_ros.config import ModelFileError
 from abaw_ros.perception.detection import FaceDetection, FaceDetector
 
 
@@ -26,8 +27,13 @@ class YuNetDetector(FaceDetector):
                 f"detector_model_path={str(model_path)!r}: YuNet model file not found; download "
                 f"face_detection_yunet_2023mar.onnx from the OpenCV model zoo and give its path")
         self.min_face_size = int(min_face_size)
-        self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), float(score_threshold),
-                                                   float(nms_threshold), int(top_k))
+        try:
+            self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), float(score_threshold),
+                                                       float(nms_threshold), int(top_k))
+        except cv2.error as exc:  # not an ONNX graph OpenCV's DNN module can read
+            reason = " ".join(str(exc).split("error:", 1)[-1].split())[:200]
+            raise ModelFileError(f"detector_model_path={str(model_path)!r}: OpenCV cannot load it as a "
+                                 f"YuNet ONNX model ({path.stat().st_size} bytes; {reason})") from None
         self._input_size: tuple[int, int] = (320, 320)
 
     def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:

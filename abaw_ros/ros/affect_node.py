@@ -18,16 +18,13 @@ frame makes the node skip frames (counted) instead of queueing them.
 """
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -37,6 +34,7 @@ from std_msgs.msg import Header
 from abaw_ros.config import ConfigError, PipelineConfig
 from abaw_ros.models.provenance import provenance_summary
 from abaw_ros.msg import FaceAffectArray
+from abaw_ros.perception.image import ImageTooLargeError, shown
 from abaw_ros.ros.conversions import (
     IMAGE_ERRORS,
     bgr_to_image,
@@ -49,14 +47,14 @@ from abaw_ros.ros.debug_image import draw_affect
 from abaw_ros.ros.diagnostics import NodeStats, build_diagnostics
 from abaw_ros.ros.handoff import LatestSlot
 from abaw_ros.ros.input_qos import MatchedSubscription
-from abaw_ros.ros.node_logging import RosLogHandler, WarningThrottle, warning_kind
+from abaw_ros.ros.node_logging import WarningThrottle, warning_kind
+from abaw_ros.ros.node_process import EXIT_STARTUP_FAILED, NODE_NAME  # noqa: F401 - re-exported
 from abaw_ros.ros.requirements_check import missing_requirements
+from abaw_ros.ros.transport import shm_segment_size
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import PerceptionPipeline
 
-NODE_NAME = "abaw_affect"
-EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
 UNTRAINED_NOTICE = (
     "the model weights are UNTRAINED: the published affect values are placeholders, not "
     "estimates. Set model_file_path to a trained checkpoint or exported model bundle."
@@ -117,6 +115,7 @@ class AffectNodeBase:
         self._worker: threading.Thread | None = None
         self._info: dict[str, str] = {}
         self._weights_trained = False
+        self._segment_bytes: int | None = None
         self.model_id = ""
         self._input: MatchedSubscription | None = None
         self._timers: list[Any] = []
@@ -228,6 +227,7 @@ class AffectNodeBase:
         assert self.config is not None and self.pipeline is not None
         metadata = self.pipeline.metadata
         self._weights_trained = bool(metadata.trained)
+        self._segment_bytes = shm_segment_size()
         model = self.config.model_file_path or "(none: untrained network built at start)"
         self.model_id = _model_id(self.config)
         self._info = {
@@ -235,12 +235,16 @@ class AffectNodeBase:
             "device": str(getattr(self.pipeline.backend, "device", "")),
             "model": model,
             "model_id": self.model_id,
-            "precision": self.config.precision,
+            "precision": str(self.pipeline.backend.precision),  # what runs ("auto" resolved)
             "detector": self.config.detector,
             "detection_interval": str(self.config.detection_interval),
             "head_interval": str(self.config.head_interval),
             "window_length": str(self.config.window_length),
             "tasks": ",".join(metadata.tasks),
+            "max_image_pixels": str(self.config.max_image_pixels),
+            "largest_deliverable_frame": (
+                f"{self._segment_bytes} bytes (Fast DDS shared-memory segment; larger frames are "
+                f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
         }
         if self._weights_trained:
             self.get_logger().info(f"model {model} ({self.model_id}): {provenance_summary(True, metadata.provenance)}")
@@ -339,13 +343,25 @@ class AffectNodeBase:
         pipeline, affect_pub = self.pipeline, self._affect_pub
         if pipeline is None or affect_pub is None:
             return
+        segment = self._segment_bytes
+        if segment and len(msg.data) > segment:
+            # This one arrived; most frames this large do not (see ros/transport.py).
+            self._warnings.warn(
+                f"{transport}:oversized",
+                f"frame {self._describe_frame(msg)} has {len(msg.data)} bytes, more than the "
+                f"{segment}-byte Fast DDS shared-memory segment: most frames this large are lost "
+                f"in transport without an error; send smaller frames or image/compressed",
+            )
+        limit = self.config.max_image_pixels
         try:
-            image = compressed_to_bgr(msg) if transport == "compressed" else image_to_bgr(msg)
+            image = (compressed_to_bgr(msg, limit) if transport == "compressed"
+                     else image_to_bgr(msg, limit))
         except IMAGE_ERRORS as exc:
             self._stats.on_bad()
+            what = "too large" if isinstance(exc, ImageTooLargeError) else "bad"
             self._warnings.warn(
                 warning_kind(transport, exc),
-                f"skipping bad {transport} frame {self._describe_frame(msg)}: {exc}",
+                f"skipping {what} {transport} frame {self._describe_frame(msg)}: {exc}",
             )
             return
         stamp_ns = stamp_to_ns(msg.header)
@@ -367,7 +383,7 @@ class AffectNodeBase:
     @staticmethod
     def _describe_frame(msg: Image | CompressedImage) -> str:
         h = msg.header
-        return f"(stamp {h.stamp.sec}.{h.stamp.nanosec:09d}, frame_id {h.frame_id!r})"
+        return f"(stamp {h.stamp.sec}.{h.stamp.nanosec:09d}, frame_id {shown(h.frame_id)})"
 
     # -- diagnostics (executor thread) ------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -432,40 +448,7 @@ def _model_id(config: PipelineConfig) -> str:
         return ""
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or an external shutdown; 2 when it cannot start."""
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
-        print(f"[FATAL] [{NODE_NAME}]: cannot start: {exc}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
-    node: AffectNode | None = None
-    code = 0
-    core_log = logging.getLogger("abaw_ros")
-    try:
-        node = AffectNode()
-        handler = RosLogHandler(node)
-        core_log.addHandler(handler)
-        core_log.setLevel(logging.INFO)
-        core_log.propagate = False
-        try:
-            node.start()
-        except StartupError as exc:
-            node.get_logger().fatal(str(exc))
-            code = EXIT_STARTUP_FAILED
-        else:
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from abaw_ros.ros.node_process import run_node
+
+    sys.exit(run_node())

@@ -14,8 +14,10 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
+from abaw_ros.config import DEFAULT_MAX_IMAGE_PIXELS
 from abaw_ros.msg import FaceAffect, FaceAffectArray
-from abaw_ros.offline.images import (
+from abaw_ros.perception.face_values import face_affect_values
+from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,
     decode_compressed,
@@ -23,7 +25,6 @@ from abaw_ros.offline.images import (
     encode_compressed,
     encode_image,
 )
-from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult
@@ -33,23 +34,25 @@ if TYPE_CHECKING:
 IMAGE_ERRORS: tuple[type[Exception], ...] = (UnsupportedEncodingError, CorruptImageError)
 
 
-def image_to_bgr(msg: Image) -> np.ndarray:
+def image_to_bgr(msg: Image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``(H, W, 3)`` BGR uint8 (a copy).
 
     Raises :class:`UnsupportedEncodingError` for an encoding that cannot be read and
-    :class:`CorruptImageError` for a zero-size image, a ``step`` smaller than a row or
-    ``data`` shorter than ``height * step``.
+    :class:`CorruptImageError` for a zero-size image, a ``step`` smaller than a row,
+    ``data`` shorter than ``height * step`` or more than ``max_pixels`` pixels.
     """
-    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian,
+                        max_pixels=max_pixels)
 
 
-def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
+def compressed_to_bgr(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) -> ``(H, W, 3)`` BGR uint8.
 
-    Raises :class:`CorruptImageError` for empty or undecodable data and
+    Raises :class:`CorruptImageError` for empty or undecodable data or a header declaring
+    more than ``max_pixels`` pixels (checked before decoding), and
     :class:`UnsupportedEncodingError` for formats that are not still images (e.g. h264).
     """
-    return decode_compressed(msg.format, msg.data)
+    return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
 
 
 def bgr_to_image(bgr: np.ndarray, header: Header | None = None, encoding: str = "bgr8") -> Image:

@@ -1,0 +1,336 @@
+"""Per-frame affect from a video file, an image folder or a bag (``abaw-affect predict``).
+
+Every frame goes through :meth:`PerceptionPipeline.process` — the code the node runs —
+one after the other. The result is a CSV with one row per frame and face (a frame without
+a face gets one row with an empty ``face_id``, so every frame appears), a sidecar JSON
+(``<csv stem>.json``) that says which model made the numbers (id, trained or not,
+thresholds) and what was read, and optionally a video with the results drawn in.
+
+Sources (:mod:`abaw_ros.offline.sources`): a video file, a folder of images in natural
+order, or one image topic of a bag; frames that cannot be decoded are skipped and listed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, open_source
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES
+
+if TYPE_CHECKING:
+    from abaw_ros.config import PipelineConfig
+    from abaw_ros.perception.pipeline import FaceResult, PerceptionPipeline
+
+log = logging.getLogger(__name__)
+
+# Codec per suffix of the annotated video (both are in every OpenCV build).
+VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+MAX_LISTED_SKIPS = 1000
+
+# The CSV layout: one source of truth for the writer, the docs and the tests.
+FRAME_COLUMNS: tuple[str, ...] = ("frame", "time_s", "stamp_ns", "source")
+FACE_COLUMNS: tuple[str, ...] = (
+    "face_id", "x", "y", "w", "h", "detection_confidence", "valence", "arousal",
+    *AU_NAMES, *EMI_NAMES, "hesitancy",
+    *(f"{name}_active" for name in AU_NAMES), "hesitant", "frames_observed", "window_length",
+)
+CSV_COLUMNS: tuple[str, ...] = FRAME_COLUMNS + FACE_COLUMNS
+
+
+# ---------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------
+def _number(value: float) -> str:
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+
+
+def face_row(face: FaceResult) -> dict[str, str]:
+    """The face columns of one face (:data:`FACE_COLUMNS`); tasks the model does not
+    estimate are empty."""
+    outputs = face.outputs
+    va = outputs.get("va")
+    au = outputs.get("au")
+    emi = outputs.get("emi")
+    ah = outputs.get("ah")
+    x, y, w, h = (int(v) for v in face.box)
+    row = {"face_id": str(face.face_id), "x": str(x), "y": str(y), "w": str(w), "h": str(h),
+           "detection_confidence": _number(float(face.confidence)),
+           "valence": _number(float(va[0])) if va is not None else "",
+           "arousal": _number(float(va[1])) if va is not None else ""}
+    for k, name in enumerate(AU_NAMES):
+        row[name] = _number(float(au[k])) if au is not None else ""
+        row[f"{name}_active"] = str(int(bool(face.au_active[k]))) if au is not None else ""
+    for k, name in enumerate(EMI_NAMES):
+        row[name] = _number(float(emi[k])) if emi is not None else ""
+    row["hesitancy"] = _number(float(ah[0])) if ah is not None else ""
+    row["hesitant"] = str(int(bool(face.hesitant))) if ah is not None else ""
+    row["frames_observed"] = str(int(face.frames_observed))
+    row["window_length"] = str(int(face.window_length))
+    return row
+
+
+def model_id(model_file_path: str) -> str:
+    """The id the affect messages carry (:func:`abaw_ros.runtime.bundle.model_id`: name and
+    content hash of the weights), so a CSV can be traced to the exact model; ``untrained``
+    for the stand-in network of an empty ``model_file_path``."""
+    from abaw_ros.runtime.bundle import model_id as weights_id
+
+    return weights_id(model_file_path) if model_file_path else "untrained"
+
+
+def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any]:
+    metadata = pipeline.metadata
+    path = config.model_file_path if config is not None else ""
+    return {
+        "model_file_path": path,
+        "model_id": model_id(path),
+        "trained": bool(metadata.trained),
+        "backend": getattr(pipeline.backend, "name", None),
+        "precision": getattr(pipeline.backend, "precision", None),
+        "tasks": list(metadata.tasks),
+        "window_length": int(metadata.window_length),
+        "output_mode": metadata.output_mode,
+        "au_thresholds": dict(zip(AU_NAMES, (float(t) for t in metadata.au_thresholds), strict=True)),
+        "ah_threshold": float(metadata.ah_threshold),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PredictResult:
+    source: dict[str, Any]
+    csv: Path
+    sidecar: Path
+    video: Path | None
+    model: dict[str, Any]
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_with_face: int = 0
+    rows: int = 0
+    face_ids: dict[str, int] = field(default_factory=dict)  # id -> frames
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    stopped_at_max_frames: bool = False
+    elapsed_s: float = 0.0
+    pipeline_s: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def pipeline_frames_per_second(self) -> float:
+        return self.frames_processed / self.pipeline_s if self.pipeline_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "csv": str(self.csv),
+            "video": str(self.video) if self.video else None,
+            "model": self.model,
+            "columns": list(CSV_COLUMNS),
+            "frames_read": self.frames_read,
+            "frames_processed": self.frames_processed,
+            "frames_skipped": len(self.skipped),
+            "skipped": self.skipped[:MAX_LISTED_SKIPS],
+            "frames_with_face": self.frames_with_face,
+            "rows": self.rows,
+            "face_ids": self.face_ids,
+            "interrupted": self.interrupted,
+            "stopped_at_max_frames": self.stopped_at_max_frames,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "frames_per_second": round(self.frames_per_second, 3),
+            "pipeline_frames_per_second": round(self.pipeline_frames_per_second, 3),
+        }
+
+    def summary(self) -> str:
+        lines = [f"{self.frames_processed} frames of {self.source['path']} ({self.source['kind']}) in "
+                 f"{self.elapsed_s:.1f} s: {self.frames_per_second:.2f} frames/s (pipeline alone "
+                 f"{self.pipeline_frames_per_second:.2f} frames/s)",
+                 f"faces in {self.frames_with_face} frames, ids {', '.join(self.face_ids) or 'none'}; "
+                 f"{self.rows} rows -> {self.csv} (model {self.model['model_id']}, sidecar {self.sidecar})"]
+        if not self.model["trained"]:
+            lines.append("UNTRAINED model: the affect values are placeholders, not estimates")
+        if self.video:
+            lines.append(f"annotated video: {self.video}")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} frames that could not be decoded (listed in the sidecar)")
+        if self.interrupted:
+            lines.append("interrupted: the rows of the frames processed so far are kept")
+        return "\n".join(lines)
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".json") if csv_path.suffix.lower() == ".csv" else csv_path.with_name(
+        csv_path.name + ".json")
+
+
+def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> None:
+    resolved_source = source.resolve()
+    for path in paths:
+        if path.resolve() == resolved_source:
+            raise SourceError(f"output {str(path)!r} is the SOURCE")
+        if path.is_dir():
+            raise SourceError(f"output {str(path)!r} is a folder: give a file name")
+        if path.exists() and not overwrite:
+            raise SourceError(f"output {str(path)!r} exists already: choose another path or pass --overwrite")
+
+
+class _VideoSink:
+    """The annotated video, opened at the first frame (its size is the video's size)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self.size: tuple[int, int] | None = None
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            height, width = image.shape[:2]
+            self.size = (width, height)
+            codec = VIDEO_CODECS.get(self.path.suffix.lower())
+            if codec is None:
+                raise SourceError(f"--video {str(self.path)!r}: choose a file ending in "
+                                  f"{', '.join(VIDEO_CODECS)}")
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, self.size)
+            if not self._writer.isOpened():
+                raise SourceError(f"--video {str(self.path)!r}: OpenCV cannot write {codec} video here")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+
+def predict(
+    source: str | Path,
+    csv_path: str | Path,
+    config: PipelineConfig | None = None,
+    *,
+    video: str | Path | None = None,
+    fps: float | None = None,
+    topic: str | None = None,
+    recover: bool = False,
+    max_frames: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    pipeline: PerceptionPipeline | None = None,
+) -> PredictResult:
+    """Run the node's pipeline on every frame of ``source``; write the CSV, the sidecar
+    JSON and (``video``) the annotated video. Files are written under temporary names and
+    renamed at the end: an earlier result is replaced only when this run completes, and a
+    failed run leaves nothing behind. Ctrl-C stops early and keeps the rows so far."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames={max_frames}: must be >= 1")
+    source_path, csv_path = Path(source), Path(csv_path)
+    video_path = Path(video) if video is not None else None
+    outputs = [csv_path, sidecar_path(csv_path)] + ([video_path] if video_path else [])
+    if video_path is not None and video_path.suffix.lower() not in VIDEO_CODECS:
+        raise SourceError(f"--video {str(video_path)!r}: choose a file ending in {', '.join(VIDEO_CODECS)}")
+    _check_outputs(outputs, overwrite, source_path)
+    with open_source(source_path, fps, topic, recover) as frames:  # a bad source fails before the model loads
+        if pipeline is None:
+            from abaw_ros.config import PipelineConfig
+            from abaw_ros.perception.pipeline import PerceptionPipeline
+
+            pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
+        result = PredictResult(frames.describe(), csv_path, outputs[1], video_path, model_summary(pipeline, config))
+        temporary = {path: path.with_name(f".{path.name}.partial{path.suffix}") for path in outputs}
+        for path in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _run(frames, pipeline, result, temporary, video_path, max_frames, progress)
+            result.source = frames.describe()
+            temporary[outputs[1]].write_text(json.dumps(_finite(result.to_dict()), indent=2) + "\n",
+                                             encoding="utf-8")
+            if video_path is not None and not temporary[video_path].exists():
+                result.video = None  # interrupted before the first frame
+            for path in outputs:
+                if temporary[path].exists():
+                    temporary[path].replace(path)
+        finally:
+            for path in temporary.values():
+                path.unlink(missing_ok=True)
+    return result
+
+
+def _run(frames: FrameSource, pipeline: Any, result: PredictResult, temporary: dict[Path, Path],
+         video_path: Path | None, max_frames: int | None, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from abaw_ros.perception.drawing import draw_faces
+
+    total = frames.total if max_frames is None else min(frames.total or max_frames, max_frames)
+    sink = _VideoSink(temporary[video_path], frames.fps or DEFAULT_IMAGE_FPS) if video_path else None
+    note = "" if result.model["trained"] else "UNTRAINED model: placeholder values"
+    start = time.perf_counter()
+    with open(temporary[result.csv], "w", newline="", encoding="utf-8") as handle, \
+            tqdm(total=total, unit="frame", desc=frames.path.name, disable=not progress, dynamic_ncols=True) as bar:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="raise")
+        writer.writeheader()
+        try:
+            for frame in frames.frames():
+                result.frames_read += 1
+                bar.update(1)
+                if frame.image is None:
+                    result.skipped.append({"frame": frame.index, "name": frame.name, "reason": frame.error})
+                    log.warning("skipping frame %d: %s", frame.index, frame.error)
+                    continue
+                t0 = time.perf_counter()
+                faces = pipeline.process(frame.image, frame.stamp_ns).faces
+                result.pipeline_s += time.perf_counter() - t0
+                base = {"frame": str(frame.index), "time_s": f"{frame.time_s:.6f}", "stamp_ns": str(frame.stamp_ns),
+                        "source": frame.name}
+                if faces:
+                    for face in faces:
+                        writer.writerow({**base, **face_row(face)})
+                        result.face_ids[face.face_id] = result.face_ids.get(face.face_id, 0) + 1
+                else:
+                    writer.writerow({**base, **dict.fromkeys(FACE_COLUMNS, "")})
+                result.rows += max(len(faces), 1)
+                result.frames_with_face += bool(faces)
+                result.frames_processed += 1
+                if sink is not None:
+                    sink.write(draw_faces(frame.image, faces, note))
+                if max_frames is not None and result.frames_processed >= max_frames:
+                    result.stopped_at_max_frames = True
+                    break
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            if sink is not None:
+                sink.close()
+    result.elapsed_s = time.perf_counter() - start
+    if result.frames_processed == 0:
+        first = f"; first: {result.skipped[0]['reason']}" if result.skipped else ""
+        raise SourceError(f"SOURCE {str(frames.path)!r}: no frame could be processed "
+                          f"({result.frames_read} read{first})")
+    if sink is not None and sink.frames == 0:
+        temporary[video_path].unlink(missing_ok=True)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

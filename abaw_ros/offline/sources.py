@@ -1,0 +1,180 @@
+"""Frames from a video file, an image folder or a bag, for ``abaw-affect predict``.
+
+- **video**: any file OpenCV reads; frame ``i`` is at ``i / fps`` seconds (the file's
+  rate, or ``fps``);
+- **image folder**: the images in natural order (``2.jpg`` before ``10.jpg``), frame ``i``
+  at ``i / fps`` seconds (``fps`` default 30); a file that cannot be decoded is a frame
+  with ``image=None`` and the reason;
+- **bag**: the frames of one image topic (:class:`~abaw_ros.offline.bag_io.ImageBagReader`),
+  time from the header stamps; broken frames come with ``image=None`` and the reason.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+BAG_SUFFIXES: tuple[str, ...] = (".mcap", ".db3")
+DEFAULT_IMAGE_FPS = 30.0  # Aff-Wild2's usual rate; image folders carry no rate of their own
+
+
+class SourceError(ValueError):
+    """The SOURCE cannot be read; the message names it and says what would work."""
+
+
+# ---------------------------------------------------------------------------------------
+# Frame sources
+# ---------------------------------------------------------------------------------------
+@dataclass
+class SourceFrame:
+    index: int  # 0-based position in the source, counting skipped frames too
+    time_s: float  # seconds since the first frame
+    stamp_ns: int
+    image: np.ndarray | None  # BGR; None when the frame cannot be decoded
+    name: str = ""  # file name (image folders)
+    error: str | None = None
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders digit runs by value: ``2.jpg`` before ``10.jpg``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class FrameSource:
+    """Base of the three sources: ``kind``, ``total`` (None when unknown), ``fps`` and
+    :meth:`frames`; a context manager."""
+
+    kind = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total: int | None = None
+        self.fps: float | None = None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "kind": self.kind, "frames_announced": self.total, "fps": self.fps}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoSource(FrameSource):
+    kind = "video"
+
+    def __init__(self, path: Path, fps: float | None = None) -> None:
+        super().__init__(path)
+        self._capture = cv2.VideoCapture(str(path))
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise SourceError(f"SOURCE {str(path)!r}: OpenCV cannot open it as a video (unknown container or "
+                              f"codec); give a video file, a folder of images or a ROS 2 bag")
+        rate = float(fps) if fps is not None else float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not math.isfinite(rate) or rate <= 0:
+            self._capture.release()
+            raise SourceError(f"SOURCE {str(path)!r} reports frame rate {rate!r}: give the rate with --fps")
+        self.fps = rate
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.total = count if count > 0 else None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                return
+            stamp = round(index * 1e9 / self.fps)
+            yield SourceFrame(index, stamp / 1e9, stamp, image)
+            index += 1
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class ImageFolderSource(FrameSource):
+    kind = "images"
+
+    def __init__(self, path: Path, files: Sequence[Path], fps: float | None = None) -> None:
+        super().__init__(path)
+        self.files = sorted(files, key=lambda p: natural_key(p.name))
+        self.fps = float(fps) if fps is not None else DEFAULT_IMAGE_FPS
+        self.total = len(self.files)
+
+    def frames(self) -> Iterator[SourceFrame]:
+        for index, file in enumerate(self.files):
+            stamp = round(index * 1e9 / self.fps)
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            error = None if image is not None else f"{file.name}: OpenCV cannot decode this image"
+            yield SourceFrame(index, stamp / 1e9, stamp, image, file.name, error)
+
+
+class BagSource(FrameSource):
+    kind = "bag"
+
+    def __init__(self, path: Path, topic: str | None, recover: bool = False) -> None:
+        super().__init__(path)
+        from abaw_ros.offline.bag_io import ImageBagReader
+
+        self._reader = ImageBagReader(path, topic, recover)
+        self._reader.open()  # a bad bag or topic fails here, naming it
+        self.topic = self._reader.topic
+        self.total = self._reader.message_count
+
+    def frames(self) -> Iterator[SourceFrame]:
+        first: int | None = None
+        for frame in self._reader.frames():
+            first = frame.stamp_ns if first is None else first
+            yield SourceFrame(frame.index, (frame.stamp_ns - first) / 1e9, frame.stamp_ns, frame.image,
+                              error=frame.error)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(topic=self.topic, damage=self._reader.damage)
+        return info
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_source(path: str | Path, fps: float | None = None, topic: str | None = None,
+                recover: bool = False) -> FrameSource:
+    """The source ``path`` names: a bag (directory with ``metadata.yaml``, ``.mcap``,
+    ``.db3``), a folder of images, or a video file. Raises :class:`SourceError` (or the
+    bag reader's :class:`BagError`) naming the path when it is none of them."""
+    path = Path(path)
+    if fps is not None and (not math.isfinite(fps) or fps <= 0):
+        raise SourceError(f"--fps {fps!r}: must be a positive number of frames per second")
+    if not path.exists():
+        raise SourceError(f"SOURCE {str(path)!r} does not exist (give a video file, a folder of images or a "
+                          f"ROS 2 bag)")
+    if path.is_dir():
+        if (path / "metadata.yaml").is_file():
+            return BagSource(path, topic, recover)
+        entries = [p for p in path.iterdir() if p.is_file()]
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        if images:
+            return ImageFolderSource(path, images, fps)
+        if len([p for p in entries if p.suffix in BAG_SUFFIXES]) == 1:
+            return BagSource(path, topic, recover)  # a recording without metadata.yaml
+        raise SourceError(f"SOURCE {str(path)!r} is a folder without images ({', '.join(IMAGE_SUFFIXES)}) and "
+                          f"is not a ROS 2 bag (no metadata.yaml)")
+    if path.suffix in BAG_SUFFIXES:
+        return BagSource(path, topic, recover)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderSource(path.parent, [path], fps)
+    return VideoSource(path, fps)

@@ -1,0 +1,199 @@
+"""The node process: stop signals from its first line on, and the one place where every
+way the start-up can fail becomes one line and an exit code.
+
+- A fault at start (a bad parameter, a model file that cannot be used) ends in one
+  ``[FATAL]`` line naming the value, and exit code 2 (:data:`EXIT_STARTUP_FAILED`).
+- A stop request is not a fault: whenever it arrives, the node says in one line what it
+was doing, lets go of what it holds and exits 0, as the running node always did on
+Ctrl-C (``ros2 launch`` reports exit 0 as a clean finish, anything else as a death).
+
+Why a handler of our own: until ``rclpy.init`` Python's default SIGINT handler raises
+KeyboardInterrupt wherever the interpreter is (a traceback out of an import) and SIGTERM
+kills the process without a word. After it, rclpy's handlers (``signal_handler.cpp``)
+trigger the executors' guard conditions and shut the context down, then call the
+handler that was installed before them; they do not interrupt Python code, so a model
+load carries on and fails later with ``RCLError: ... context is invalid``. Installed
+first, this handler is the one rclpy chains to: while the node starts it raises
+:class:`StopRequested` in the main thread, which ends the start-up at once; while the
+node spins it only records the signal, and the executor returns because rclpy shut the
+context down.
+
+This module imports nothing heavy at module level, so the executable installs the
+handlers before anything else; rclpy and the node are imported by :func:`run_node`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import pickle
+import signal
+import sys
+from types import FrameType
+
+NODE_NAME = "abaw_affect"
+EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread by a stop signal during start-up. A BaseException, like
+    KeyboardInterrupt, so ``except Exception`` in the loading code never swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(signal_name(signum))
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopSignals:
+    """Records the first stop signal; raises :class:`StopRequested` for it while
+    ``interrupting`` is true (start-up), and never for a second one (so cleaning up is
+    never cut short by an impatient repeat)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.interrupting = True
+        self._installed = False
+
+    def install(self) -> StopSignals:
+        """Install the handlers (once; only from the main thread, as Python requires)."""
+        if not self._installed:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._handle)
+            self._installed = True
+        return self
+
+    @property
+    def name(self) -> str:
+        return signal_name(self.received) if self.received is not None else ""
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if first and self.interrupting:
+            raise StopRequested(signum)
+
+
+# One per process: signal handlers are process-wide.
+stop_signals = StopSignals()
+
+
+def run_node(args: list[str] | None = None, early_stops: list[int] | None = None) -> int:
+    """The node executable: handlers first, then the heavy imports, then :func:`main`.
+    ``early_stops``: signals the executable recorded before this package could be
+    imported. A stop before or during the imports ends here, in one line."""
+    stop_signals.install()
+    try:
+        if early_stops:
+            raise StopRequested(early_stops[0])
+        importlib.import_module("abaw_ros.ros.affect_node")  # rclpy, messages, numpy
+    except StopRequested as stop:
+        _say("INFO", f"stopped by {stop} while loading its modules; nothing was started")
+        return 0
+    return main(args)
+
+
+def describe_startup_failure(exc: BaseException) -> str | None:
+    """The one line for an expected start-up failure that escaped :meth:`AffectNode.start`
+    (a model or file fault the loaders did not name), or None for a bug, which keeps its
+    traceback."""
+    from abaw_ros.config import ConfigError, ModelFileError
+    from abaw_ros.ros.affect_node import StartupError
+
+    if isinstance(exc, StartupError):
+        return str(exc)
+    if isinstance(exc, ConfigError):
+        return f"invalid parameter: {exc}"
+    if isinstance(exc, ModelFileError):
+        return f"cannot load the perception pipeline: {exc}"
+    if isinstance(exc, (OSError, EOFError, pickle.UnpicklingError, MemoryError)):
+        return f"cannot load the perception pipeline: {type(exc).__name__}: {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _say(level: str, text: str) -> None:
+    """A line in the ROS log format, for moments without a node logger."""
+    print(f"[{level}] [{NODE_NAME}]: {text}", file=sys.stderr, flush=True)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C, SIGTERM or an external shutdown (exit 0, also when the
+    stop comes during start-up); 2 when it cannot start. Every way out is one line."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from abaw_ros.ros.affect_node import AffectNode
+    from abaw_ros.ros.node_logging import RosLogHandler
+
+    stop = stop_signals.install()
+    phase = "starting"
+    try:
+        try:
+            rclpy.init(args=args)
+        except StopRequested:
+            raise
+        except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
+            _say("FATAL", f"cannot start: {_one_line(exc)}")
+            return EXIT_STARTUP_FAILED
+        node: AffectNode | None = None
+        code = 0
+        core_log = logging.getLogger("abaw_ros")
+        try:
+            node = AffectNode()
+            handler = RosLogHandler(node)
+            core_log.addHandler(handler)
+            core_log.setLevel(logging.INFO)
+            core_log.propagate = False
+            phase = "loading the model"
+            try:
+                node.start()
+            except StopRequested:
+                raise
+            except Exception as exc:
+                if stop.received is not None:  # the load failed because of the stop
+                    raise StopRequested(stop.received) from None
+                if not node.context.ok():  # shut down from outside (rclpy.shutdown)
+                    _say("INFO", "stopped: the ROS context was shut down while loading the model")
+                    return 0
+                reason = describe_startup_failure(exc)
+                if reason is None:
+                    raise
+                node.get_logger().fatal(reason)
+                code = EXIT_STARTUP_FAILED
+            else:
+                phase = "running"
+                stop.interrupting = False  # from here rclpy's shutdown ends the spin
+                if stop.received is not None:
+                    raise StopRequested(stop.received)
+                executor = SingleThreadedExecutor()
+                executor.add_node(node)
+                try:
+                    executor.spin()
+                except (KeyboardInterrupt, ExternalShutdownException):
+                    pass
+                if stop.received is not None:
+                    _say("INFO", f"stopped by {stop.name}")
+        finally:
+            stop.interrupting = False
+            if node is not None:
+                node.stop()
+                node.destroy_node()
+            rclpy.try_shutdown()
+        return code
+    except StopRequested as request:
+        _say("INFO", f"stopped by {request} while {phase}; "
+                     f"{'nothing was published' if phase != 'running' else 'done'}")
+        return 0

@@ -1,0 +1,199 @@
+"""abaw-affect predict: a video of known length, an image folder and a bag (real face
+pictures from scikit-image, an exported ONNX model) go through the node's pipeline; the
+CSV rows are checked frame by frame against the pipeline run directly, the sidecar
+against the model, and the annotated video against what was drawn."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from abaw_ros import cli
+from abaw_ros.config import PipelineConfig
+from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.predict import CSV_COLUMNS
+from abaw_ros.perception.pipeline import PerceptionPipeline
+from abaw_ros.runtime.bundle import model_id
+from abaw_ros.tasks import AU_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+N_FRAMES = 12
+FPS = 10.0
+STEP = 8  # pixels the person moves right per frame
+
+
+def scene(i: int, person: np.ndarray) -> np.ndarray:
+    frame = np.full((360, 480, 3), 110, np.uint8)
+    frame[40:328, 10 + STEP * i:298 + STEP * i] = person
+    return frame
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    from skimage import data
+
+    person = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (288, 288))
+    return [scene(i, person) for i in range(N_FRAMES)]
+
+
+@pytest.fixture(scope="module")
+def video(frames, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (480, 360))
+    assert writer.isOpened(), "OpenCV cannot write MJPG video here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(model_bundle) -> PipelineConfig:
+    base = PipelineConfig.from_yaml(ROOT / "config" / "affect.yaml")
+    return dataclasses.replace(base, model_file_path=str(model_bundle), backend="onnxruntime", warmup=False)
+
+
+def model_args(model_bundle) -> list[str]:
+    return ["--model-file-path", str(model_bundle), "-p", "backend:=onnxruntime", "-p", "warmup:=false",
+            "--no-progress"]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def decoded(video: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    out = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        out.append(image)
+    capture.release()
+    return out
+
+
+def test_video_gives_one_row_per_frame_and_face_as_the_pipeline_computes(tmp_path, video, model_bundle, config):
+    out = tmp_path / "clip.csv"
+    annotated = tmp_path / "clip_annotated.mp4"
+    assert cli.main(["predict", str(video), "-o", str(out), "--video", str(annotated), *model_args(model_bundle)]) == 0
+
+    header, rows = read_rows(out)
+    assert header == list(CSV_COLUMNS)
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(N_FRAMES))  # every frame, none extra
+    for row in rows:
+        assert float(row["time_s"]) == pytest.approx(int(row["frame"]) / FPS)
+
+    # The same frames through the pipeline object the node runs give the same numbers.
+    pipeline = PerceptionPipeline(config)
+    expected = []
+    for i, image in enumerate(decoded(video)):
+        faces = pipeline.process(image, round(i * 1e9 / FPS)).faces
+        expected += [(i, f.face_id, f.box, f.outputs["va"], f.outputs["au"], f.frames_observed) for f in faces] or [
+            (i, "", None, None, None, None)]
+    assert len(rows) == len(expected)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    thresholds = np.array([sidecar["model"]["au_thresholds"][n] for n in AU_NAMES])
+    for row, (i, face_id, box, va, au, observed) in zip(rows, expected, strict=True):
+        assert int(row["frame"]) == i and row["face_id"] == face_id
+        if not face_id:
+            assert all(row[c] == "" for c in ("x", "valence", "AU12", "hesitancy"))
+            continue
+        assert tuple(int(row[c]) for c in "xywh") == tuple(box)
+        assert [float(row["valence"]), float(row["arousal"])] == pytest.approx(va.tolist(), abs=1e-5)
+        probs = np.array([float(row[n]) for n in AU_NAMES])
+        assert probs == pytest.approx(au, abs=1e-5)
+        assert [row[f"{n}_active"] == "1" for n in AU_NAMES] == (probs >= thresholds).tolist()
+        assert (row["hesitant"] == "1") == (float(row["hesitancy"]) >= sidecar["model"]["ah_threshold"])
+        assert int(row["frames_observed"]) == observed and int(row["window_length"]) == 8
+    face_rows = [r for r in rows if r["face_id"]]
+    assert len(face_rows) >= N_FRAMES - 3  # the tracker confirms the face within the first frames
+    xs = [int(r["x"]) for r in face_rows]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > STEP * 5  # the box follows the face to the right
+    assert [int(r["frames_observed"]) for r in face_rows][:3] == [1, 2, 3]
+
+    # The id the affect messages of bag-eval carry for the same weights.
+    assert sidecar["model"]["trained"] is False and sidecar["model"]["model_id"] == model_id(model_bundle)
+    assert sidecar["model"]["model_id"].startswith(f"{model_bundle.name}@sha256:")
+    assert sidecar["model"]["model_file_path"] == str(model_bundle)
+    assert sidecar["frames_processed"] == N_FRAMES and sidecar["rows"] == len(rows)
+    assert sidecar["source"]["kind"] == "video" and sidecar["source"]["fps"] == FPS
+    assert sidecar["columns"] == list(CSV_COLUMNS)
+
+    # The annotated video: every frame, same size, the face box drawn in green.
+    drawn = decoded(annotated)
+    assert len(drawn) == N_FRAMES and drawn[0].shape == (360, 480, 3)
+    last = face_rows[-1]
+    x, y, w, h = (int(last[c]) for c in "xywh")
+    edge = drawn[int(last["frame"])][y + h // 2, x].astype(int)  # left edge of the box, BGR
+    assert edge[1] > 150 and edge[0] < 110 and edge[2] < 110, edge
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary file left
+
+
+def test_image_folder_in_natural_order_with_a_broken_file_listed(tmp_path, frames, model_bundle):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i + 1}.png"), frame)  # 1.png .. 12.png: 10 sorts after 9
+    (folder / f"{N_FRAMES + 1}.png").write_bytes(b"not a png")
+    out = tmp_path / "frames.csv"
+    assert cli.main(["predict", str(folder), "-o", str(out), "--fps", "5", *model_args(model_bundle)]) == 0
+    _, rows = read_rows(out)
+    first_row = {}
+    for row in rows:
+        first_row.setdefault(int(row["frame"]), row)
+    assert sorted(first_row) == list(range(N_FRAMES))
+    assert [first_row[i]["source"] for i in range(N_FRAMES)] == [f"{i + 1}.png" for i in range(N_FRAMES)]
+    assert [float(first_row[i]["time_s"]) for i in range(N_FRAMES)] == pytest.approx([i / 5 for i in range(N_FRAMES)])
+    xs = [int(r["x"]) for r in rows if r["face_id"]]
+    assert xs == sorted(xs) and len(xs) >= N_FRAMES - 3
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["frames_read"] == N_FRAMES + 1 and sidecar["frames_processed"] == N_FRAMES
+    assert [s["name"] for s in sidecar["skipped"]] == [f"{N_FRAMES + 1}.png"]
+
+
+def test_bag_source_keeps_the_bag_stamps(tmp_path, frames, model_bundle):
+    bag = tmp_path / "rec"
+    stamps = [1_700_000_000_000_000_000 + i * 40_000_000 for i in range(6)]
+    with ImageBagWriter(bag, "/cam/image", "mcap", compression="jpeg") as writer:
+        for frame, stamp in zip(frames, stamps, strict=False):
+            writer.write(frame, stamp)
+    out = tmp_path / "rec.csv"
+    assert cli.main(["predict", str(bag), "-o", str(out), *model_args(model_bundle)]) == 0
+    _, rows = read_rows(out)
+    by_frame = {int(r["frame"]): r for r in rows}
+    assert [int(by_frame[i]["stamp_ns"]) for i in range(6)] == stamps
+    assert [float(by_frame[i]["time_s"]) for i in range(6)] == pytest.approx([i * 0.04 for i in range(6)])
+    assert json.loads(out.with_suffix(".json").read_text())["source"]["topic"] == "/cam/image"
+
+
+def test_bad_source_or_output_is_one_line_and_exit_2(tmp_path, video, model_bundle, caplog):
+    caplog.set_level(logging.ERROR)
+    missing = tmp_path / "nope.mp4"
+    assert cli.main(["predict", str(missing), "-o", str(tmp_path / "a.csv"), *model_args(model_bundle)]) == 2
+    assert [r.getMessage() for r in caplog.records] == [f"SOURCE {str(missing)!r} does not exist (give a video "
+                                                        f"file, a folder of images or a ROS 2 bag)"]
+    caplog.clear()
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["predict", str(tmp_path / "empty"), "-o", str(tmp_path / "a.csv"), *model_args(model_bundle)]) == 2
+    assert len(caplog.records) == 1 and "without images" in caplog.records[0].getMessage()
+    caplog.clear()
+    not_video = tmp_path / "notes.txt"
+    not_video.write_text("hello")
+    assert cli.main(["predict", str(not_video), "-o", str(tmp_path / "a.csv"), *model_args(model_bundle)]) == 2
+    assert len(caplog.records) == 1 and "cannot open it as a video" in caplog.records[0].getMessage()
+    caplog.clear()
+    existing = tmp_path / "keep.csv"
+    existing.write_text("mine\n")
+    assert cli.main(["predict", str(video), "-o", str(existing), *model_args(model_bundle)]) == 2
+    assert "exists already" in caplog.records[0].getMessage() and existing.read_text() == "mine\n"
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "a.json").exists()
