@@ -42,7 +42,7 @@ setup(
     ],
     extras_require={
         # torch is left unpinned here; install torch first for the build you want.
-        "train": ["torch", "timm>=1.0", "scipy", "scikit-learn", "matplotlib"],
+        "train": ["torch", "timm>=1.0", "safetensors", "scipy", "scikit-learn", "matplotlib"],
         "export": ["torch", "timm>=1.0", "onnx", "onnxscript"],
         # No torch in here: the offline tools run exported ONNX bundles.
         "bags": ["rosbags", "matplotlib", "scikit-image"],

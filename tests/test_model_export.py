@@ -125,6 +125,28 @@ def test_verify_bundle_reports_errors_within_tolerance(spread_bundle):
     assert set(errors) == set(GRAPH_FILES)
     assert errors["encoder"] <= FEATURE_RTOL
     assert errors["temporal_head"] <= OUTPUT_ATOL and errors["window"] <= OUTPUT_ATOL
+    assert errors["projection"] <= FEATURE_RTOL and errors["tubelet_head"] <= OUTPUT_ATOL
+
+
+def test_streaming_graphs_take_dynamic_batches_and_carry_their_shapes(spread_bundle):
+    net, paths = spread_bundle
+    meta = read_metadata(paths["projection"])
+    assert meta["projection_shapes"] == [[4, 256, 7, 7]] * 3 and meta["time_patch_size"] == 4
+    rng = np.random.default_rng(3)
+    maps = [rng.standard_normal((3, *s), dtype=np.float32) for s in net.feature_shapes]  # exported with batch 2
+    names = list(net.cfg.feature_names)
+    got = _session(paths["projection"]).run(None, dict(zip(names, maps, strict=True)))
+    with torch.no_grad():
+        ref = [p.numpy() for p in net.head.project_frames([torch.from_numpy(m) for m in maps])]
+    for g, r in zip(got, ref, strict=True):
+        assert g.shape == r.shape == (3, 4, 256, 7, 7)
+        assert np.abs(g - r).max() <= FEATURE_RTOL * np.abs(r).max()
+    sums = [rng.standard_normal((3, 2, 256, 7, 7), dtype=np.float32) for _ in names]
+    out = _session(paths["tubelet_head"]).run(None, {f"{n}_tubelets": x for n, x in zip(names, sums, strict=True)})[0]
+    with torch.no_grad():
+        ref_out = net.activate(net.head.forward_tubelets([torch.from_numpy(x) for x in sums])).numpy()
+    assert out.shape == (3, 21) and out.std() > 0.1
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=OUTPUT_ATOL)
 
 
 def test_frame_mode_export_gives_per_frame_outputs(tmp_path):

@@ -1,4 +1,4 @@
-"""The TAM mixer levels: sizes from the paper, tubelet layout, time-resolved mode."""
+"""The TAM mixer levels: sizes of the reference code, tubelet layout, time-resolved mode."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,9 @@ import torch
 from abaw_ros.models.affect_net import LEVELS, ModelConfig, TemporalHead
 from abaw_ros.models.mixer import Mlp, TemporalMixer3D, TokenMlp, TubeletEmbed
 
-# Paper, T=8, depth 1, 224 input: parameters per mixer level.
-PAPER_PARAMS = {"stride8": 1.259e6, "stride16": 0.604e6, "stride32": 1.194e6}
+# The public reference code's mixers at T=8, depth 1, 224 input: parameters per level
+# (the paper itself gives no per-level counts).
+REFERENCE_PARAMS = {"stride8": 1.259e6, "stride16": 0.604e6, "stride32": 1.194e6}
 BACKBONE_SHAPES = {"stride32": (960, 7, 7), "stride16": (96, 14, 14), "stride8": (64, 28, 28)}
 
 
@@ -20,11 +21,11 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.name)
-def test_level_parameter_count_matches_paper(level):
+def test_level_parameter_count_matches_reference_code(level):
     cfg = ModelConfig(window_length=8, depth=1, n_levels=3)
     head = TemporalHead(cfg, [BACKBONE_SHAPES[lv.name] for lv in cfg.levels])
     mixer = head.mixers[cfg.feature_names.index(level.name)]
-    assert n_params(mixer) == pytest.approx(PAPER_PARAMS[level.name], rel=0.01)
+    assert n_params(mixer) == pytest.approx(REFERENCE_PARAMS[level.name], rel=0.01)
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda lv: lv.name)

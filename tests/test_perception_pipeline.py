@@ -20,22 +20,33 @@ def backend(model_bundle):
 
 
 class CountingBackend:
-    """The real backend, counting its calls and the batch sizes it is given."""
+    """The real backend, counting its calls and the batch sizes it is given (temporal
+    batches of either head form). ``streaming=False`` hides its streaming graphs."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, streaming: bool = True) -> None:
         self._backend = backend
         self.metadata = backend.metadata
         self.name = backend.name
+        self.streams_tubelets = streaming and backend.streams_tubelets
         self.encode_batches: list[int] = []
+        self.project_batches: list[int] = []
         self.temporal_batches: list[int] = []
 
     def encode(self, crops):
         self.encode_batches.append(len(crops))
         return self._backend.encode(crops)
 
+    def project(self, maps):
+        self.project_batches.append(len(maps[0]))
+        return self._backend.project(maps)
+
     def temporal(self, windows):
         self.temporal_batches.append(len(windows[0]))
         return self._backend.temporal(windows)
+
+    def temporal_tubelets(self, sums):
+        self.temporal_batches.append(len(sums[0]))
+        return self._backend.temporal_tubelets(sums)
 
 
 def scene(astronaut_bgr: np.ndarray, index: int, faces: int = 1) -> np.ndarray:
@@ -101,7 +112,7 @@ def test_streaming_windows_equal_the_whole_clip(backend, astronaut_bgr):
     for i in range(11):
         frame = scene(astronaut_bgr, i)
         (face,) = pipeline.process(frame, i).faces
-        crops.extend(align_faces_rgb(frame, [face.landmarks], 112))
+        crops.extend(align_faces_rgb(frame, [face.landmarks], 224))  # crop_size 0: straight to 224
         real = crops[-8:]
         clip = [real[0]] * (8 - len(real)) + real
         batch = preprocess_crops(clip, backend.metadata)[None]
@@ -122,6 +133,7 @@ def test_two_faces_two_ids_one_batched_call_per_network(backend, astronaut_bgr):
             check_ranges(f, backend.metadata)
     assert all(len(s) == 2 and s == sides[0] for s in sides), sides
     assert counting.encode_batches == [2] * 5 and counting.temporal_batches == [2] * 5
+    assert counting.project_batches == [2] * 5  # the streaming graphs ran
     one = PerceptionPipeline(config(track_min_hits=1, max_faces=1), backend=backend)
     assert len(one.process(scene(astronaut_bgr, 0, faces=2), 0).faces) == 1
 
@@ -140,6 +152,28 @@ def test_many_faces_are_split_into_bounded_batches(backend, astronaut_bgr, monke
             assert (a.face_id, a.box, a.frames_observed) == (b.face_id, b.box, b.frames_observed)
             np.testing.assert_allclose(a.outputs["au"], b.outputs["au"], atol=1e-5)
     assert counting.encode_batches == [1] * 6 and counting.temporal_batches == [1] * 6
+
+
+def test_tubelet_streaming_equals_streaming_whole_windows(backend, astronaut_bgr):
+    """Per-frame projections summed per tubelet give the outputs of the fallback path
+    (whole windows of feature maps, as for bundles without the streaming graphs), face
+    by face and frame by frame, warm-up included, with the head on every 2nd frame."""
+    frames = [scene(astronaut_bgr, i, faces=2) for i in range(10)]
+    runs = {}
+    for streaming in (True, False):
+        counting = CountingBackend(backend, streaming=streaming)
+        pipeline = PerceptionPipeline(config(track_min_hits=1, head_interval=2), backend=counting)
+        assert pipeline.streams_tubelets is streaming
+        runs[streaming] = [pipeline.process(f, i).faces for i, f in enumerate(frames)]
+        assert bool(counting.project_batches) is streaming
+        assert counting.temporal_batches == [2] * 5  # both faces due on frames 0, 2, 4, 6, 8
+    for i, (new, old) in enumerate(zip(runs[True], runs[False], strict=True)):
+        assert [f.face_id for f in new] == [f.face_id for f in old] and len(new) == 2
+        for a, b in zip(new, old, strict=True):
+            for task in backend.metadata.tasks:
+                np.testing.assert_allclose(a.outputs[task], b.outputs[task], rtol=0, atol=1e-5, err_msg=f"{i} {task}")
+    # the estimates move as the windows fill (the comparison is not between constants)
+    assert np.abs(runs[True][8][0].outputs["au"] - runs[True][0][0].outputs["au"]).max() > 1e-4
 
 
 def test_no_face_no_inference(backend):

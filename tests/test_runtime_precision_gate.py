@@ -65,8 +65,9 @@ def faces():
     return lfw_face_crops(200)[:32]
 
 
-def _entries(cache_dir):
-    return sorted(cache_dir.glob("*.onnx"))
+def _entries(cache_dir, graph="encoder"):
+    """Cached int8 graphs of ``graph`` (streaming bundles also quantize the projection)."""
+    return sorted(cache_dir.glob(f"*.{graph}.*.onnx"))
 
 
 def test_bad_int8_build_is_refused_and_discarded(model_bundle, tmp_path, grey_crops, caplog):
@@ -77,7 +78,7 @@ def test_bad_int8_build_is_refused_and_discarded(model_bundle, tmp_path, grey_cr
     message = str(err.value)
     assert "\n" not in message and "precision check failed" in message and "accept_precision" in message
     assert "accuracy of onnxruntime int8 against onnxruntime fp32" in caplog.text  # the report is logged
-    assert _entries(tmp_path) == []  # nothing left that a later start could pick up
+    assert _entries(tmp_path) == [] and _entries(tmp_path, "projection") == []  # nothing a later start could pick up
     with pytest.raises(ValueError, match="build-engine"):  # ... so a deployment without crops finds none
         load_backend(model_bundle, "onnxruntime", "int8", engine_cache_dir=tmp_path)
 
@@ -107,6 +108,8 @@ def test_good_int8_build_passes_once_and_keeps_its_verdict(model_bundle, tmp_pat
     assert "precision check PASSED" in caplog.text
     (entry,) = _entries(tmp_path)
     assert json.loads(EngineCache.key_path(entry).read_text())["precision_check"]["status"] == "passed"
+    (projection,) = _entries(tmp_path, "projection")  # checked together with the encoder
+    assert json.loads(EngineCache.key_path(projection).read_text())["precision_check"]["status"] == "passed"
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="abaw_ros.runtime"):
         again = load_backend(model_bundle, "onnxruntime", "int8", engine_cache_dir=tmp_path, calibration=faces)

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated subset of the checkpoint's tasks (default: all of them)")
     parser.add_argument("--eval-stride", type=int, help="window stride (default T, the reference; 1 = causal "
                         "window ending at each frame, as on the robot)")
+    parser.add_argument("--protocol", choices=("frames", "reference"), default=None,
+                        help="data handling and scored frames (default: the config's, else the one the checkpoint "
+                        "was trained with, else frames; see docs/TRAINING.md)")
     parser.add_argument("--thresholds", choices=("checkpoint", "tune"), default="checkpoint",
                         help="AU thresholds for the tuned score and the AU submission file")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -56,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from abaw_ros.training.distributed import close_distributed, init_distributed
     from abaw_ros.training.evaluation import metrics_table, predict, score, write_json, write_submissions
 
-    data = load_train_config(args.config).data if args.config else DataConfig()
+    train_cfg = load_train_config(args.config) if args.config else None
+    data = train_cfg.data if train_cfg is not None else DataConfig()
     for name in ("affwild2_images", "affwild2_annotations", "hume_root", "bah_root", "bah_frames_root",
                  "missing_frames"):
         value = getattr(args, name)
@@ -70,10 +74,13 @@ def _run(args: argparse.Namespace) -> int:
         missing = set(tasks) - set(cfg.tasks)
         if missing:
             raise ValueError(f"--tasks {sorted(missing)}: the checkpoint was trained for {list(cfg.tasks)}")
-        records = [r for recs in load_split(data, tasks, args.split).values() for r in recs]
+        protocol = args.protocol or (train_cfg.protocol if train_cfg is not None else None) or (
+            info.get("train_config") or {}).get("protocol") or "frames"
+        records = [r for recs in load_split(data, tasks, args.split, protocol).values() for r in recs]
         # The model's flat output keeps all its tasks; the data set only holds the chosen ones.
         dataset = ClipDataset(records, cfg.tasks, cfg.window_length, train=False,
-                              transform=ClipTransform(cfg.input_size, cfg.mean, cfg.std), eval_stride=args.eval_stride)
+                              transform=ClipTransform(cfg.input_size, cfg.mean, cfg.std), eval_stride=args.eval_stride,
+                              score_padding=protocol == "reference")
         amp = ctx.device.type == "cuda"
         with torch.no_grad():
             preds = predict(model, dataset, ctx, args.batch_size, args.num_workers, amp)
@@ -83,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         if ctx.is_main:
             print(metrics_table(result))
             if args.out is not None:
-                payload = {"checkpoint": str(args.checkpoint), "split": args.split,
+                payload = {"checkpoint": str(args.checkpoint), "split": args.split, "protocol": protocol,
                            "eval_stride": args.eval_stride or cfg.window_length, **result.to_dict()}
                 write_json(args.out / "metrics.json", payload)
                 files = write_submissions(args.out, dataset, preds, result.au_thresholds, result.ah_threshold)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out_dir or args.checkpoint.with_name(args.checkpoint.stem + "_onnx")
     model, info = load_checkpoint(args.checkpoint)
     paths = export_onnx(model, out_dir, thresholds=info["thresholds"], trained=info["trained"],
-                        opset=args.opset, graphs=tuple(args.graphs))
+                        opset=args.opset, graphs=tuple(args.graphs), provenance=info.get("provenance"))
     for graph, path in paths.items():
         print(f"{graph:14s} {path}")
     if args.verify:

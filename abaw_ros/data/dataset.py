@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from abaw_ros.data.records import VideoRecord
 from abaw_ros.data.transforms import ClipTransform, read_rgb
-from abaw_ros.data.windows import Window, evaluation_windows, training_windows
+from abaw_ros.data.windows import Window, evaluation_windows, reference_scored_rows, training_windows
 from abaw_ros.tasks import normalize_tasks, output_size, output_slices
 
 
@@ -43,6 +43,7 @@ class ClipDataset(Dataset):
         transform: ClipTransform | None = None,
         eval_stride: int | None = None,
         features: FrameFeatures | None = None,
+        score_padding: bool = False,
     ) -> None:
         self.records = list(records)
         self.tasks = normalize_tasks(tasks)
@@ -51,7 +52,11 @@ class ClipDataset(Dataset):
             raise ValueError(f"records of task(s) {sorted(unknown)} but the model has tasks {list(self.tasks)}")
         if transform is None and features is None:
             raise ValueError("give a ClipTransform (images) or FrameFeatures (cached encoder maps)")
+        if score_padding and not train and eval_stride not in (None, window_length):
+            raise ValueError(f"eval_stride={eval_stride}: scoring the padding copies (protocol: reference) needs "
+                             f"non-overlapping windows, stride {window_length}")
         self.window_length = window_length
+        self.score_padding = score_padding
         self.transform = transform
         self.features = features
         self.slices = output_slices(self.tasks)
@@ -61,6 +66,21 @@ class ClipDataset(Dataset):
             training_windows(lengths, window_length) if train
             else evaluation_windows(lengths, window_length, eval_stride)
         )
+
+    def scored_rows(self, i: int) -> np.ndarray:
+        """Rows of record ``i`` that the metrics count, in order: its valid rows, or (with
+        ``score_padding``, the reference protocol) every row of its windows including the
+        last window's padding copies."""
+        rec = self.records[i]
+        if self.score_padding:
+            rows = reference_scored_rows(len(rec), self.window_length)
+            return rows[rec.valid[rows]]
+        return np.flatnonzero(rec.valid)
+
+    def scored_frames(self) -> list[tuple[str, int]]:
+        """``(video, frame number)`` of every scored row, in scoring order."""
+        return [(rec.name, int(rec.frame_numbers[r])) for i, rec in enumerate(self.records)
+                for r in self.scored_rows(i)]
 
     def __len__(self) -> int:
         return len(self.windows)

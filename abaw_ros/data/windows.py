@@ -6,6 +6,9 @@ annotated row gets exactly one prediction; ``stride == T`` is the reference's ow
 (non-overlapping, one window vector copied to its T frames), ``stride == 1`` is what the
 robot does (each frame predicted from the window ending at it, the start edge-padded by
 repeating the first row).
+
+Under ``protocol: reference`` the scores also count the last window's padding copies, as
+the reference code does (:func:`reference_scored_rows`).
 """
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ def training_windows(lengths: list[int], window_length: int) -> list[Window]:
             write = rows < n
             windows.append(Window(video, np.minimum(rows, n - 1), write))
     return windows
+
+
+def reference_scored_rows(n: int, window_length: int) -> np.ndarray:
+    """The rows the reference code scores for a video of ``n`` rows: every row of its
+    non-overlapping windows, the last window's edge padding included (copies of the last
+    row, each scored with the window's prediction)."""
+    _check(window_length)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    padded = -(-n // window_length) * window_length
+    return np.minimum(np.arange(padded), n - 1)
 
 
 def evaluation_windows(lengths: list[int], window_length: int, stride: int | None = None) -> list[Window]:

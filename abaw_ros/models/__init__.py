@@ -7,7 +7,7 @@ Public API (see docs/MODEL.md):
 - :func:`save_checkpoint` / :func:`load_checkpoint`;
 - :func:`export_onnx` / :func:`read_metadata` / :func:`build_metadata` (ONNX model bundle
   and its metadata, the same dict for a checkpoint-backed runtime);
-- :class:`FeatureRingBuffer` / :class:`FaceWindows` (streaming).
+- :class:`FeatureRingBuffer` / :class:`TubeletRingBuffer` / :class:`FaceWindows` (streaming).
 
 Names are imported on first use, so ``abaw_ros.models.streaming`` (numpy only) can be used
 by an ONNX-Runtime-only deployment without importing torch.
@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "TemporalMixer3D": "mixer",
     "FaceWindows": "streaming",
     "FeatureRingBuffer": "streaming",
+    "TubeletRingBuffer": "streaming",
     "default_head_interval": "streaming",
     "newest_frame": "streaming",
 }
@@ -57,6 +58,7 @@ __all__ = [
     "BackboneLoadReport",
     "FaceWindows",
     "FeatureRingBuffer",
+    "TubeletRingBuffer",
     "FrameEncoder",
     "ModelConfig",
     "TemporalHead",
@@ -113,4 +115,10 @@ if TYPE_CHECKING:
         verify_bundle,
     )
     from abaw_ros.models.mixer import TemporalMixer3D
-    from abaw_ros.models.streaming import FaceWindows, FeatureRingBuffer, default_head_interval, newest_frame
+    from abaw_ros.models.streaming import (
+        FaceWindows,
+        FeatureRingBuffer,
+        TubeletRingBuffer,
+        default_head_interval,
+        newest_frame,
+    )

@@ -12,6 +12,10 @@ The network is split where streaming needs it:
   encoded once and kept in a per-face ring buffer (:mod:`abaw_ros.models.streaming`).
 - ``TemporalHead``: one window of those maps ``(B, T, C, H, W)`` per level -> flat raw
   outputs, one TAM level per map, concatenated -> Dropout -> Linear.
+  Its streaming form splits the tubelet embedding: ``project_frames`` projects one
+  frame's maps by every time slice of the embedding weight once, when the frame is
+  encoded; ``forward_tubelets`` takes the per-tubelet sums of those projections (summed
+  by the ring buffer) and gives the same outputs as ``forward`` on the window.
 
 Output modes:
 
@@ -237,6 +241,7 @@ class TemporalHead(nn.Module):
         self.time_patch_size = cfg.time_patch_size
         self.output_mode = cfg.output_mode
         self.output_size = cfg.output_size
+        self.output_tasks = cfg.tasks
         self.feature_names = cfg.feature_names
         self.feature_shapes = [tuple(s) for s in feature_shapes]
         self.mixers = nn.ModuleList([
@@ -257,6 +262,27 @@ class TemporalHead(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         per_token = cfg.time_patch_size if cfg.output_mode == "frame" else 1
         self.classifier = nn.Linear(self.num_features, per_token * self.output_size)
+        self.reset_classifier()
+
+    def reset_classifier(self) -> None:
+        """Zero bias (the weights keep nn.Linear's fan-in scaled init, which gives
+        pre-activations of about 0.3 on the LayerNorm-ed mixer outputs): every output
+        starts at the centre of its activation (tanh 0, sigmoid 0.5), far from saturation.
+        Training then sets the sigmoid tasks' biases to their label priors
+        (:meth:`set_output_bias`)."""
+        nn.init.zeros_(self.classifier.bias)
+
+    def set_output_bias(self, task: str, raw_values: Sequence[float] | torch.Tensor) -> None:
+        """Set the classifier bias of one task's outputs (raw, pre-activation values; in
+        frame mode every frame slot gets the same values)."""
+        s = task_registry.output_slices(self.output_tasks)[task]
+        values = torch.as_tensor(raw_values, dtype=self.classifier.bias.dtype).reshape(-1)
+        if values.numel() != s.stop - s.start:
+            raise ValueError(f"{values.numel()} bias values for task {task!r}: expected {s.stop - s.start}")
+        per_token = self.classifier.bias.numel() // self.output_size
+        with torch.no_grad():
+            bias = self.classifier.bias.view(per_token, self.output_size)
+            bias[:, s] = values.to(bias.device)
 
     def forward_features(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(B, L*out_dim)`` in window mode, ``(B, T/pt, L*out_dim)`` in frame mode."""
@@ -276,6 +302,32 @@ class TemporalHead(nn.Module):
 
     def forward(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.forward_head(self.forward_features(windows))
+
+    # -- streaming form: per-frame projections, summed per tubelet ---------------------
+    @property
+    def projection_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per level, the projections of one frame ``(pt, dim, h, w)``."""
+        return [mixer.projection_shape for mixer in self.mixers]
+
+    @property
+    def tubelet_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per level, the tubelet sums of one window ``(T/pt, dim, h, w)``."""
+        return [mixer.tubelet_shape for mixer in self.mixers]
+
+    def project_frames(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One frame's feature maps ``(N, C, H, W)`` per level -> its tubelet-embedding
+        projections ``(N, pt, dim, h, w)`` per level (all ``pt`` weight slices, no bias)."""
+        if len(maps) != len(self.mixers):
+            raise ValueError(f"{len(maps)} feature maps given: expected {len(self.mixers)} ({list(self.feature_names)})")
+        return [mixer.embed.project_frames(x) for mixer, x in zip(self.mixers, maps, strict=True)]
+
+    def forward_tubelets(self, sums: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Tubelet sums ``(B, T/pt, dim, h, w)`` per level -> the raw outputs :meth:`forward`
+        gives for the window they were summed from."""
+        if len(sums) != len(self.mixers):
+            raise ValueError(f"{len(sums)} tubelet sums given: expected {len(self.mixers)} ({list(self.feature_names)})")
+        features = torch.cat([mixer.forward_tubelets(x) for mixer, x in zip(self.mixers, sums, strict=True)], dim=-1)
+        return self.forward_head(features)
 
 
 class AffectNet(nn.Module):

@@ -9,6 +9,10 @@ A checkpoint is a ``torch.save`` dict:
 - ``au_thresholds`` (12 floats, AU order of :data:`abaw_ros.tasks.AU_NAMES`),
   ``ah_threshold``: decision thresholds on the activated outputs;
 - ``trained``: False for a randomly initialised network (tools warn about it);
+- ``provenance``: what the weights come from (see :func:`provenance_summary`): ``source``
+  (``"training"``, ``"reference"`` for an imported reference-code checkpoint), and for
+  training ``data`` (the data roots), ``fixture`` (True when the data are generated
+  fixtures), ``protocol``, ``git_commit``, ``tasks``, ``epochs``;
 - ``state_dict``: the model weights;
 - ``extra``: anything else the caller passed (optimizer state, epoch, metrics, ...).
 """
@@ -28,6 +32,7 @@ from torch import nn
 from abaw_ros import tasks as task_registry
 from abaw_ros.config import ModelFileError
 from abaw_ros.models.affect_net import AffectNet, ModelConfig
+from abaw_ros.models.provenance import provenance_summary
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -38,6 +43,7 @@ __all__ = [
     "validate_thresholds",
     "save_checkpoint",
     "load_checkpoint",
+    "provenance_summary",
     "unwrap_model",
 ]
 
@@ -48,7 +54,7 @@ CHECKPOINT_VERSION = 1
 DEFAULT_AU_THRESHOLD = 0.5
 DEFAULT_AH_THRESHOLD = 0.5
 _RESERVED = ("format", "format_version", "config", "tasks", "preprocessing", "au_thresholds",
-             "ah_threshold", "trained", "state_dict", "extra")
+             "ah_threshold", "trained", "provenance", "state_dict", "extra")
 
 
 def default_thresholds() -> dict[str, Any]:
@@ -96,6 +102,7 @@ def save_checkpoint(
     au_thresholds: Sequence[float] | None = None,
     ah_threshold: float | None = None,
     trained: bool = False,
+    provenance: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
     """Write ``model`` with its config, preprocessing and thresholds to ``path``.
@@ -120,6 +127,7 @@ def save_checkpoint(
         "preprocessing": net.cfg.preprocessing,
         **validate_thresholds(au_thresholds, ah_threshold),
         "trained": bool(trained),
+        "provenance": dict(provenance or {}),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "extra": stored_extra,
     }
@@ -167,7 +175,7 @@ def load_checkpoint(
 
     info keys: ``config`` (ModelConfig), ``tasks``, ``preprocessing``, ``au_thresholds``,
     ``ah_threshold``, ``thresholds`` (both, as :func:`export_onnx` takes them), ``trained``,
-    ``path``, ``format_version``, plus every extra passed to :func:`save_checkpoint`
+    ``provenance``, ``path``, ``format_version``, plus every extra passed to :func:`save_checkpoint`
     (``optimizer``, ``epoch``, ...). The backbone weights come from the checkpoint, never
     from ``config.backbone_weights``. ``weights_only=False`` is needed only for extras that
     are not plain tensors / containers / numbers, and only for files you trust.
@@ -198,9 +206,11 @@ def load_checkpoint(
         **thresholds,
         "thresholds": thresholds,
         "trained": bool(payload.get("trained", False)),
+        "provenance": dict(payload.get("provenance") or {}),
         "path": path,
         "format_version": version,
     }
     if not info["trained"]:
         _logger.warning("checkpoint %s holds an untrained network: its outputs are meaningless", path)
     return model, info
+

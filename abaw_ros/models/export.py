@@ -1,17 +1,28 @@
 """ONNX export: the model bundle directory that every runtime backend loads.
 
-``export_onnx`` writes three graphs, all returning ACTIVATED outputs (VA in [-1, 1], the
-rest in [0, 1]) and all with a dynamic batch axis:
+``export_onnx`` writes five graphs, all with a dynamic batch axis; the heads return
+ACTIVATED outputs (VA in [-1, 1], the rest in [0, 1]):
 
-============================  =====================================  ==========================
-file                          inputs                                 outputs
-============================  =====================================  ==========================
-``encoder.onnx``              ``crops`` (N, 3, S, S) normalized      one (N, C, H, W) map per
-                                                                     feature name
-``temporal_head.onnx``        one (B, T, C, H, W) window per         ``outputs`` (B, D) window
-                              feature name                           mode, (B, T, D) frame mode
-``window.onnx``               ``clips`` (B, T, 3, S, S)              ``outputs`` as above
-============================  =====================================  ==========================
+==========================  =====================================  ============================
+file                        inputs                                 outputs
+==========================  =====================================  ============================
+``encoder.onnx``            ``crops`` (N, 3, S, S) normalized      one (N, C, H, W) map per
+                                                                   feature name
+``frame_projection.onnx``   the encoder's maps, (N, C, H, W) per   ``<name>_projection``
+                            feature name                           (N, pt, dim, h, w) per level
+``tubelet_head.onnx``       ``<name>_tubelets`` (B, T/pt, dim,     ``outputs`` (B, D) window
+                            h, w) per level                        mode, (B, T, D) frame mode
+``temporal_head.onnx``      one (B, T, C, H, W) window per         ``outputs`` as above
+                            feature name
+``window.onnx``             ``clips`` (B, T, 3, S, S)              ``outputs`` as above
+==========================  =====================================  ============================
+
+Streaming runs encoder -> frame_projection per frame (each frame projected once by every
+time slice of the tubelet-embedding weight, no bias), sums the projections per tubelet in
+the ring buffer (:class:`abaw_ros.models.streaming.TubeletRingBuffer`) and runs
+tubelet_head, which adds the bias and runs the rest of the mixers: the same outputs as
+temporal_head on the window of maps, with the embedding cost per frame independent of T.
+``temporal_head`` (whole windows of maps) stays for bundles' older readers and offline use.
 
 T is fixed per export (the token-mixing MLP has T/4 * 49 inputs). Each file carries the
 same JSON under ONNX ``metadata_props`` key ``abaw_ros`` (see :func:`build_metadata`), so a
@@ -38,6 +49,8 @@ __all__ = [
     "METADATA_KEY",
     "GRAPH_FILES",
     "DEFAULT_OPSET",
+    "projection_names",
+    "tubelet_names",
     "build_metadata",
     "read_metadata",
     "export_onnx",
@@ -51,9 +64,21 @@ METADATA_VERSION = 1
 DEFAULT_OPSET = 17
 GRAPH_FILES: dict[str, str] = {
     "encoder": "encoder.onnx",
+    "projection": "frame_projection.onnx",
+    "tubelet_head": "tubelet_head.onnx",
     "temporal_head": "temporal_head.onnx",
     "window": "window.onnx",
 }
+
+
+def projection_names(feature_names) -> list[str]:
+    """Output names of ``frame_projection.onnx``, one per level."""
+    return [f"{name}_projection" for name in feature_names]
+
+
+def tubelet_names(feature_names) -> list[str]:
+    """Input names of ``tubelet_head.onnx``, one per level."""
+    return [f"{name}_tubelets" for name in feature_names]
 
 
 class _EncoderGraph(nn.Module):
@@ -75,6 +100,25 @@ class _TemporalHeadGraph(nn.Module):
         return activate(self.head(list(windows)), self.tasks)
 
 
+class _ProjectionGraph(nn.Module):
+    def __init__(self, model: AffectNet) -> None:
+        super().__init__()
+        self.head = model.head
+
+    def forward(self, *maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.head.project_frames(list(maps)))
+
+
+class _TubeletHeadGraph(nn.Module):
+    def __init__(self, model: AffectNet) -> None:
+        super().__init__()
+        self.head = model.head
+        self.tasks = model.cfg.tasks
+
+    def forward(self, *sums: torch.Tensor) -> torch.Tensor:
+        return activate(self.head.forward_tubelets(list(sums)), self.tasks)
+
+
 class _WindowGraph(nn.Module):
     def __init__(self, model: AffectNet) -> None:
         super().__init__()
@@ -90,6 +134,7 @@ def build_metadata(
     graph: str | None = None,
     thresholds: Mapping[str, Any] | None = None,
     trained: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON stored with every exported graph (also what a checkpoint-backed runtime
     reports as its metadata)."""
@@ -111,6 +156,8 @@ def build_metadata(
         "activated": True,
         "feature_names": list(cfg.feature_names),
         "feature_shapes": shapes,
+        "time_patch_size": cfg.time_patch_size,
+        "projection_shapes": [list(s) for s in model.head.projection_shapes],
         "window_length": t,
         "input_size": cfg.input_size,
         "mean": list(cfg.mean),
@@ -118,6 +165,7 @@ def build_metadata(
         **th,
         "thresholds": th,
         "trained": bool(trained),
+        "provenance": dict(provenance or {}),
         "files": dict(GRAPH_FILES),
     }
 
@@ -176,12 +224,14 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     graphs: tuple[str, ...] = tuple(GRAPH_FILES),
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the model bundle to ``out_dir``; returns ``{"encoder": path, "temporal_head":
-    path, "window": path}`` (only the requested ``graphs``).
+    """Write the model bundle to ``out_dir``; returns ``{graph: path}`` for the requested
+    ``graphs`` (all of :data:`GRAPH_FILES` by default).
 
     ``thresholds``: ``{"au_thresholds": [12 floats], "ah_threshold": float}`` (the
-    ``thresholds`` entry of ``load_checkpoint``'s info); defaults 0.5.
+    ``thresholds`` entry of ``load_checkpoint``'s info); defaults 0.5. ``provenance``: the
+    checkpoint's (what the weights were trained on), stored in the metadata.
     """
     if opset < 17:
         raise ValueError(f"opset={opset}: must be >= 17 (LayerNormalization)")
@@ -203,6 +253,16 @@ def export_onnx(
             if graph == "encoder":
                 _export(_EncoderGraph(net), (torch.zeros(batch, 3, s, s),), path, ["crops"], names,
                         {"crops": 0, **dict.fromkeys(names, 0)}, opset)
+            elif graph == "projection":
+                maps = tuple(torch.zeros(batch, *shape) for shape in net.feature_shapes)
+                outs = projection_names(names)
+                _export(_ProjectionGraph(net), maps, path, names, outs,
+                        {**dict.fromkeys(names, 0), **dict.fromkeys(outs, 0)}, opset)
+            elif graph == "tubelet_head":
+                sums = tuple(torch.zeros(batch, *shape) for shape in net.head.tubelet_shapes)
+                ins = tubelet_names(names)
+                _export(_TubeletHeadGraph(net), sums, path, ins, ["outputs"],
+                        {**dict.fromkeys(ins, 0), "outputs": 0}, opset)
             elif graph == "temporal_head":
                 windows = tuple(torch.zeros(batch, t, *shape) for shape in net.feature_shapes)
                 _export(_TemporalHeadGraph(net), windows, path, names, ["outputs"],
@@ -210,7 +270,8 @@ def export_onnx(
             else:
                 _export(_WindowGraph(net), (torch.zeros(batch, t, 3, s, s),), path, ["clips"], ["outputs"],
                         {"clips": 0, "outputs": 0}, opset)
-            _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained))
+            _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained,
+                                                  provenance=provenance))
             paths[graph] = path
             _logger.info("wrote %s", path)
     return paths
@@ -220,8 +281,8 @@ def verify_bundle(model: nn.Module, paths: Mapping[str, Path], batch: int = 2, s
     """Run every exported graph in ONNX Runtime and PyTorch on the same random inputs.
 
     Returns, per graph, the largest difference: absolute for the activated outputs
-    (``temporal_head``, ``window``), relative to the largest feature magnitude for the
-    encoder maps (their scale depends on the weights).
+    (``tubelet_head``, ``temporal_head``, ``window``), relative to the largest magnitude
+    for the encoder maps and the projections (their scale depends on the weights).
     """
     import numpy as np
     import onnxruntime as ort
@@ -241,6 +302,18 @@ def verify_bundle(model: nn.Module, paths: Mapping[str, Path], batch: int = 2, s
                 errors[graph] = max(
                     float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-12)) for g, r in zip(got, ref, strict=True)
                 )
+            elif graph == "projection":
+                maps = [torch.randn(batch, *shape, generator=gen) for shape in net.feature_shapes]
+                ref = [p.numpy() for p in net.head.project_frames(maps)]
+                got = session.run(None, {name: m.numpy() for name, m in zip(cfg.feature_names, maps, strict=True)})
+                errors[graph] = max(
+                    float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-12)) for g, r in zip(got, ref, strict=True)
+                )
+            elif graph == "tubelet_head":
+                sums = [torch.randn(batch, *shape, generator=gen) for shape in net.head.tubelet_shapes]
+                ref_out = net.activate(net.head.forward_tubelets(sums)).numpy()
+                feeds = {name: x.numpy() for name, x in zip(tubelet_names(cfg.feature_names), sums, strict=True)}
+                errors[graph] = float(np.abs(session.run(None, feeds)[0] - ref_out).max())
             elif graph == "temporal_head":
                 windows = [torch.randn(batch, t, *shape, generator=gen) for shape in net.feature_shapes]
                 ref_out = net.activate(net.head(windows)).numpy()

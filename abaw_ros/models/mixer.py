@@ -105,6 +105,41 @@ class TubeletEmbed(nn.Module):
         w = self.proj.weight.reshape(self.dim, p, p, pt, c)
         return w.permute(0, 3, 4, 1, 2).reshape(self.dim, pt * c, p, p)
 
+    def frame_weight(self) -> torch.Tensor:
+        """The Linear weight as ``pt`` per-frame kernels stacked on the output channels,
+        ``(pt*dim, C, p, p)`` (output channel index = k*dim + d for a frame at position k
+        of its tubelet)."""
+        p, pt, c = self.patch_size, self.time_patch_size, self.channels
+        w = self.proj.weight.reshape(self.dim, p, p, pt, c)
+        return w.permute(3, 0, 4, 1, 2).reshape(pt * self.dim, c, p, p)
+
+    def project_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Single frames ``(N, C, H, W)`` -> their projections by each of the ``pt`` weight
+        slices, ``(N, pt, dim, H/p, W/p)``, without the bias.
+
+        A tubelet's embedding is the sum over its frames of the slice matching each
+        frame's position, plus the bias (:meth:`embed_tubelets`): computing these once per
+        frame makes the embedding cost per frame independent of the window length."""
+        n, _c, h, w = x.shape
+        p = self.patch_size
+        y = F.conv2d(x, self.frame_weight(), None, stride=p)
+        return y.reshape(n, self.time_patch_size, self.dim, h // p, w // p)
+
+    @staticmethod
+    def sum_tubelets(projections: torch.Tensor) -> torch.Tensor:
+        """Windows of per-frame projections ``(B, T, pt, dim, h, w)`` -> tubelet sums
+        ``(B, T/pt, dim, h, w)``: frame ``g*pt + k`` contributes its slice ``k``."""
+        b, t, pt = projections.shape[:3]
+        grouped = projections.reshape(b, t // pt, pt, pt, *projections.shape[3:])
+        return torch.diagonal(grouped, dim1=2, dim2=3).sum(dim=-1)
+
+    def embed_tubelets(self, sums: torch.Tensor) -> torch.Tensor:
+        """Tubelet sums ``(B, T/pt, dim, h, w)`` -> tokens ``(B, N, dim)`` (bias added, tokens
+        ordered (h, w, t) as in :meth:`forward`)."""
+        b, gt, d, gh, gw = sums.shape
+        tokens = sums.permute(0, 3, 4, 1, 2).reshape(b, gh * gw * gt, d)
+        return tokens + self.proj.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = x.shape
         p, pt = self.patch_size, self.time_patch_size
@@ -170,12 +205,33 @@ class TemporalMixer3D(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, out_dim)
 
+    @property
+    def tubelet_shape(self) -> tuple[int, int, int, int]:
+        """Tubelet sums of one window, ``(T/pt, dim, H/p, W/p)`` (see :meth:`forward_tubelets`)."""
+        g = self.map_size // self.patch_size
+        return (self.time_tokens, self.embed.dim, g, g)
+
+    @property
+    def projection_shape(self) -> tuple[int, int, int, int]:
+        """Per-frame projections of one frame, ``(pt, dim, H/p, W/p)``."""
+        g = self.map_size // self.patch_size
+        return (self.time_patch_size, self.embed.dim, g, g)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, C, H, W)`` -> normalized tokens ``(B, N, dim)``."""
         expected = (self.window_length, self.channels, self.map_size, self.map_size)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"input shape {tuple(x.shape)}: expected (B, {', '.join(map(str, expected))})")
         return self.norm(self.blocks(self.embed(x)))
+
+    def forward_tubelets(self, sums: torch.Tensor) -> torch.Tensor:
+        """The streaming form of :meth:`forward`: tubelet sums of per-frame projections
+        ``(B, T/pt, dim, H/p, W/p)`` (:meth:`TubeletEmbed.sum_tubelets`) -> the same output."""
+        if sums.ndim != 5 or tuple(sums.shape[1:]) != self.tubelet_shape:
+            raise ValueError(
+                f"tubelet sums of shape {tuple(sums.shape)}: expected (B, {', '.join(map(str, self.tubelet_shape))})"
+            )
+        return self.forward_head(self.norm(self.blocks(self.embed.embed_tubelets(sums))))
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.time_resolved:

@@ -21,6 +21,17 @@ measurements. k=1 runs the head on every frame.
 Warm-up: before T frames have arrived, the window is padded at the front with copies of
 the face's first frame (``frames_observed`` says how many are real), so a face gets an
 estimate from its first frame on.
+
+Projected frames (:class:`TubeletRingBuffer`, ``FaceWindows(projected=True)``): the head's
+first layer, the tubelet embedding, is a Linear over the ``pt`` frames of a tubelet, i.e.
+the sum over those frames of each frame projected by the weight slice of its position in
+the tubelet, plus the bias. The backend projects each frame once, by all ``pt`` slices
+(the frame's position in its tubelet changes as the window slides), right after encoding
+it; the buffer keeps those projections ``(pt, dim, h, w)`` per level instead of the
+feature maps and hands the head the per-tubelet sums ``(T/pt, dim, h, w)``: tubelet ``g``
+of the window sums slice ``k`` of its frame ``g*pt + k``. The embedding then costs the
+same per frame at any T (``pt`` slices per frame instead of T with the fused window), and
+the outputs equal the fused window model's up to float rounding (tested).
 """
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["FeatureRingBuffer", "FaceWindows", "default_head_interval", "newest_frame"]
+__all__ = ["FeatureRingBuffer", "TubeletRingBuffer", "FaceWindows", "default_head_interval", "newest_frame"]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -118,25 +129,129 @@ class FeatureRingBuffer:
         return [store[start:start + self.window_length] for store in self._store]
 
 
-class FaceWindows:
-    """One :class:`FeatureRingBuffer` per face id, batched for the temporal head.
+class TubeletRingBuffer:
+    """The per-frame tubelet-embedding projections of one face's last ``window_length``
+    frames, one array per level, summed per tubelet for the head.
 
     Args:
-        feature_shapes: ``(C, H, W)`` per level (``ModelMetadata``/``model.feature_shapes``).
+        projection_shapes: ``(pt, dim, h, w)`` of one frame's projections per level (the
+            backend's ``metadata.projection_shapes``).
+        window_length: T, a multiple of pt.
+        dtype: storage dtype.
+    """
+
+    def __init__(self, projection_shapes: Sequence[Sequence[int]], window_length: int,
+                 dtype: np.dtype | type = np.float32) -> None:
+        if not projection_shapes:
+            raise ValueError("projection_shapes is empty: need the (pt, dim, h, w) of at least one level")
+        self.projection_shapes = [tuple(int(v) for v in s) for s in projection_shapes]
+        if any(len(s) != 4 for s in self.projection_shapes):
+            raise ValueError(f"projection_shapes {self.projection_shapes}: each must be (pt, dim, h, w)")
+        pts = {s[0] for s in self.projection_shapes}
+        if len(pts) != 1:
+            raise ValueError(f"projection_shapes {self.projection_shapes}: levels disagree on pt")
+        self.time_patch_size = pts.pop()
+        if window_length < self.time_patch_size or window_length % self.time_patch_size:
+            raise ValueError(f"window_length={window_length}: must be a multiple of {self.time_patch_size} (pt)")
+        self.window_length = window_length
+        self._store = [np.zeros((window_length, *s), dtype=dtype) for s in self.projection_shapes]
+        self._slot = -1  # slot of the newest frame; slots hold frames in arrival order mod T
+        self.frames_pushed = 0
+        t, pt = window_length, self.time_patch_size
+        # _gather[k] + start: slots of the frames at position k of each tubelet
+        self._gather = [np.arange(t // pt) * pt + k for k in range(pt)]
+
+    @property
+    def frames_observed(self) -> int:
+        return min(self.frames_pushed, self.window_length)
+
+    @property
+    def is_full(self) -> bool:
+        return self.frames_pushed >= self.window_length
+
+    def __len__(self) -> int:
+        return self.frames_observed
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self._store)
+
+    @property
+    def tubelet_shapes(self) -> list[tuple[int, ...]]:
+        """``(T/pt, dim, h, w)`` per level: what :meth:`tubelet_sums` returns."""
+        return [(self.window_length // s[0], *s[1:]) for s in self.projection_shapes]
+
+    def reset(self) -> None:
+        self._slot = -1
+        self.frames_pushed = 0
+
+    def push(self, projections: Sequence) -> None:
+        """Append one frame: its ``(pt, dim, h, w)`` projections (or ``(1, pt, ...)``) per level."""
+        if len(projections) != len(self._store):
+            raise ValueError(f"{len(projections)} projections pushed: expected {len(self._store)} (one per level)")
+        arrays = []
+        for level, (x, shape) in enumerate(zip(projections, self.projection_shapes, strict=True)):
+            a = _as_numpy(x)
+            if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+                a = a[0]
+            if a.shape != shape:
+                raise ValueError(f"projection level {level}: shape {a.shape}, expected {shape} (one frame)")
+            arrays.append(a)
+        if self.frames_pushed == 0:
+            for store, a in zip(self._store, arrays, strict=True):
+                store[:] = a  # warm-up padding: the first frame fills the whole window
+            self._slot = self.window_length - 1
+        else:
+            self._slot = (self._slot + 1) % self.window_length
+            for store, a in zip(self._store, arrays, strict=True):
+                store[self._slot] = a
+        self.frames_pushed += 1
+
+    def tubelet_sums(self, out: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Per level ``(T/pt, dim, h, w)``: tubelet ``g`` of the last-T window (oldest
+        first) sums slice ``k`` of the window's frame ``g*pt + k``. ``out``: arrays of that
+        shape to write into (e.g. rows of a batch)."""
+        if self.frames_pushed == 0:
+            raise RuntimeError("tubelet_sums() before any push: the buffer is empty")
+        if out is None:
+            out = [np.empty(s, dtype=store.dtype) for s, store in zip(self.tubelet_shapes, self._store, strict=True)]
+        start = self._slot + 1  # slot of the oldest frame of the window
+        t = self.window_length
+        slots = [(g + start) % t for g in self._gather]
+        for store, dst in zip(self._store, out, strict=True):
+            np.copyto(dst, store[slots[0], 0])
+            for k in range(1, len(slots)):
+                dst += store[slots[k], k]
+        return list(out)
+
+
+class FaceWindows:
+    """One ring buffer per face id, batched for the temporal head.
+
+    Args:
+        feature_shapes: ``(C, H, W)`` per level (``ModelMetadata``/``model.feature_shapes``);
+            with ``projected=True``, the per-frame projection shapes ``(pt, dim, h, w)``
+            (``ModelMetadata.projection_shapes``).
         window_length: T.
         head_interval: a face is :meth:`due` for a head pass once this many frames arrived
             since its last :meth:`mark_run` (its first frame is always due).
+        projected: keep per-frame tubelet projections (:class:`TubeletRingBuffer`,
+            :meth:`tubelet_sums`) instead of feature maps (:class:`FeatureRingBuffer`,
+            :meth:`windows`).
     """
 
     def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
-                 dtype: np.dtype | type = np.float32, head_interval: int = 1) -> None:
+                 dtype: np.dtype | type = np.float32, head_interval: int = 1, projected: bool = False) -> None:
         if head_interval < 1:
             raise ValueError(f"head_interval={head_interval}: must be >= 1 (1 = head on every frame)")
         self.feature_shapes = [tuple(s) for s in feature_shapes]
         self.window_length = window_length
         self.dtype = dtype
         self.head_interval = head_interval
-        self._buffers: dict[str, FeatureRingBuffer] = {}
+        self.projected = projected
+        if projected:  # validate the shapes now, not at the first face
+            TubeletRingBuffer(self.feature_shapes, window_length, dtype)
+        self._buffers: dict[str, FeatureRingBuffer | TubeletRingBuffer] = {}
         self._last_run: dict[str, int] = {}  # face id -> frames_pushed at its last head pass
 
     def __contains__(self, face_id: str) -> bool:
@@ -149,9 +264,10 @@ class FaceWindows:
     def face_ids(self) -> list[str]:
         return list(self._buffers)
 
-    def buffer(self, face_id: str) -> FeatureRingBuffer:
+    def buffer(self, face_id: str) -> FeatureRingBuffer | TubeletRingBuffer:
         if face_id not in self._buffers:
-            self._buffers[face_id] = FeatureRingBuffer(self.feature_shapes, self.window_length, self.dtype)
+            kind = TubeletRingBuffer if self.projected else FeatureRingBuffer
+            self._buffers[face_id] = kind(self.feature_shapes, self.window_length, self.dtype)
         return self._buffers[face_id]
 
     def push(self, face_id: str, features: Sequence) -> None:
@@ -171,13 +287,35 @@ class FaceWindows:
     def frames_observed(self, face_id: str) -> int:
         return self._buffers[face_id].frames_observed if face_id in self._buffers else 0
 
-    def windows(self, face_ids: Sequence[str]) -> list[np.ndarray]:
-        """Stacked windows ``(B, T, C, H, W)`` per level for the temporal head."""
+    def _check_known(self, face_ids: Sequence[str]) -> None:
         missing = [f for f in face_ids if f not in self._buffers]
         if missing:
             raise KeyError(f"no frames pushed for face ids {missing}")
+
+    def windows(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """Stacked windows ``(B, T, C, H, W)`` per level for the temporal head."""
+        if self.projected:
+            raise TypeError("these buffers hold projected frames: use tubelet_sums(), not windows()")
+        self._check_known(face_ids)
         per_face = [self._buffers[f].window() for f in face_ids]
         return [np.stack(level) for level in zip(*per_face, strict=True)]
+
+    def tubelet_sums(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """Stacked tubelet sums ``(B, T/pt, dim, h, w)`` per level (``projected=True``),
+        written straight into the batch arrays."""
+        if not self.projected:
+            raise TypeError("these buffers hold feature maps: use windows(), not tubelet_sums()")
+        self._check_known(face_ids)
+        t = self.window_length
+        out = [np.empty((len(face_ids), t // s[0], *s[1:]), dtype=self.dtype) for s in self.feature_shapes]
+        for row, face_id in enumerate(face_ids):
+            self._buffers[face_id].tubelet_sums([level[row] for level in out])
+        return out
+
+    def head_inputs(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """What the temporal head takes for these faces: :meth:`tubelet_sums` for
+        projected buffers, :meth:`windows` otherwise."""
+        return self.tubelet_sums(face_ids) if self.projected else self.windows(face_ids)
 
     def due(self, face_id: str) -> bool:
         """Whether ``face_id`` needs a head pass now (see ``head_interval``)."""

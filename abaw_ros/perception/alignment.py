@@ -2,8 +2,11 @@
 
 The training crops are 112x112 faces aligned by their landmarks; at inference every face
 is warped the same way (eyes, nose and mouth corners onto a fixed template by the
-least-squares similarity transform of Umeyama 1991) and only then resized to the network's
-input size by ``runtime.preprocess_crops``, so inference sees what training saw.
+least-squares similarity transform of Umeyama 1991). The pipeline warps each face
+straight to the network's input size (:func:`align_faces_into`, the template scaled to
+it: the same geometry as a 112 crop resized to that size, one resampling instead of two,
+no intermediate crops) into one batch array that ``runtime.normalize_crops`` then
+normalises in place.
 """
 from __future__ import annotations
 
@@ -61,3 +64,29 @@ def align_faces_rgb(image_bgr: np.ndarray, landmarks: Sequence[np.ndarray],
                     size: int = REFERENCE_SIZE) -> list[np.ndarray]:
     """Aligned RGB crops (the runtime's input format) of every face of a BGR frame."""
     return [cv2.cvtColor(align_face(image_bgr, lm, size), cv2.COLOR_BGR2RGB) for lm in landmarks]
+
+
+def align_faces_into(image: np.ndarray, landmarks: Sequence[np.ndarray], out: np.ndarray,
+                     sample_size: int = 0) -> np.ndarray:
+    """Warp every face of ``image`` into ``out[i]`` (``(N, S, S, 3)`` uint8, same channel
+    order as ``image``), aligned on the template scaled to S; returns ``out``.
+
+    ``sample_size`` 0 (or S): straight to S. Otherwise the face is first aligned at
+    ``sample_size`` x ``sample_size`` (e.g. 112, the resolution of the training crops) and
+    then resized to S, as :func:`align_face` + ``runtime.preprocess_crops`` do."""
+    if out.ndim != 4 or out.shape[1] != out.shape[2] or out.shape[3] != 3 or out.dtype != np.uint8:
+        raise ValueError(f"out of shape {out.shape} {out.dtype}: expected (N, S, S, 3) uint8")
+    if len(landmarks) > len(out):
+        raise ValueError(f"{len(landmarks)} faces for an output batch of {len(out)}")
+    size = out.shape[1]
+    if sample_size and sample_size != size:
+        shrink = sample_size > size
+        for i, points in enumerate(landmarks):
+            crop = align_face(image, points, sample_size)
+            cv2.resize(crop, (size, size), dst=out[i], interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return out
+    dst = template(size)
+    for i, points in enumerate(landmarks):
+        cv2.warpAffine(image, similarity_transform(points, dst), (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out

@@ -94,10 +94,12 @@ def load_pipeline_backend(config: PipelineConfig) -> InferenceBackend:
         LOG.warning(UNTRAINED_WARNING)
         model_path = untrained_checkpoint(config.window_length)
     try:
-        backend = load_backend(model_path, backend=config.backend, precision=config.precision,
-                               engine_cache_dir=engine_cache_dir(config),
-                               force_engine_update=config.force_engine_update,
-                               num_threads=config.num_threads)
+        options = {"backend": config.backend, "engine_cache_dir": engine_cache_dir(config),
+                   "force_engine_update": config.force_engine_update, "num_threads": config.num_threads}
+        if config.precision == "auto":
+            backend = load_auto_precision(model_path, **options)
+        else:
+            backend = load_backend(model_path, precision=config.precision, **options)
         check_backend_fits(config, backend)
         if config.warmup:
             backend.warmup()
@@ -122,6 +124,41 @@ def _is_model_file_fault(exc: Exception) -> bool:
         return True
     module = type(exc).__module__ or ""
     return module.startswith(("onnxruntime", "onnx", "google.protobuf"))
+
+
+def default_calibration_crops() -> list:
+    """Face crops to calibrate int8 with when the user gives none: the sample faces after
+    the ones the accuracy gate checks on (runtime/samples.py), so the check does not only
+    see faces the ranges were fitted to. RuntimeError without scikit-image."""
+    from abaw_ros.runtime.samples import lfw_face_crops
+
+    return lfw_face_crops()[AUTO_CHECK_CROPS:]
+
+
+AUTO_CHECK_CROPS = 48  # the sample faces the accuracy gate runs on come first
+
+
+def load_auto_precision(model_path: Path, **options) -> InferenceBackend:
+    """``precision: auto``: int8 where the backend offers it and the build passes the
+    accuracy gate against fp32 (the backends run the gate when they build or load an int8
+    graph and refuse a build that misses it), otherwise fp32. Logs which and why."""
+    from abaw_ros.runtime import BackendUnavailableError, load_backend
+
+    try:
+        calibration = default_calibration_crops()
+    except RuntimeError as exc:  # without sample faces, only an int8 graph built earlier can serve
+        LOG.info("precision auto: no sample faces to calibrate int8 with (%s)", exc)
+        calibration = None
+    try:
+        backend = load_backend(model_path, precision="int8", calibration=calibration, **options)
+    except (ValueError, BackendUnavailableError) as exc:  # the gate's refusal is a ValueError
+        LOG.warning("precision auto: running fp32, int8 is not used here: %s", " ".join(str(exc).split()))
+        return load_backend(model_path, precision="fp32", **options)
+    if backend.precision == "int8":
+        LOG.info("precision auto: int8 (%s), within the accuracy gate against fp32", backend.name)
+    else:
+        LOG.info("precision auto: %s offers no int8 here; running %s", backend.name, backend.precision)
+    return backend
 
 
 def check_backend_fits(config: PipelineConfig, backend: InferenceBackend) -> None:

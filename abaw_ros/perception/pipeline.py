@@ -8,11 +8,15 @@ so what is measured offline is what runs on the robot. Per frame:
    the detector on this frame after all when a face's confidence falls below
    ``refine_threshold``;
 2. track them (stable ids);
-3. align and crop every visible face (5-point similarity, ``crop_size`` square);
+3. align every visible face straight to the model's input size (5-point similarity) into
+   one batch, normalised in place;
 4. encode all crops in one batched encoder call;
-5. push each face's feature maps into its ring buffer (buffers of dead tracks are freed);
-6. run the temporal head over the windows of the faces that are due (``head_interval``) in
-   one batched call; the others keep their latest estimate;
+5. project each face's feature maps by the head's tubelet-embedding slices (one batched
+   call; models exported with the streaming graphs) and push them into its ring buffer
+   (buffers of dead tracks are freed);
+6. run the temporal head over the tubelet sums (or, without the streaming graphs, the
+   windows of feature maps) of the faces that are due (``head_interval``) in one batched
+   call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
 """
 from __future__ import annotations
@@ -25,12 +29,12 @@ import numpy as np
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
-from abaw_ros.perception.alignment import align_faces_rgb
+from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector
 from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import DetectAndTrack, Track
-from abaw_ros.runtime import InferenceBackend, preprocess_crops
+from abaw_ros.runtime import InferenceBackend, normalize_crops
 from abaw_ros.tasks import AU_NAMES, split_outputs
 
 STAGES: tuple[str, ...] = ("detect", "refine", "track", "align", "encode", "temporal", "total")
@@ -96,14 +100,21 @@ class PerceptionPipeline:
         self.faces = DetectAndTrack.from_config(config, self.detector)
         self.tracker = self.faces.tracker
         t = self.metadata.window_length
-        self.buffers = FaceWindows(self.metadata.feature_shapes, t,
-                                   head_interval=config.head_interval or default_head_interval(t))
+        head_interval = config.head_interval or default_head_interval(t)
+        # Streaming graphs: buffer per-frame projections and sum them per tubelet; without
+        # them (bundles exported earlier, backends that lack the graphs) whole windows of
+        # feature maps go to the head.
+        self.streams_tubelets = bool(getattr(backend, "streams_tubelets", False))
+        shapes = self.metadata.projection_shapes if self.streams_tubelets else self.metadata.feature_shapes
+        self.buffers = FaceWindows(shapes, t, head_interval=head_interval, projected=self.streams_tubelets)
         self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
         # face id -> stamps of the frames in its window; -> oldest stamp behind its latest row
         self._stamps: dict[str, deque[int]] = {}
         self._window_start: dict[str, int] = {}
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
+        self._crops = np.empty((0, 0, 0, 3), np.uint8)
+        self._batch = np.empty((0, 3, 0, 0), np.float32)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
@@ -131,33 +142,60 @@ class PerceptionPipeline:
         faces: list[FaceResult] = []
         if tracks:
             t = time.perf_counter()
-            crops = align_faces_rgb(image, [track.landmarks for track in tracks], self.config.crop_size)
-            batch = preprocess_crops(crops, self.metadata)
+            batch = self.align(image, tracks)
             timings["align"] = _ms(t)
-
             ids = [track.face_id for track in tracks]
-            for first in range(0, len(ids), MAX_BATCH):
-                chunk = slice(first, first + MAX_BATCH)
-                t = time.perf_counter()
-                features = self.backend.encode(batch[chunk])
-                self.buffers.push_batch(ids[chunk], features)
-                for face_id in ids[chunk]:
-                    self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
-                timings["encode"] += _ms(t)
-
-            due = [face_id for face_id in ids if self.buffers.due(face_id)]
-            for first in range(0, len(due), MAX_BATCH):
-                chunk = due[first:first + MAX_BATCH]
-                t = time.perf_counter()
-                out = newest_frame(np.asarray(self.backend.temporal(self.buffers.windows(chunk))))
-                self.buffers.mark_run(chunk)
-                self._latest.update(zip(chunk, out, strict=True))
-                self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
-                timings["temporal"] += _ms(t)
-            outputs = [self._latest[face_id] for face_id in ids]
+            self.encode(ids, batch, timings)
+            for face_id in ids:  # the stamps of each face's buffered frames (window start)
+                self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
+            outputs = self.temporal(ids, timings)
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
         return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+
+    # -- per-frame stages after tracking -------------------------------------------------
+    def align(self, image: np.ndarray, tracks: list[Track]) -> np.ndarray:
+        """Every tracked face warped into the network-input batch ``(N, 3, S, S)``."""
+        crops, batch = self._batch_buffers(len(tracks))
+        align_faces_into(image, [track.landmarks for track in tracks], crops, self.config.crop_size)
+        return normalize_crops(crops, self.metadata, out=batch, bgr=True)
+
+    def encode(self, ids: list[str], batch: np.ndarray, timings: dict[str, float]) -> None:
+        """Encode the faces (batched) and push each one's frame into its ring buffer:
+        the per-frame projections when the backend streams tubelets, else the maps."""
+        for first in range(0, len(ids), MAX_BATCH):
+            chunk = slice(first, first + MAX_BATCH)
+            t = time.perf_counter()
+            features = self.backend.encode(batch[chunk])
+            timings["encode"] += _ms(t)
+            t = time.perf_counter()
+            if self.streams_tubelets:  # the head's per-frame share, counted as head time
+                features = self.backend.project(features)
+            self.buffers.push_batch(ids[chunk], features)
+            timings["temporal"] += _ms(t)
+
+    def temporal(self, ids: list[str], timings: dict[str, float]) -> list[np.ndarray]:
+        """Run the head (batched) for the faces that are due; every face's latest output."""
+        due = [face_id for face_id in ids if self.buffers.due(face_id)]
+        run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
+        for first in range(0, len(due), MAX_BATCH):
+            chunk = due[first:first + MAX_BATCH]
+            t = time.perf_counter()
+            out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
+            self.buffers.mark_run(chunk)
+            self._latest.update(zip(chunk, out, strict=True))
+            self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
+            timings["temporal"] += _ms(t)
+        return [self._latest[face_id] for face_id in ids]
+
+    def _batch_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The aligned-crop (uint8 BGR) and network-input (float32) batches for ``n`` faces:
+        views of arrays kept across frames, grown when more faces appear."""
+        if len(self._crops) < n:
+            s = self.metadata.input_size
+            self._crops = np.empty((n, s, s, 3), np.uint8)
+            self._batch = np.empty((n, 3, s, s), np.float32)
+        return self._crops[:n], self._batch[:n]
 
     def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
         outputs = {task: np.asarray(values, dtype=np.float32).copy()

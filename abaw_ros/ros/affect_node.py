@@ -32,6 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from abaw_ros.config import ConfigError, PipelineConfig
+from abaw_ros.models.provenance import provenance_summary
 from abaw_ros.msg import FaceAffectArray
 from abaw_ros.perception.image import ImageTooLargeError, shown
 from abaw_ros.ros.conversions import (
@@ -234,7 +235,7 @@ class AffectNodeBase:
             "device": str(getattr(self.pipeline.backend, "device", "")),
             "model": model,
             "model_id": self.model_id,
-            "precision": self.config.precision,
+            "precision": str(self.pipeline.backend.precision),  # what runs ("auto" resolved)
             "detector": self.config.detector,
             "detection_interval": str(self.config.detection_interval),
             "head_interval": str(self.config.head_interval),
@@ -246,7 +247,7 @@ class AffectNodeBase:
                 f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
         }
         if self._weights_trained:
-            self.get_logger().info(f"model {model} ({self.model_id}): trained weights")
+            self.get_logger().info(f"model {model} ({self.model_id}): {provenance_summary(True, metadata.provenance)}")
         else:  # said once here; /diagnostics and every FaceAffectArray keep saying it
             self.get_logger().warning(f"model {model} ({self.model_id}): {UNTRAINED_NOTICE}")
 

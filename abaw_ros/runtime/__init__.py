@@ -35,7 +35,7 @@ from .base import (
 )
 from .bundle import ModelBundle, resolve_model_path
 from .engine_cache import EngineCache, EngineKey, InputProfile, default_cache_dir
-from .preprocess import load_crop_images, preprocess_crops
+from .preprocess import load_crop_images, normalize_crops, preprocess_crops
 
 __all__ = [
     "AUTO_CANDIDATES",
@@ -55,6 +55,7 @@ __all__ = [
     "default_cache_dir",
     "load_backend",
     "load_crop_images",
+    "normalize_crops",
     "preprocess_crops",
     "read_onnx_metadata",
 ]

@@ -105,12 +105,29 @@ def _windows(maps: list[np.ndarray], starts: list[int], t: int) -> list[np.ndarr
     return [np.stack([m[s : s + t] for s in starts]) for m in maps]
 
 
+def _project_all(backend: InferenceBackend, maps: list[np.ndarray], chunk: int) -> list[np.ndarray]:
+    parts = [backend.project([m[i : i + chunk] for m in maps]) for i in range(0, len(maps[0]), chunk)]
+    return [np.concatenate(level) for level in zip(*parts, strict=True)]
+
+
+def _tubelet_sums(projections: list[np.ndarray], starts: list[int], t: int) -> list[np.ndarray]:
+    """Per level ``(B, T/pt, dim, h, w)``: tubelet g of the window starting at s sums slice k
+    of frame s + g*pt + k (what the streaming ring buffer hands the head)."""
+    out = []
+    for proj in projections:
+        pt = proj.shape[1]
+        frames = np.asarray(starts)[:, None, None] + np.arange(t).reshape(t // pt, pt)[None]  # (B, T/pt, pt)
+        out.append(proj[frames, np.arange(pt)].sum(axis=2))
+    return out
+
+
 def compare_backends(
     reference: InferenceBackend, candidate: InferenceBackend, crops: np.ndarray, chunk: int = 8
 ) -> AccuracyReport:
     """Run both backends on ``crops`` (preprocessed, ``(N, 3, S, S)``, N >= T): every
     crop through each encoder, then windows of T consecutive crops (stride T/2) through
-    each backend's head on its own features, as the streaming node would."""
+    each backend's head on its own features, as the streaming node would (through the
+    per-frame projections and the tubelet head when both backends stream tubelets)."""
     meta = reference.metadata
     t = meta.window_length
     if len(crops) < t:
@@ -129,11 +146,20 @@ def compare_backends(
             max_abs=float(np.abs(cf - rf).max()),
         ))
     starts = list(range(0, len(crops) - t + 1, max(1, t // 2)))
+    # Judge the path the pipeline runs: per-frame projections summed per tubelet when both
+    # backends stream them (a reduced-precision projection is then part of the check).
+    streaming = reference.streams_tubelets and candidate.streams_tubelets
+    if streaming:
+        ref_proj, cand_proj = _project_all(reference, ref_maps, chunk), _project_all(candidate, cand_maps, chunk)
     ref_out, cand_out = [], []
     for i in range(0, len(starts), chunk):
         part = starts[i : i + chunk]
-        ref_out.append(reference.temporal(_windows(ref_maps, part, t)))
-        cand_out.append(candidate.temporal(_windows(cand_maps, part, t)))
+        if streaming:
+            ref_out.append(reference.temporal_tubelets(_tubelet_sums(ref_proj, part, t)))
+            cand_out.append(candidate.temporal_tubelets(_tubelet_sums(cand_proj, part, t)))
+        else:
+            ref_out.append(reference.temporal(_windows(ref_maps, part, t)))
+            cand_out.append(candidate.temporal(_windows(cand_maps, part, t)))
     r_all, c_all = np.concatenate(ref_out), np.concatenate(cand_out)
     thresholds = {"au": np.asarray(meta.au_thresholds), "ah": np.asarray([meta.ah_threshold])}
     task_errors = []

@@ -3,6 +3,15 @@
 A backend runs the network as two graphs: the per-frame encoder (face crops -> feature
 maps) and the temporal head (windows of feature maps -> activated task outputs). The
 node, the offline tools and the benchmarks only talk to :class:`InferenceBackend`.
+
+Streaming form (``backend.streams_tubelets``): two more graphs split the head's tubelet
+embedding. ``project`` maps one frame's feature maps to its projections by every time
+slice of the embedding weight, ``(N, pt, dim, h, w)`` per level, once per frame; the ring
+buffer sums them per tubelet and ``temporal_tubelets`` runs the rest of the head on those
+sums ``(B, T/pt, dim, h, w)``. Same outputs as ``temporal`` on the window, at an
+embedding cost per frame that does not grow with T. A backend offers it when its model
+has the graphs (``metadata.projection_shapes`` set, bundle files present); callers fall
+back to ``encode`` + ``temporal`` otherwise.
 """
 from __future__ import annotations
 
@@ -98,6 +107,13 @@ class ModelMetadata:
     ah_threshold: float = 0.5
     trained: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    time_patch_size: int = 4  # pt, frames per tubelet
+    # per level (pt, dim, h, w): one frame's tubelet-embedding projections; empty for
+    # models exported before the streaming graphs existed
+    projection_shapes: tuple[tuple[int, int, int, int], ...] = ()
+    # what the weights were trained on (data roots, fixture or not, protocol, commit);
+    # abaw_ros.models.provenance.provenance_summary turns it into one line
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", task_registry.normalize_tasks(self.tasks))
@@ -117,6 +133,17 @@ class ModelMetadata:
             raise ValueError(
                 f"{len(self.output_names)} output names for tasks {list(self.tasks)}: expected {expected}"
             )
+        if self.projection_shapes:
+            if len(self.projection_shapes) != len(self.feature_shapes):
+                raise ValueError(
+                    f"{len(self.projection_shapes)} projection shapes for {len(self.feature_shapes)} feature levels"
+                )
+            if any(len(s) != 4 or s[0] != self.time_patch_size for s in self.projection_shapes):
+                raise ValueError(
+                    f"projection_shapes {self.projection_shapes}: each must be (pt={self.time_patch_size}, dim, h, w)"
+                )
+            if self.window_length % self.time_patch_size:
+                raise ValueError(f"window_length={self.window_length}: not a multiple of pt={self.time_patch_size}")
         if len(self.au_thresholds) != len(task_registry.AU_NAMES):
             raise ValueError(
                 f"au_thresholds has {len(self.au_thresholds)} values: expected "
@@ -131,10 +158,16 @@ class ModelMetadata:
     def output_slices(self) -> dict[str, slice]:
         return task_registry.output_slices(self.tasks)
 
+    @property
+    def tubelet_shapes(self) -> tuple[tuple[int, int, int, int], ...]:
+        """Per level ``(T/pt, dim, h, w)``: the tubelet sums ``temporal_tubelets`` takes."""
+        return tuple((self.window_length // s[0], *s[1:]) for s in self.projection_shapes)
+
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["config"] = dict(self.config)
+        data["provenance"] = dict(self.provenance)
         return data
 
     def to_json(self) -> str:
@@ -178,6 +211,9 @@ class ModelMetadata:
             ah_threshold=float(pick("ah_threshold", 0.5)),
             trained=bool(pick("trained", False)),
             config=config,
+            time_patch_size=int(pick("time_patch_size", 4)),
+            projection_shapes=tuple(tuple(int(d) for d in s) for s in (data.get("projection_shapes") or ())),
+            provenance=dict(data.get("provenance") or {}),
         )
 
     @classmethod
@@ -231,6 +267,28 @@ class InferenceBackend(ABC):
         """One ``(B, T, C, H, W)`` array per feature map -> activated outputs ``(B, D)``
         (``(B, T, D)`` in per-frame mode)."""
 
+    # -- the streaming form (optional; see the module docstring) ------------------------
+    @property
+    def streams_tubelets(self) -> bool:
+        """Whether :meth:`project` and :meth:`temporal_tubelets` run here."""
+        return False
+
+    def project(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One ``(N, C, H, W)`` array per feature map (what :meth:`encode` returns) -> per
+        level the frames' tubelet-embedding projections ``(N, pt, dim, h, w)``."""
+        raise NotImplementedError(self._no_tubelets())
+
+    def temporal_tubelets(self, sums: Sequence[np.ndarray]) -> np.ndarray:
+        """Per level the tubelet sums of the windows ``(B, T/pt, dim, h, w)`` -> activated
+        outputs, as :meth:`temporal` gives on the windows they were summed from."""
+        raise NotImplementedError(self._no_tubelets())
+
+    def _no_tubelets(self) -> str:
+        if not self.metadata.projection_shapes:
+            return ("this model predates the streaming graphs (no projection_shapes in its metadata): "
+                    "re-export it with `abaw-affect export` for per-frame projections")
+        return f"the {self.name} backend does not run the streaming graphs; use encode() + temporal()"
+
     @abstractmethod
     def input_specs(self) -> dict[str, list[TensorSpec]]:
         """Inputs of each graph: ``{"encoder": [...], "temporal_head": [...]}``."""
@@ -246,8 +304,14 @@ class InferenceBackend(ABC):
         crops = np.zeros((batch_size, 3, self.metadata.input_size, self.metadata.input_size), np.float32)
         windows = self.zero_windows(batch_size)
         for _ in range(iterations):
-            self.encode(crops)
+            maps = self.encode(crops)
             self.temporal(windows)
+            if self.streams_tubelets:
+                self.project(maps)
+                self.temporal_tubelets(self.zero_tubelets(batch_size))
+
+    def zero_tubelets(self, batch_size: int) -> list[np.ndarray]:
+        return [np.zeros((batch_size, *shape), np.float32) for shape in self.metadata.tubelet_shapes]
 
     def zero_windows(self, batch_size: int) -> list[np.ndarray]:
         t = self.metadata.window_length
@@ -318,4 +382,36 @@ class InferenceBackend(ABC):
                 raise ValueError(f"window batch sizes differ ({batch} vs {win.shape[0]} for '{name}')")
             batch = win.shape[0]
             out.append(np.ascontiguousarray(win, dtype=np.float32))
+        return out
+
+    def check_projection_inputs(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Validate one frame batch of feature maps for :meth:`project`."""
+        meta = self.metadata
+        if len(maps) != len(meta.feature_shapes):
+            raise ValueError(f"{len(maps)} feature maps: project takes {len(meta.feature_shapes)} "
+                             f"({', '.join(meta.feature_names)})")
+        out = []
+        for name, shape, m in zip(meta.feature_names, meta.feature_shapes, maps, strict=True):
+            m = np.asarray(m)
+            if m.ndim != 4 or m.shape[1:] != shape:
+                raise ValueError(f"feature map '{name}' of shape {m.shape}: expected (N, {', '.join(map(str, shape))})")
+            out.append(np.ascontiguousarray(m, dtype=np.float32))
+        if len({m.shape[0] for m in out}) > 1:
+            raise ValueError(f"feature map batch sizes differ: {[m.shape[0] for m in out]}")
+        return out
+
+    def check_tubelets(self, sums: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Validate tubelet sums for :meth:`temporal_tubelets`."""
+        meta = self.metadata
+        if len(sums) != len(meta.tubelet_shapes):
+            raise ValueError(f"{len(sums)} tubelet arrays: the tubelet head takes {len(meta.tubelet_shapes)} "
+                             f"({', '.join(meta.feature_names)})")
+        out = []
+        for name, shape, x in zip(meta.feature_names, meta.tubelet_shapes, sums, strict=True):
+            x = np.asarray(x)
+            if x.ndim != 5 or x.shape[1:] != shape:
+                raise ValueError(f"tubelet sums '{name}' of shape {x.shape}: expected (B, {', '.join(map(str, shape))})")
+            out.append(np.ascontiguousarray(x, dtype=np.float32))
+        if len({x.shape[0] for x in out}) > 1:
+            raise ValueError(f"tubelet batch sizes differ: {[x.shape[0] for x in out]}")
         return out

@@ -1,6 +1,8 @@
 """Model files a backend can load: an exported bundle directory or a checkpoint.
 
-A bundle is what ``export_onnx`` writes: ``encoder.onnx``, ``temporal_head.onnx`` and
+A bundle is what ``export_onnx`` writes: ``encoder.onnx``, ``temporal_head.onnx``, the
+streaming graphs ``frame_projection.onnx`` + ``tubelet_head.onnx`` (bundles exported
+before them still load; backends then stream whole windows of feature maps) and
 optionally ``window.onnx``, each carrying the metadata JSON. A checkpoint (``.pt``) runs
 directly in PyTorch; the ONNX-based backends export it once into the cache first.
 
@@ -37,6 +39,8 @@ LOG = logging.getLogger(__name__)
 ENCODER_FILE = "encoder.onnx"
 TEMPORAL_HEAD_FILE = "temporal_head.onnx"
 WINDOW_FILE = "window.onnx"
+PROJECTION_FILE = "frame_projection.onnx"
+TUBELET_HEAD_FILE = "tubelet_head.onnx"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 MANIFEST_FILE = "abaw_ros_cache.json"
 MANIFEST_FORMAT = "abaw_ros.cached_export"
@@ -57,6 +61,23 @@ class ModelBundle:
     @property
     def temporal_head(self) -> Path:
         return self.directory / TEMPORAL_HEAD_FILE
+
+    @property
+    def projection(self) -> Path | None:
+        """The per-frame projection graph, None in bundles that predate it."""
+        path = self.directory / PROJECTION_FILE
+        return path if path.is_file() else None
+
+    @property
+    def tubelet_head(self) -> Path | None:
+        """The head over tubelet sums, None in bundles that predate it."""
+        path = self.directory / TUBELET_HEAD_FILE
+        return path if path.is_file() else None
+
+    @property
+    def streams_tubelets(self) -> bool:
+        """Both streaming graphs present and described by the metadata."""
+        return bool(self.metadata.projection_shapes) and self.projection is not None and self.tubelet_head is not None
 
     @property
     def window(self) -> Path | None:
@@ -221,6 +242,9 @@ def cached_export_problem(target: Path, checkpoint_sha: str) -> str | None:
             return f"{MANIFEST_FILE} is not a {MANIFEST_FORMAT} manifest"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"its manifest {MANIFEST_FILE} is missing or unreadable ({type(exc).__name__})"
+    missing = [n for n in (ENCODER_FILE, TEMPORAL_HEAD_FILE, PROJECTION_FILE, TUBELET_HEAD_FILE) if n not in files]
+    if missing:
+        return f"it lacks {missing} (exported before the streaming graphs)"
     if recorded != checkpoint_sha:
         return (f"its manifest was written for another checkpoint (sha256 {recorded[:12]}..., this "
                 f"one is {checkpoint_sha[:12]}...)")
@@ -287,10 +311,13 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def _export_kwargs(info: dict) -> dict:
     """Thresholds and the trained flag stored in the checkpoint travel into the export."""
-    kwargs: dict = {"graphs": ("encoder", "temporal_head")}  # the fused window graph is not run here
+    # the fused window graph is not run here
+    kwargs: dict = {"graphs": ("encoder", "projection", "tubelet_head", "temporal_head")}
     thresholds = {k: info[k] for k in ("au_thresholds", "ah_threshold") if k in info}
     if thresholds:
         kwargs["thresholds"] = thresholds
     if "trained" in info:
         kwargs["trained"] = bool(info["trained"])
+    if info.get("provenance"):
+        kwargs["provenance"] = info["provenance"]
     return kwargs

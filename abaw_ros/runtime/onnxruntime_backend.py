@@ -5,13 +5,16 @@ the cores this process may run on), ``inter_op_num_threads`` = 1 and sequential
 execution; the two graphs never run at the same time, so parallelism inside operators is
 all there is to gain.
 
-``int8``: the encoder is statically quantized (QDQ: int8 weights per channel, uint8
-activations; :data:`~abaw_ros.runtime.precision_graphs.INT8_CPU`) with ranges calibrated on
-face crops; the temporal head stays fp32 (it is a small share of the work, and dynamic int8
-is slower than fp32 for this network). The quantized graph is cached like an engine, keyed
-by the fp32 graph, the calibration crops, the recipe and the ONNX Runtime version. It is
-used only after the precision check (:func:`abaw_ros.runtime.accuracy.enforce_precision`)
-passed against fp32, or was explicitly accepted (``accept_precision``).
+``int8``: the encoder and, in bundles with the streaming graphs, the per-frame projection
+graph are statically quantized (QDQ: int8 weights per channel, uint8 activations;
+:data:`~abaw_ros.runtime.precision_graphs.INT8_CPU`) with ranges calibrated on face crops
+(the projection on the fp32 encoder's maps of those crops); the heads stay fp32 (a small
+share of the work, and dynamic int8 is slower than fp32 for this network). The quantized
+graphs are cached like engines, keyed by the fp32 graph, the calibration crops, the recipe
+and the ONNX Runtime version. They are used only after the precision check
+(:func:`abaw_ros.runtime.accuracy.enforce_precision`, which runs the streaming path when
+the projection is quantized) passed against fp32, or was explicitly accepted
+(``accept_precision``).
 
 ``device="cuda"`` (``auto`` tries it before the CPU) runs fp32 on the CUDA execution
 provider of ``onnxruntime-gpu``; it counts as available only when the provider is in the
@@ -152,6 +155,70 @@ def _preload_cuda_libraries() -> None:
             LOG.debug("onnxruntime.preload_dlls: %s", exc)
 
 
+def quantize_projection_int8(fp32_path: Path, maps: list[np.ndarray], out_path: Path, batch_size: int = 8) -> Path:
+    """Statically quantize the per-frame projection graph (QDQ, the encoder's settings)
+    with activation ranges from encoder maps ``maps`` (one ``(N, C, H, W)`` per level)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    names = [i.name for i in ort.InferenceSession(str(fp32_path), providers=[CPU_PROVIDER]).get_inputs()]
+
+    class MapReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.starts = iter(range(0, len(maps[0]), batch_size))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            i = next(self.starts, None)
+            return None if i is None else {n: m[i:i + batch_size] for n, m in zip(names, maps, strict=True)}
+
+    recipe = INT8_CPU
+    quantize_static(str(fp32_path), str(out_path), MapReader(), quant_format=QuantFormat.QDQ,
+                    activation_type=getattr(QuantType, recipe.activation_type), weight_type=QuantType.QInt8,
+                    per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": True,
+                                   "QuantizeBias": recipe.quantize_bias})
+    return out_path
+
+
+def quantized_projection(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
+    """The int8 per-frame projection graph (a linear map of the encoder's outputs, about
+    two thirds of the encoder's FLOPs per frame), calibrated on the fp32 encoder's maps of
+    the calibration crops; cached and found like :func:`quantized_encoder`."""
+    key = EngineKey(
+        onnx_sha256=onnx_sha256(bundle.projection),
+        precision="int8",
+        profiles=(),
+        compiler=f"onnxruntime {ort.__version__}",
+        device_name="cpu",
+        recipe=INT8_CPU.describe(),
+    )
+    cache = int8_cache(options)
+    stem = f"{bundle.directory.name}.projection"
+    if options.calibration is None:
+        found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
+        if found is None:
+            raise ValueError("precision='int8' needs calibration face crops for the projection graph too: "
+                             "pass calibration=<folder of face-crop images>")
+        return found
+    crops = preprocess_crops(as_crop_list(options.calibration, options.calibration_limit), bundle.metadata)
+    key = dataclasses.replace(key, extra=(("calibration_sha256", hashlib.sha256(crops.tobytes()).hexdigest()),))
+
+    def build() -> bytes:
+        encoder = ort.InferenceSession(str(bundle.encoder), sess_options=session_options(options.num_threads),
+                                       providers=[CPU_PROVIDER])
+        parts = [encoder.run(None, {encoder.get_inputs()[0].name: crops[i:i + 8]}) for i in range(0, len(crops), 8)]
+        maps = [np.concatenate(level) for level in zip(*parts, strict=True)]
+        with tempfile.TemporaryDirectory() as tmp:
+            return quantize_projection_int8(bundle.projection, maps, Path(tmp) / "projection.int8.onnx").read_bytes()
+
+    return cache.get_or_build(key, build, stem=stem, force=options.force_engine_update)
+
+
 # -- the backend -------------------------------------------------------------------------
 def _ordered(names: Sequence[str], wanted: Sequence[str]) -> list[str]:
     return list(wanted) if set(wanted) <= set(names) and len(wanted) == len(names) else list(names)
@@ -200,19 +267,37 @@ class OnnxRuntimeBackend(InferenceBackend):
         self._enc_out = _ordered([o.name for o in self._encoder.get_outputs()], self.metadata.feature_names)
         self._head_in = _ordered([i.name for i in self._head.get_inputs()], self.metadata.feature_names)
         self._head_out = self._head.get_outputs()[0].name
+        # streaming graphs (bundles exported before them run encode + temporal only)
+        self._projection = self._tubelet_head = None
+        self.quantized_projection: CachedEngine | None = None
+        if bundle.streams_tubelets:
+            projection_path = bundle.projection
+            if options.precision == "int8":
+                self.quantized_projection = quantized_projection(bundle, options)
+                projection_path = self.quantized_projection.path
+            self._projection = ort.InferenceSession(str(projection_path), sess_options=opts, providers=providers)
+            self._tubelet_head = ort.InferenceSession(str(bundle.tubelet_head), sess_options=opts, providers=providers)
+            self._proj_in = [i.name for i in self._projection.get_inputs()]
+            self._proj_out = [o.name for o in self._projection.get_outputs()]
+            self._tub_in = [i.name for i in self._tubelet_head.get_inputs()]
+        else:
+            LOG.info("bundle %s has no streaming graphs (%s, %s): the head runs on whole windows of "
+                     "feature maps; re-export it for per-frame projections", bundle.directory,
+                     "frame_projection.onnx", "tubelet_head.onnx")
         LOG.info("onnxruntime %s: providers %s, %s", ort.__version__, self._encoder.get_providers(), self.device)
         self.precision_verdict: dict[str, object] | None = None
         if self.quantized is not None:
             fp32 = dataclasses.replace(options, precision="fp32", device="cpu", calibration=None)
             self.precision_verdict = enforce_precision(
-                self, {"encoder": self.quantized}, int8_cache(options),
+                self, self.compiled_artifacts(), int8_cache(options),
                 reference=lambda: OnnxRuntimeBackend(bundle, fp32),
                 crops=lambda: precision_check_crops(self.metadata, options.calibration),
                 accept=options.accept_precision,
             )
 
     def compiled_artifacts(self) -> dict[str, CachedEngine]:
-        return {"encoder": self.quantized} if self.quantized is not None else {}
+        artifacts = {"encoder": self.quantized, "projection": self.quantized_projection}
+        return {graph: entry for graph, entry in artifacts.items() if entry is not None}
 
     def encode(self, crops: np.ndarray) -> list[np.ndarray]:
         crops = self.check_crops(crops)
@@ -222,11 +307,33 @@ class OnnxRuntimeBackend(InferenceBackend):
         windows = self.check_windows(windows)
         return self._head.run([self._head_out], dict(zip(self._head_in, windows, strict=True)))[0]
 
+    @property
+    def streams_tubelets(self) -> bool:
+        return self._projection is not None
+
+    def project(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._projection is None:
+            raise NotImplementedError(self._no_tubelets())
+        maps = self.check_projection_inputs(maps)
+        return self._projection.run(self._proj_out, dict(zip(self._proj_in, maps, strict=True)))
+
+    def temporal_tubelets(self, sums: Sequence[np.ndarray]) -> np.ndarray:
+        if self._tubelet_head is None:
+            raise NotImplementedError(self._no_tubelets())
+        sums = self.check_tubelets(sums)
+        return self._tubelet_head.run(None, dict(zip(self._tub_in, sums, strict=True)))[0]
+
+    def _sessions(self) -> dict[str, ort.InferenceSession]:
+        sessions = {"encoder": self._encoder, "temporal_head": self._head}
+        if self._projection is not None:
+            sessions.update(projection=self._projection, tubelet_head=self._tubelet_head)
+        return sessions
+
     def input_specs(self) -> dict[str, list[TensorSpec]]:
-        return {"encoder": _specs(self._encoder.get_inputs()), "temporal_head": _specs(self._head.get_inputs())}
+        return {graph: _specs(s.get_inputs()) for graph, s in self._sessions().items()}
 
     def output_specs(self) -> dict[str, list[TensorSpec]]:
-        return {"encoder": _specs(self._encoder.get_outputs()), "temporal_head": _specs(self._head.get_outputs())}
+        return {graph: _specs(s.get_outputs()) for graph, s in self._sessions().items()}
 
 
 def check_available(options: BackendOptions) -> None:

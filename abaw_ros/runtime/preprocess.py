@@ -40,6 +40,29 @@ def preprocess_crops(crops: Sequence[np.ndarray], metadata: ModelMetadata) -> np
     return out
 
 
+def normalize_crops(crops: np.ndarray, metadata: ModelMetadata, out: np.ndarray | None = None,
+                    bgr: bool = False) -> np.ndarray:
+    """A batch of crops already at the model's input size, ``(N, S, S, 3)`` uint8 (RGB, or
+    BGR with ``bgr=True``: the channels are swapped while normalising) -> ``(N, 3, S, S)``
+    float32 normalised like :func:`preprocess_crops`, written into ``out`` when given
+    (no intermediate arrays)."""
+    s = metadata.input_size
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"crops of shape {crops.shape} {crops.dtype}: expected (N, {s}, {s}, 3) uint8")
+    if out is None:
+        out = np.empty((len(crops), 3, s, s), np.float32)
+    elif out.shape != (len(crops), 3, s, s) or out.dtype != np.float32:
+        raise ValueError(f"out of shape {out.shape} {out.dtype}: expected ({len(crops)}, 3, {s}, {s}) float32")
+    std = np.asarray(metadata.std, np.float32)
+    scale = np.float32(1.0 / 255.0) / std
+    offset = -np.asarray(metadata.mean, np.float32) / std
+    for c in range(3):
+        np.multiply(crops[..., 2 - c if bgr else c], scale[c], out=out[:, c])
+        out[:, c] += offset[c]
+    return out
+
+
 def load_crop_images(folder: str | Path, limit: int | None = None) -> list[np.ndarray]:
     """Read a folder of face-crop images (jpg/png/bmp, sorted by name, searched
     recursively) as ``HxWx3`` uint8 RGB arrays, e.g. for int8 calibration."""

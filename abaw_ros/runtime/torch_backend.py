@@ -38,7 +38,8 @@ def metadata_from_checkpoint(model: Any, info: dict[str, Any]) -> ModelMetadata:
     from abaw_ros.models.export import build_metadata
 
     return ModelMetadata.from_dict(
-        build_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)))
+        build_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)),
+                       provenance=info.get("provenance"))
     )
 
 
@@ -76,19 +77,42 @@ class TorchBackend(InferenceBackend):
             raw = self.model.head([self._tensor(w) for w in windows])
             return self._numpy(self.model.activate(raw.float()))
 
+    @property
+    def streams_tubelets(self) -> bool:
+        return True  # the checkpoint's modules run every form
+
+    def project(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        maps = self.check_projection_inputs(maps)
+        with torch.inference_mode():
+            return [self._numpy(p) for p in self.model.head.project_frames([self._tensor(m) for m in maps])]
+
+    def temporal_tubelets(self, sums: Sequence[np.ndarray]) -> np.ndarray:
+        sums = self.check_tubelets(sums)
+        with torch.inference_mode():
+            raw = self.model.head.forward_tubelets([self._tensor(x) for x in sums])
+            return self._numpy(self.model.activate(raw.float()))
+
     def input_specs(self) -> dict[str, list[TensorSpec]]:
         meta = self.metadata
         s, t = meta.input_size, meta.window_length
+        names = meta.feature_names
         return {
             "encoder": [TensorSpec("crops", ("N", 3, s, s))],
-            "temporal_head": [TensorSpec(n, ("B", t, *shape)) for n, shape in zip(meta.feature_names, meta.feature_shapes, strict=True)],
+            "projection": [TensorSpec(n, ("N", *shape)) for n, shape in zip(names, meta.feature_shapes, strict=True)],
+            "tubelet_head": [TensorSpec(f"{n}_tubelets", ("B", *shape))
+                             for n, shape in zip(names, meta.tubelet_shapes, strict=True)],
+            "temporal_head": [TensorSpec(n, ("B", t, *shape)) for n, shape in zip(names, meta.feature_shapes, strict=True)],
         }
 
     def output_specs(self) -> dict[str, list[TensorSpec]]:
         meta = self.metadata
+        names = meta.feature_names
         out = ("B", meta.window_length, meta.output_dim) if meta.output_mode == "frame" else ("B", meta.output_dim)
         return {
-            "encoder": [TensorSpec(n, ("N", *shape)) for n, shape in zip(meta.feature_names, meta.feature_shapes, strict=True)],
+            "encoder": [TensorSpec(n, ("N", *shape)) for n, shape in zip(names, meta.feature_shapes, strict=True)],
+            "projection": [TensorSpec(f"{n}_projection", ("N", *shape))
+                           for n, shape in zip(names, meta.projection_shapes, strict=True)],
+            "tubelet_head": [TensorSpec("outputs", out)],
             "temporal_head": [TensorSpec("outputs", out)],
         }
 

@@ -57,6 +57,12 @@ class TrainConfig:
     seed: int = 1
     resume: str | None = None  # checkpoint written by a previous run (last.pt)
     log_every: int = 50  # steps
+    # frames: every annotated frame kept, predicted and scored once (the challenge's view);
+    # reference: the reference code's data handling, to reproduce its numbers (invalid and
+    # image-less rows dropped before windowing, padding copies scored, no gradient
+    # clipping, no dropped last batch). See docs/TRAINING.md.
+    protocol: str = "frames"
+    dead_output_std: float = 1e-3  # warn when a task's validation outputs vary less than this
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -72,6 +78,11 @@ class TrainConfig:
                 f"cache_features needs model.freeze='all' and augment=false (got freeze={self.model.freeze!r}, "
                 f"augment={self.augment}): cached maps are only valid for a fixed encoder and fixed inputs"
             )
+        if self.protocol not in ("frames", "reference"):
+            raise ValueError(f"protocol={self.protocol!r}: choose frames or reference")
+        if self.protocol == "reference" and self.eval_stride not in (None, self.model.window_length):
+            raise ValueError(f"eval_stride={self.eval_stride}: protocol reference scores non-overlapping windows "
+                             f"(stride {self.model.window_length})")
         if self.data.missing_frames not in ("nearest", "skip", "error"):
             raise ValueError(f"data.missing_frames={self.data.missing_frames!r}: choose nearest, skip or error")
 

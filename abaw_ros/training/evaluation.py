@@ -19,7 +19,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
-from abaw_ros.metrics import PRIMARY_METRIC, ah_metrics, task_metrics, tune_ah_threshold, tune_au_thresholds
+from abaw_ros.metrics import (
+    PRIMARY_METRIC,
+    ah_metrics,
+    au_metrics,
+    task_metrics,
+    tune_ah_threshold,
+    tune_au_thresholds,
+)
 from abaw_ros.models import activate, broadcast_to_frames
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES, output_slices
 from abaw_ros.training.distributed import DistContext, gather_objects
@@ -37,6 +44,7 @@ class EvalResult:
     au_thresholds: list[float] | None = None
     ah_threshold: float | None = None
     frames: dict[str, int] = field(default_factory=dict)  # valid frames (videos for EMI) scored
+    au_f1_thresholded: dict[str, float] = field(default_factory=dict)  # per AU, at au_thresholds
 
     def to_dict(self) -> dict:
         return {
@@ -111,7 +119,8 @@ def score(
 ) -> EvalResult:
     """Official metrics per task from per-row predictions (invalid rows excluded).
 
-    The primary metrics use threshold 0.5. Thresholds tuned on this set (when
+    The rows scored are ``dataset.scored_rows`` (the valid rows; under the reference
+    protocol also the last window's padding copies). The primary metrics use threshold 0.5. Thresholds tuned on this set (when
     ``tune_thresholds``; optimistic on the set they were tuned on), else the given ones,
     add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned``.
     """
@@ -119,13 +128,15 @@ def score(
     metrics: dict[str, dict[str, float]] = {}
     frames: dict[str, int] = {}
     used_thresholds = list(au_thresholds) if au_thresholds is not None else None
+    au_f1_thresholded: dict[str, float] = {}
     for task in dataset.tasks:
-        pairs = [(r, p) for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
-        if not pairs:
+        picked = [(r, p, dataset.scored_rows(i)) for i, (r, p) in enumerate(zip(dataset.records, preds, strict=True))
+                  if r.task == task]
+        if not picked:
             continue
-        p = np.concatenate([pr[r.valid][:, slices[task]] for r, pr in pairs])
-        t = np.concatenate([r.labels[r.valid] for r, _ in pairs])
-        ids = [r.name for r, _ in pairs for _ in range(int(r.valid.sum()))]
+        p = np.concatenate([pr[rows][:, slices[task]] for _, pr, rows in picked])
+        t = np.concatenate([r.labels[rows] for r, _, rows in picked])
+        ids = [r.name for r, _, rows in picked for _ in range(len(rows))]
         if p.shape[0] == 0:
             continue  # an unlabeled (test) set: predictions only
         if task == "au" and tune_thresholds:
@@ -134,12 +145,15 @@ def score(
             ah_threshold = tune_ah_threshold(p, t)
         metrics[task] = task_metrics(task, p, t, video_ids=ids,
                                      au_thresholds=used_thresholds if task == "au" else None)
+        if task == "au" and used_thresholds is not None:
+            at_th = au_metrics(p, t, used_thresholds)
+            au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
         if task == "ah" and ah_threshold is not None:
             metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
         frames[task] = len(set(ids)) if task == "emi" else int(p.shape[0])
     primaries = [m[PRIMARY_METRIC[t]] for t, m in metrics.items()]
     total = float(np.mean(primaries)) if primaries else float("nan")
-    return EvalResult(metrics, total, used_thresholds, ah_threshold, frames)
+    return EvalResult(metrics, total, used_thresholds, ah_threshold, frames, au_f1_thresholded)
 
 
 def metrics_table(result: EvalResult) -> str:
@@ -151,11 +165,14 @@ def metrics_table(result: EvalResult) -> str:
         for name, value in m.items():
             if name == primary:
                 continue
-            label = name
-            if task == "au" and name.startswith("au_f1_AU") and result.au_thresholds is not None:
-                th = result.au_thresholds[AU_NAMES.index(name.removeprefix("au_f1_"))]
-                label = f"{name} (tuned th {th:.2f})"
-            lines.append(f"{'':<5} {label:<34} {value:>8.4f}")
+            if task == "au" and name.startswith("au_f1_AU"):
+                line = f"{'':<5} {name + ' (th 0.50)':<34} {value:>8.4f}"
+                if result.au_thresholds is not None and name in result.au_f1_thresholded:
+                    th = result.au_thresholds[AU_NAMES.index(name.removeprefix("au_f1_"))]
+                    line += f"   at th {th:.2f}: {result.au_f1_thresholded[name]:.4f}"
+                lines.append(line)
+                continue
+            lines.append(f"{'':<5} {name:<34} {value:>8.4f}")
     lines.append("-" * 49)
     lines.append(f"{'all':<5} {'mean of primary metrics (*)':<34} {result.score:>8.4f}")
     return "\n".join(lines)

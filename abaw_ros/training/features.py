@@ -4,9 +4,15 @@ With ``freeze="all"`` and no augmentation the encoder output of a frame never ch
 the temporal head can train on stored maps: epochs then cost the head only. Maps are kept
 as float16 on the CPU. Under DDP every rank encodes all frames (simple, no exchange of
 large tensors).
+
+The maps of the last two encodings are kept for the process (``reuse=True``): a second run
+with the same encoder weights, preprocessing and frames (another seed, another head
+setting) skips the encoding. The key hashes every encoder tensor, so changed weights are
+never served stale maps.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +21,21 @@ from tqdm import tqdm
 
 from abaw_ros.data.dataset import FrameFeatures
 from abaw_ros.data.transforms import ClipTransform, read_rgb
+
+_LAST: dict[str, FrameFeatures] = {}  # the latest encodings, oldest first
+_KEEP = 2
+
+
+def _cache_key(encoder: torch.nn.Module, unique: list[Path], transform: ClipTransform) -> str:
+    h = hashlib.sha1()
+    for name, tensor in encoder.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(repr((transform.input_size, transform.mean.tolist(), transform.std.tolist())).encode())
+    for p in unique:
+        stat = p.stat()
+        h.update(f"{p}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -25,8 +46,12 @@ def encode_frames(
     device: torch.device,
     batch_size: int = 64,
     progress: bool = True,
+    reuse: bool = True,
 ) -> FrameFeatures:
     unique = list(dict.fromkeys(paths))
+    key = _cache_key(encoder, unique, transform) if reuse else ""
+    if reuse and key in _LAST:
+        return _LAST[key]
     was_training = encoder.training
     encoder.eval()
     levels: list[list[torch.Tensor]] = []
@@ -40,4 +65,9 @@ def encode_frames(
         for store, m in zip(levels, maps, strict=True):
             store.append(m.to("cpu", torch.float16))
     encoder.train(was_training)
-    return FrameFeatures(index={p: i for i, p in enumerate(unique)}, levels=[torch.cat(s) for s in levels])
+    features = FrameFeatures(index={p: i for i, p in enumerate(unique)}, levels=[torch.cat(s) for s in levels])
+    if reuse:
+        while len(_LAST) >= _KEEP:
+            _LAST.pop(next(iter(_LAST)))
+        _LAST[key] = features
+    return features

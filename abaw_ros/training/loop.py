@@ -21,6 +21,7 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
 from abaw_ros.data.transforms import AugmentConfig, ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
+from abaw_ros.tasks import output_slices
 from abaw_ros.training.config import TrainConfig
 from abaw_ros.training.distributed import DistContext, barrier, close_distributed, init_distributed
 from abaw_ros.training.evaluation import (
@@ -34,6 +35,7 @@ from abaw_ros.training.evaluation import (
 )
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
+from abaw_ros.training.provenance import training_provenance
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +64,21 @@ def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
 
 def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tuple[ClipDataset, ClipDataset]:
     tasks, mc = cfg.model.tasks, cfg.model
-    train_records = [r for recs in load_split(cfg.data, tasks, "train").values() for r in recs]
-    val_records = [r for recs in load_split(cfg.data, tasks, "val").values() for r in recs]
+    train_records = [r for recs in load_split(cfg.data, tasks, "train", cfg.protocol).values() for r in recs]
+    val_records = [r for recs in load_split(cfg.data, tasks, "val", cfg.protocol).values() for r in recs]
+    reference = cfg.protocol == "reference"
     plain = ClipTransform(mc.input_size, mc.mean, mc.std)
     if cfg.cache_features:
         paths = [p for r in train_records + val_records for p in r.frames]
         features = encode_frames(model.encoder, paths, plain, ctx.device, progress=ctx.is_main)
         return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
                 ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
-                            features=features))
+                            features=features, score_padding=reference))
     augment = AugmentConfig(per_frame=cfg.per_frame_augment) if cfg.augment else None
     train_tf = ClipTransform(mc.input_size, mc.mean, mc.std, augment, seed=cfg.seed + ctx.rank)
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
-            ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride))
+            ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
+                        score_padding=reference))
 
 
 def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
@@ -84,9 +88,51 @@ def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
     return pos_weight_from_labels(np.concatenate([r.labels for r in au]), np.concatenate([r.valid for r in au]))
 
 
-def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool) -> EvalResult:
+def label_priors(ds: ClipDataset) -> dict[str, np.ndarray]:
+    """Mean training label of each sigmoid task's outputs (AU, EMI, AH), over valid rows."""
+    priors = {}
+    for task in ds.tasks:
+        recs = [r for r in ds.records if r.task == task]
+        if task == "va" or not recs:
+            continue
+        labels = np.concatenate([r.labels[r.valid] for r in recs])
+        if len(labels):
+            priors[task] = labels.mean(0)
+    return priors
+
+
+def init_output_biases(model: AffectNet, ds: ClipDataset, au_loss: str = "focal") -> dict[str, list[float]]:
+    """Start each sigmoid task at its label prior (bias = log-odds of the training mean),
+    so that the first steps learn the cue rather than the base rate; VA keeps bias 0, and
+    so does AU under the ``pos_weight`` BCE, whose weighting makes every AU's effective
+    prior 1/2."""
+    done = {}
+    for task, prior in label_priors(ds).items():
+        if task == "au" and au_loss == "bce":
+            continue
+        p = np.clip(prior.astype(np.float64), 0.01, 0.99)
+        logit = np.log(p / (1 - p))
+        model.head.set_output_bias(task, torch.as_tensor(logit, dtype=torch.float32))
+        done[task] = [round(float(v), 3) for v in logit]
+    return done
+
+
+def output_spread(dataset: ClipDataset, preds: list[np.ndarray]) -> dict[str, float]:
+    """Per task, the mean over its outputs of the std of the activated predictions across
+    the validation rows: about 0 when the task's outputs stopped varying."""
+    slices = output_slices(dataset.tasks)
+    spread = {}
+    for task in dataset.tasks:
+        rows = [p[:, slices[task]] for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
+        if rows:
+            spread[task] = float(np.concatenate(rows).std(0).mean())
+    return spread
+
+
+def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool
+                   ) -> tuple[EvalResult, dict[str, float]]:
     preds = predict(forward, val_ds, ctx, cfg.batch_size, cfg.num_workers, amp, progress=True)
-    return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds)
+    return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds), output_spread(val_ds, preds)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -107,7 +153,15 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
 
     # -- model and data
+    if not cfg.model.backbone_weights and ctx.is_main:
+        # the paper configs (protocol reference) name the pretrained file; elsewhere a
+        # random backbone may be deliberate (fixtures, smoke tests)
+        log.log(logging.WARNING if cfg.protocol == "reference" else logging.INFO,
+                "model.backbone_weights is empty: the backbone starts from random weights, and results will be "
+                "far below the paper: the paper starts from an AffectNet-pretrained MobileNetV4 (timm "
+                "model_best.pth.tar); set model.backbone_weights to that file")
     model = AffectNet(cfg.model).to(ctx.device)
+    provenance = training_provenance(cfg)
     train_ds, val_ds = build_datasets(cfg, model, ctx)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
@@ -118,11 +172,19 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     sampler = (DistributedSampler(train_ds, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
                if ctx.distributed else RandomSampler(train_ds))
+    reference = cfg.protocol == "reference"
+    # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
+    drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
+    grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        worker_init_fn=_seed_worker, drop_last=len(train_ds) > cfg.batch_size * ctx.world_size,
+                        worker_init_fn=_seed_worker, drop_last=drop_last,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
+    if not cfg.resume:
+        biases = init_output_biases(model, train_ds, cfg.loss.au_loss)
+        if biases and ctx.is_main:
+            log.info("output biases at the training label priors (log-odds): %s", biases)
 
     # -- optimizer, schedule (per step), precision
     params = [p for p in trainable.parameters() if p.requires_grad]
@@ -132,6 +194,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     amp = use_amp(cfg, ctx.device)
 
     start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
+    dead_tasks: set[str] = set()  # tasks whose outputs stopped varying at some evaluation
     if cfg.resume:
         stored, info = load_checkpoint(cfg.resume)
         model.load_state_dict(stored.state_dict())
@@ -165,8 +228,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             scheduler.step()
             running += float(loss.detach())
@@ -182,8 +245,17 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             model.eval()
             # The unwrapped module: ranks may run different numbers of evaluation batches,
             # and DDP's forward would wait for the others (buffer broadcast).
-            result = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            result, spread = evaluate_model(trainable, val_ds, cfg, ctx, amp)
             entry["val"] = result.to_dict()
+            entry["output_std"] = spread
+            dead = sorted(t for t, v in spread.items() if v < cfg.dead_output_std)
+            if dead:
+                entry["dead_outputs"] = dead
+                dead_tasks.update(dead)
+                if ctx.is_main:
+                    log.warning("epoch %d: the outputs of %s stopped varying (std over the validation pass %s < "
+                                "%g): a saturated or collapsed head; check the learning rate and the backbone weights",
+                                epoch + 1, ", ".join(dead), {t: f"{spread[t]:.2e}" for t in dead}, cfg.dead_output_std)
             improved = result.score > best_score
             if improved:
                 best_score, best_epoch, best_metrics, stale = result.score, epoch, result.to_dict(), 0
@@ -193,7 +265,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             if ctx.is_main:
                 log.info("epoch %d: train loss %.4f, validation score %.4f%s\n%s", epoch + 1, entry["train_loss"],
                          result.score, " (best)" if improved else "", metrics_table(result))
-                extra = dict(optimizer=optimizer, scheduler=scheduler, epoch=epoch, best_score=best_score,
+                provenance["epochs"] = epoch + 1
+                extra = dict(provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                             best_score=best_score,
                              best_epoch=best_epoch, history=history, metrics=result.to_dict(),
                              train_config=cfg.to_dict())
                 if improved:
@@ -202,7 +276,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 save_checkpoint(last_path, model, au_thresholds=result.au_thresholds,
                                 ah_threshold=result.ah_threshold, trained=True, **extra)
                 write_json(out_dir / "metrics.json", {"best_epoch": best_epoch, "best": best_metrics,
-                                                      "history": history})
+                                                      "dead_outputs": sorted(dead_tasks), "history": history})
             if cfg.patience and stale >= cfg.patience:
                 if ctx.is_main:
                     log.info("no improvement for %d evaluations: stopping", stale)

@@ -3,7 +3,9 @@ mask is False (invalid Aff-Wild2 frames, other tasks' rows in a multi-task batch
 contribute. A task with no valid row in a batch contributes an exact zero that still
 touches the graph (so DDP sees a gradient for every parameter).
 
-- VA: ``1 - mean(CCC_valence, CCC_arousal)`` on ``tanh`` outputs (reference).
+- VA: ``1 - mean(CCC_valence, CCC_arousal)`` on ``tanh`` outputs (reference), plus a
+  pull-back of pre-activations beyond +-2.5 (:func:`saturation_penalty`; zero while the
+  outputs stay where tanh responds, which a learning network does).
 - AU: sigmoid focal loss, alpha 0.75, gamma 2 (reference), or BCE with ``pos_weight`` =
   negatives/positives per AU from the training labels.
 - EMI: MSE + (1 - Pearson r) per dimension on sigmoid outputs (r across the batch).
@@ -45,6 +47,21 @@ def ccc_loss(raw: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch
     if int(mask.sum()) < 2:
         return _zero(raw)
     return 1.0 - batch_ccc(torch.tanh(raw[mask]), true[mask]).mean()
+
+
+def saturation_penalty(raw: torch.Tensor, mask: torch.Tensor, margin: float) -> torch.Tensor:
+    """``mean(relu(|raw| - margin)^2)`` over the valid rows: zero while the pre-activations
+    stay within ``margin`` (tanh(2.5) = 0.987), a pull back towards it beyond.
+
+    Why: once the VA pre-activations leave the range where tanh responds, the CCC gradient
+    vanishes (tanh' ~ 0, and a constant prediction has zero covariance, so even the mean
+    term gets no gradient) and VA stays dead for the rest of the run. Adam's first steps
+    move all weights by about lr in a common direction and can get there in a few steps.
+    This term acts on the pre-activations directly, so its gradient does not vanish.
+    """
+    if not bool(mask.any()):
+        return _zero(raw)
+    return F.relu(raw[mask].abs() - margin).square().mean()
 
 
 def sigmoid_focal_loss(
@@ -98,6 +115,9 @@ class LossConfig:
     focal_alpha: float = 0.75
     focal_gamma: float = 2.0
     weights: dict[str, float] = field(default_factory=dict)  # per task, default 1.0
+    # VA pre-activations beyond +-va_margin are pulled back (see saturation_penalty); 0 = off
+    va_margin: float = 2.5
+    va_margin_weight: float = 1.0
 
 
 class MultiTaskLoss(torch.nn.Module):
@@ -132,6 +152,8 @@ class MultiTaskLoss(torch.nn.Module):
             r, t = raw[:, s], target[:, s]
             if task == "va":
                 parts[task] = ccc_loss(r, t, m)
+                if self.cfg.va_margin_weight > 0:
+                    parts[task] = parts[task] + self.cfg.va_margin_weight * saturation_penalty(r, m, self.cfg.va_margin)
             elif task == "au":
                 if self.cfg.au_loss == "focal":
                     parts[task] = sigmoid_focal_loss(r, t, m, self.cfg.focal_alpha, self.cfg.focal_gamma)
