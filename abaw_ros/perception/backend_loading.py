@@ -151,7 +151,9 @@ def load_auto_precision(model_path: Path, **options) -> InferenceBackend:
         calibration = None
     try:
         backend = load_backend(model_path, precision="int8", calibration=calibration, **options)
-    except (ValueError, BackendUnavailableError) as exc:  # the gate's refusal is a ValueError
+    except (ValueError, BackendUnavailableError, ImportError) as exc:
+        # the gate's refusal is a ValueError; an install without the quantizer's packages
+        # (onnx, as in the torch-free offline install) cannot build int8 at all
         LOG.warning("precision auto: running fp32, int8 is not used here: %s", " ".join(str(exc).split()))
         return load_backend(model_path, precision="fp32", **options)
     if backend.precision == "int8":
