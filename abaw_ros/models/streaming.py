@@ -48,6 +48,22 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _one_frame(levels: Sequence, shapes: Sequence[tuple[int, ...]], what: str, plural: str) -> list[np.ndarray]:
+    """One frame's arrays, one per level, checked against ``shapes`` (a leading batch axis
+    of 1 is dropped)."""
+    if len(levels) != len(shapes):
+        raise ValueError(f"{len(levels)} {plural} pushed: expected {len(shapes)} (one per level)")
+    arrays = []
+    for level, (x, shape) in enumerate(zip(levels, shapes, strict=True)):
+        a = _as_numpy(x)
+        if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+            a = a[0]
+        if a.shape != shape:
+            raise ValueError(f"{what} level {level}: shape {a.shape}, expected {shape} (one frame)")
+        arrays.append(a)
+    return arrays
+
+
 def default_head_interval(window_length: int) -> int:
     """Frames between head passes that keep the streaming cost per frame flat in T: T/8
     (1 at T=8, 2 at T=16, 4 at T=32), so consecutive estimates share 7/8 of their window."""
@@ -98,16 +114,7 @@ class FeatureRingBuffer:
 
     def push(self, features: Sequence) -> None:
         """Append one frame: one ``(C, H, W)`` array (or ``(1, C, H, W)``) per level."""
-        if len(features) != len(self._store):
-            raise ValueError(f"{len(features)} feature maps pushed: expected {len(self._store)} (one per level)")
-        arrays = []
-        for level, (x, shape) in enumerate(zip(features, self.feature_shapes, strict=True)):
-            a = _as_numpy(x)
-            if a.ndim == len(shape) + 1 and a.shape[0] == 1:
-                a = a[0]
-            if a.shape != shape:
-                raise ValueError(f"feature level {level}: shape {a.shape}, expected {shape} (one frame)")
-            arrays.append(a)
+        arrays = _one_frame(features, self.feature_shapes, "feature", "feature maps")
         t = self.window_length
         if self.frames_pushed == 0:
             for store, a in zip(self._store, arrays, strict=True):
@@ -187,16 +194,7 @@ class TubeletRingBuffer:
 
     def push(self, projections: Sequence) -> None:
         """Append one frame: its ``(pt, dim, h, w)`` projections (or ``(1, pt, ...)``) per level."""
-        if len(projections) != len(self._store):
-            raise ValueError(f"{len(projections)} projections pushed: expected {len(self._store)} (one per level)")
-        arrays = []
-        for level, (x, shape) in enumerate(zip(projections, self.projection_shapes, strict=True)):
-            a = _as_numpy(x)
-            if a.ndim == len(shape) + 1 and a.shape[0] == 1:
-                a = a[0]
-            if a.shape != shape:
-                raise ValueError(f"projection level {level}: shape {a.shape}, expected {shape} (one frame)")
-            arrays.append(a)
+        arrays = _one_frame(projections, self.projection_shapes, "projection", "projections")
         if self.frames_pushed == 0:
             for store, a in zip(self._store, arrays, strict=True):
                 store[:] = a  # warm-up padding: the first frame fills the whole window

@@ -105,17 +105,22 @@ def int8_cache(options: BackendOptions) -> EngineCache:
     return EngineCache(options.cache_root, suffix=".onnx")
 
 
-def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
-    """The int8 encoder graph for ``bundle``: from the cache, or quantized now with the
-    calibration crops; without crops, the newest graph quantized earlier for this encoder."""
-    key = EngineKey(
-        onnx_sha256=onnx_sha256(bundle.encoder),
+def _int8_key(graph: Path) -> EngineKey:
+    """The cache key of an int8 CPU graph quantized from ``graph`` (calibration added later)."""
+    return EngineKey(
+        onnx_sha256=onnx_sha256(graph),
         precision="int8",
         profiles=(),
         compiler=f"onnxruntime {ort.__version__}",
         device_name="cpu",
         recipe=INT8_CPU.describe(),
     )
+
+
+def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
+    """The int8 encoder graph for ``bundle``: from the cache, or quantized now with the
+    calibration crops; without crops, the newest graph quantized earlier for this encoder."""
+    key = _int8_key(bundle.encoder)
     cache = int8_cache(options)
     stem = f"{bundle.directory.name}.encoder"
     if options.calibration is None:
@@ -189,14 +194,7 @@ def quantized_projection(bundle: ModelBundle, options: BackendOptions) -> Cached
     """The int8 per-frame projection graph (a linear map of the encoder's outputs, about
     two thirds of the encoder's FLOPs per frame), calibrated on the fp32 encoder's maps of
     the calibration crops; cached and found like :func:`quantized_encoder`."""
-    key = EngineKey(
-        onnx_sha256=onnx_sha256(bundle.projection),
-        precision="int8",
-        profiles=(),
-        compiler=f"onnxruntime {ort.__version__}",
-        device_name="cpu",
-        recipe=INT8_CPU.describe(),
-    )
+    key = _int8_key(bundle.projection)
     cache = int8_cache(options)
     stem = f"{bundle.directory.name}.projection"
     if options.calibration is None:
