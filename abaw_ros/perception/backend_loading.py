@@ -151,6 +151,8 @@ def load_auto_precision(model_path: Path, **options) -> InferenceBackend:
         calibration = None
     try:
         backend = load_backend(model_path, precision="int8", calibration=calibration, **options)
+    except ModelFileError:
+        raise  # the model file itself cannot be used: no precision would help
     except (ValueError, BackendUnavailableError, ImportError) as exc:
         # the gate's refusal is a ValueError; an install without the quantizer's packages
         # (onnx, as in the torch-free offline install) cannot build int8 at all
