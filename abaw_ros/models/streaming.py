@@ -70,26 +70,14 @@ def default_head_interval(window_length: int) -> int:
     return max(1, window_length // 8)
 
 
-class FeatureRingBuffer:
-    """The last ``window_length`` encoded frames of one face, one array per feature level.
+class _RingBuffer:
+    """What both per-face ring buffers share: ``window_length``, ``_store`` (one array per
+    level), ``_slot`` (the newest frame's slot) and ``frames_pushed``."""
 
-    Args:
-        feature_shapes: ``(C, H, W)`` of each level, in the encoder's output order.
-        window_length: T.
-        dtype: storage dtype (the encoder's output dtype).
-    """
-
-    def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
-                 dtype: np.dtype | type = np.float32) -> None:
-        if window_length < 1:
-            raise ValueError(f"window_length={window_length}: must be >= 1")
-        if not feature_shapes:
-            raise ValueError("feature_shapes is empty: need the (C, H, W) of at least one level")
-        self.feature_shapes = [tuple(int(v) for v in s) for s in feature_shapes]
-        self.window_length = window_length
-        self._store = [np.zeros((2 * window_length, *s), dtype=dtype) for s in self.feature_shapes]
-        self._slot = -1  # slot of the newest frame
-        self.frames_pushed = 0
+    window_length: int
+    _store: list[np.ndarray]
+    _slot: int
+    frames_pushed: int
 
     @property
     def frames_observed(self) -> int:
@@ -110,6 +98,28 @@ class FeatureRingBuffer:
 
     def reset(self) -> None:
         self._slot = -1
+        self.frames_pushed = 0
+
+
+class FeatureRingBuffer(_RingBuffer):
+    """The last ``window_length`` encoded frames of one face, one array per feature level.
+
+    Args:
+        feature_shapes: ``(C, H, W)`` of each level, in the encoder's output order.
+        window_length: T.
+        dtype: storage dtype (the encoder's output dtype).
+    """
+
+    def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
+                 dtype: np.dtype | type = np.float32) -> None:
+        if window_length < 1:
+            raise ValueError(f"window_length={window_length}: must be >= 1")
+        if not feature_shapes:
+            raise ValueError("feature_shapes is empty: need the (C, H, W) of at least one level")
+        self.feature_shapes = [tuple(int(v) for v in s) for s in feature_shapes]
+        self.window_length = window_length
+        self._store = [np.zeros((2 * window_length, *s), dtype=dtype) for s in self.feature_shapes]
+        self._slot = -1  # slot of the newest frame
         self.frames_pushed = 0
 
     def push(self, features: Sequence) -> None:
@@ -136,7 +146,7 @@ class FeatureRingBuffer:
         return [store[start:start + self.window_length] for store in self._store]
 
 
-class TubeletRingBuffer:
+class TubeletRingBuffer(_RingBuffer):
     """The per-frame tubelet-embedding projections of one face's last ``window_length``
     frames, one array per level, summed per tubelet for the head.
 
@@ -169,28 +179,9 @@ class TubeletRingBuffer:
         self._gather = [np.arange(t // pt) * pt + k for k in range(pt)]
 
     @property
-    def frames_observed(self) -> int:
-        return min(self.frames_pushed, self.window_length)
-
-    @property
-    def is_full(self) -> bool:
-        return self.frames_pushed >= self.window_length
-
-    def __len__(self) -> int:
-        return self.frames_observed
-
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self._store)
-
-    @property
     def tubelet_shapes(self) -> list[tuple[int, ...]]:
         """``(T/pt, dim, h, w)`` per level: what :meth:`tubelet_sums` returns."""
         return [(self.window_length // s[0], *s[1:]) for s in self.projection_shapes]
-
-    def reset(self) -> None:
-        self._slot = -1
-        self.frames_pushed = 0
 
     def push(self, projections: Sequence) -> None:
         """Append one frame: its ``(pt, dim, h, w)`` projections (or ``(1, pt, ...)``) per level."""
