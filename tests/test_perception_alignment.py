@@ -68,3 +68,24 @@ def test_align_faces_rgb_swaps_channels(astronaut_bgr, mtcnn):
     (face,) = mtcnn.detect(astronaut_bgr)
     (rgb,) = align_faces_rgb(astronaut_bgr, [face.landmarks], 112)
     np.testing.assert_array_equal(rgb, align_face(astronaut_bgr, face.landmarks, 112)[..., ::-1])
+
+
+def umeyama_svd(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Umeyama 1991 by SVD, with the reflection correction: an independent reference."""
+    mean_s, mean_d = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - mean_s, dst - mean_d
+    u, sigma, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(sigma) @ d) / ((src_c**2).sum() / len(src))
+    return np.hstack([scale * rotation, (mean_d - scale * rotation @ mean_s)[:, None]])
+
+
+def test_closed_form_equals_umeyamas_svd_solution_on_noisy_and_mirrored_points():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        src = rng.uniform(0, 640, (5, 2))
+        dst = template(224) + rng.normal(0, rng.uniform(0.1, 30), (5, 2))
+        if rng.random() < 0.2:
+            dst = dst * np.array([-1.0, 1.0])  # reflections must not be fitted
+        np.testing.assert_allclose(similarity_transform(src, dst), umeyama_svd(src, dst), atol=1e-9, rtol=1e-9)

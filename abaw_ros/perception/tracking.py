@@ -10,7 +10,10 @@ their last box unless ``refine`` gave them a fresh one from a landmark stage.
 
 :class:`DetectAndTrack` schedules the two: the full detector every ``detection_interval``
 frames, the detector's cheap landmark stage on every tracked face in between, and the
-detector again at once when a face's refinement confidence falls below the threshold.
+detector again at once when a face's refinement confidence falls below the threshold. A
+published face that a detector run misses is looked for by the landmark stage on that same
+frame and stays published when it is found there (the detector then only adds faces and
+re-anchors boxes; a detector that misses a small face on some runs no longer makes it blink).
 """
 from __future__ import annotations
 
@@ -154,6 +157,19 @@ class FaceTracker:
                 held = False
         return held
 
+    def hold(self, tracks: Sequence[Track]) -> bool:
+        """Clear the miss of ``tracks`` (missed by the latest detector run, found on this
+        frame by a landmark stage), except those overlapping a track that run matched or
+        started (IoU >= ``iou_threshold``). True when one was held."""
+        detected = [t.box for t in self.tracks if t.misses == 0]
+        held = False
+        for track in tracks:
+            if detected and iou_matrix(track.box[None], np.stack(detected)).max() >= self.iou_threshold:
+                continue
+            track.misses = 0
+            held = True
+        return held
+
     def update(self, detections: Sequence[FaceDetection] | None) -> list[Track]:
         """Advance one frame. ``detections`` is None on frames without a detector run.
         Returns the visible tracks, oldest first."""
@@ -230,12 +246,14 @@ class DetectAndTrack:
         milliseconds under ``detect``, ``refine`` and ``track``."""
         timings = {} if timings is None else timings
         run_detector = self._since_detection >= self.interval
+        tried: dict[int, bool] = {}  # id(track) -> its refinement on this frame held
         if not run_detector and self.stage is not None:
             live = self.tracker.live
             if live:
                 start = time.perf_counter()
                 refined = self.stage.refine(image_bgr, [track.as_detection() for track in live])
                 run_detector = not self.tracker.refine(live, refined, self.refine_threshold)
+                tried = {id(t): f.score >= self.refine_threshold for t, f in zip(live, refined, strict=True)}
                 timings["refine"] = _ms(start)
         detections = None
         if run_detector:
@@ -248,7 +266,31 @@ class DetectAndTrack:
         start = time.perf_counter()
         visible = self.tracker.update(detections)
         timings["track"] = _ms(start)
+        if detections is not None and self.stage is not None:
+            if self._hold_missed(image_bgr, tried, timings):
+                visible = self.tracker.visible
         return visible
+
+    def _hold_missed(self, image_bgr: np.ndarray, tried: dict[int, bool], timings: dict[str, float]) -> bool:
+        """Keep the published faces that this detector run missed but the landmark stage
+        still finds on this frame (as MediaPipe's face mesh keeps a face between detector
+        runs): a detector that misses a small face on one run in three would otherwise
+        make it blink out of the output until the next run. A face the stage already lost
+        on this frame stays missed, and so does one whose refined box overlaps a face this
+        run did detect (that face is the same person under another track). True when a
+        face was held."""
+        missed = [t for t in self.tracker.tracks if t.confirmed and t.misses == 1 and tried.get(id(t), True)]
+        if not missed:
+            return False
+        to_refine = [t for t in missed if id(t) not in tried]  # held earlier on this frame: box is fresh
+        if to_refine:
+            start = time.perf_counter()
+            refined = self.stage.refine(image_bgr, [t.as_detection() for t in to_refine])
+            self.tracker.refine(to_refine, refined, self.refine_threshold)
+            held_now = {id(t) for t, f in zip(to_refine, refined, strict=True) if f.score >= self.refine_threshold}
+            timings["refine"] = timings.get("refine", 0.0) + _ms(start)
+            missed = [t for t in missed if id(t) in tried or id(t) in held_now]
+        return self.tracker.hold(missed)
 
 
 def _ms(since: float) -> float:
