@@ -275,3 +275,72 @@ def test_empty_model_path_builds_an_untrained_network_loudly(tmp_path, monkeypat
     assert pipeline.metadata.trained is False
     (face,) = pipeline.process(scene(astronaut_bgr, 0), 0).faces
     check_ranges(face, pipeline.metadata)
+
+
+class SlowHead(CountingBackend):
+    """The real backend with a temporal head that takes 30 ms longer, so that a begin()
+    on the other thread surely runs while finish() is inside the head."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.overlapped = 0
+        self.in_head = False
+
+    def temporal_tubelets(self, sums):
+        import time
+
+        self.in_head = True
+        time.sleep(0.03)
+        try:
+            return super().temporal_tubelets(sums)
+        finally:
+            self.in_head = False
+
+    def encode(self, crops):
+        self.overlapped += self.in_head
+        return super().encode(crops)
+
+
+def test_finish_on_another_thread_while_the_next_frame_begins_gives_the_same_results(backend, astronaut_bgr):
+    """The node's two-stage worker: begin(n+1) on this thread while finish(n) runs on
+    another, with faces born, dropped and reborn, and the head on every 2nd frame."""
+    import queue
+    import threading
+
+    blank = np.full((480, 640, 3), 100, np.uint8)
+    frames = ([scene(astronaut_bgr, i, faces=2) for i in range(6)] + [blank] * 4
+              + [scene(astronaut_bgr, i) for i in range(5)])
+    settings = {"track_min_hits": 1, "track_max_misses": 1, "head_interval": 2}
+    expected = [PerceptionPipeline(config(**settings), backend=backend)]
+    expected = [expected[0].process(f, 1000 + i) for i, f in enumerate(frames)]
+
+    slow = SlowHead(backend)
+    pipeline = PerceptionPipeline(config(**settings), backend=slow)
+    begun: queue.Queue = queue.Queue(maxsize=1)
+    results = []
+
+    def finisher():
+        while (pending := begun.get()) is not None:
+            results.append(pipeline.finish(pending))
+
+    thread = threading.Thread(target=finisher)
+    thread.start()
+    for i, f in enumerate(frames):
+        begun.put(pipeline.begin(f, 1000 + i))
+    begun.put(None)
+    thread.join(timeout=60)
+    assert slow.overlapped >= 3  # begin really ran while the head was running
+    assert len(results) == len(frames)
+    ids = set()
+    for i, (a, b) in enumerate(zip(expected, results, strict=True)):
+        assert a.stamp_ns == b.stamp_ns and len(a.faces) == len(b.faces), i
+        for fa, fb in zip(a.faces, b.faces, strict=True):
+            assert (fa.face_id, fa.box, fa.frames_observed, fa.window_start_ns, fa.confidence) == \
+                   (fb.face_id, fb.box, fb.frames_observed, fb.window_start_ns, fb.confidence), i
+            np.testing.assert_array_equal(fa.landmarks, fb.landmarks)
+            for task in backend.metadata.tasks:
+                np.testing.assert_array_equal(fa.outputs[task], fb.outputs[task], err_msg=f"{i} {task}")
+            ids.add(fa.face_id)
+    assert len(ids) == 3  # two faces, then after the blank frames a new one
+    assert [len(r.faces) for r in results[6:10]] == [0, 0, 0, 0]
+    assert len(pipeline._latest) == len(pipeline.buffers) == 1  # the dropped faces' rows are gone
