@@ -18,14 +18,6 @@ so what is measured offline is what runs on the robot. Per frame:
    windows of feature maps) of the faces that are due (``head_interval``) in one batched
    call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
-
-Steps 1-5 and the gathering of the head's inputs are :meth:`PerceptionPipeline.begin`,
-the head pass and step 7 :meth:`PerceptionPipeline.finish`; ``process`` is one after the
-other. A caller may run ``finish`` of frame n on one thread while ``begin`` of frame n+1
-runs on another (the node does: the temporal head then overlaps the next frame's
-detection and encoding on the second core), with the same outputs: ``begin`` hands
-``finish`` copies of everything it needs (the head's inputs, each face's box, landmarks
-and frame count), and the state each of them changes is its own.
 """
 from __future__ import annotations
 
@@ -72,32 +64,6 @@ class FrameResult:
     stamp_ns: int
     faces: list[FaceResult]
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage (STAGES)
-
-
-@dataclass
-class _FaceSnapshot:
-    """What ``finish`` needs of one visible face, copied when ``begin`` ran."""
-
-    face_id: str
-    box: np.ndarray
-    score: float
-    landmarks: np.ndarray
-    frames_observed: int
-
-
-@dataclass
-class PendingFrame:
-    """A frame after :meth:`PerceptionPipeline.begin` (faces found, encoded, buffered; the
-    head's inputs gathered), waiting for :meth:`PerceptionPipeline.finish`."""
-
-    stamp_ns: int
-    width: int
-    height: int
-    faces: list[_FaceSnapshot]
-    # per head call: the due face ids, their head inputs, each one's window-start stamp
-    head_calls: list[tuple[list[str], list[np.ndarray], list[int]]]
-    gone: list[str]  # face ids dropped on this frame
-    timings: dict[str, float]
 
 
 def _clipped_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
@@ -161,13 +127,6 @@ class PerceptionPipeline:
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
         """Run every stage on one frame; raises ValueError for an invalid image."""
-        return self.finish(self.begin(image_bgr, stamp_ns))
-
-    def begin(self, image_bgr: np.ndarray, stamp_ns: int) -> PendingFrame:
-        """Detection, tracking, alignment, encoding and buffering of one frame, and the
-        head's inputs for the faces that are due; raises ValueError for an invalid image.
-        Calls must come in frame order, each followed by its :meth:`finish` (which may run
-        on another thread, concurrently with the next ``begin``)."""
         start = time.perf_counter()
         timings = dict.fromkeys(STAGES, 0.0)
         image = as_bgr_image(image_bgr)
@@ -175,12 +134,12 @@ class PerceptionPipeline:
 
         tracks = self.faces.step(image, timings)
         self.frame_index += 1
-        gone = self.buffers.keep_only(track.face_id for track in self.tracker.tracks)
-        for face_id in gone:
-            self._stamps.pop(face_id, None)
+        for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
+            self._latest.pop(gone, None)
+            self._stamps.pop(gone, None)
+            self._window_start.pop(gone, None)
 
-        faces: list[_FaceSnapshot] = []
-        head_calls: list[tuple[list[str], list[np.ndarray], list[int]]] = []
+        faces: list[FaceResult] = []
         if tracks:
             t = time.perf_counter()
             batch = self.align(image, tracks)
@@ -189,31 +148,10 @@ class PerceptionPipeline:
             self.encode(ids, batch, timings)
             for face_id in ids:  # the stamps of each face's buffered frames (window start)
                 self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
-            head_calls = self._gather_head_inputs(ids, timings)
-            faces = [_FaceSnapshot(track.face_id, track.box.copy(), float(track.score), track.landmarks.copy(),
-                                   self.buffers.frames_observed(track.face_id)) for track in tracks]
+            outputs = self.temporal(ids, timings)
+            faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
-        return PendingFrame(int(stamp_ns), width, height, faces, head_calls, gone, timings)
-
-    def finish(self, pending: PendingFrame) -> FrameResult:
-        """The temporal head for the faces :meth:`begin` found due, and every face's
-        result (the others keep their latest estimate)."""
-        start = time.perf_counter()
-        timings = pending.timings
-        for face_id in pending.gone:
-            self._latest.pop(face_id, None)
-            self._window_start.pop(face_id, None)
-        run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
-        for ids, inputs, window_starts in pending.head_calls:
-            t = time.perf_counter()
-            out = newest_frame(np.asarray(run_head(inputs)))
-            self._latest.update(zip(ids, out, strict=True))
-            self._window_start.update(zip(ids, window_starts, strict=True))
-            timings["temporal"] += _ms(t)
-        faces = [self._face_result(face, self._latest[face.face_id], pending.width, pending.height)
-                 for face in pending.faces]
-        timings["total"] += _ms(start)
-        return FrameResult(stamp_ns=pending.stamp_ns, faces=faces, timings=timings)
+        return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
 
     # -- per-frame stages after tracking -------------------------------------------------
     def align(self, image: np.ndarray, tracks: list[Track]) -> np.ndarray:
@@ -236,20 +174,19 @@ class PerceptionPipeline:
             self.buffers.push_batch(ids[chunk], features)
             timings["temporal"] += _ms(t)
 
-    def _gather_head_inputs(self, ids: list[str],
-                            timings: dict[str, float]) -> list[tuple[list[str], list[np.ndarray], list[int]]]:
-        """The head's inputs (new arrays: the buffers may move on) for the faces that are
-        due, in calls of at most MAX_BATCH faces, each with its window-start stamps; the
-        faces are marked as run."""
+    def temporal(self, ids: list[str], timings: dict[str, float]) -> list[np.ndarray]:
+        """Run the head (batched) for the faces that are due; every face's latest output."""
         due = [face_id for face_id in ids if self.buffers.due(face_id)]
-        calls = []
+        run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
         for first in range(0, len(due), MAX_BATCH):
             chunk = due[first:first + MAX_BATCH]
             t = time.perf_counter()
-            calls.append((chunk, self.buffers.head_inputs(chunk), [self._stamps[face_id][0] for face_id in chunk]))
+            out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
             self.buffers.mark_run(chunk)
+            self._latest.update(zip(chunk, out, strict=True))
+            self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
             timings["temporal"] += _ms(t)
-        return calls
+        return [self._latest[face_id] for face_id in ids]
 
     def _batch_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The aligned-crop (uint8 BGR) and network-input (float32) batches for ``n`` faces:
@@ -260,7 +197,7 @@ class PerceptionPipeline:
             self._batch = np.empty((n, 3, s, s), np.float32)
         return self._crops[:n], self._batch[:n]
 
-    def _face_result(self, face: _FaceSnapshot, row: np.ndarray, width: int, height: int) -> FaceResult:
+    def _face_result(self, track: Track, row: np.ndarray, width: int, height: int) -> FaceResult:
         outputs = {task: np.asarray(values, dtype=np.float32).copy()
                    for task, values in split_outputs(row, self.metadata.tasks).items()}
         au = outputs.get("au")
@@ -268,16 +205,16 @@ class PerceptionPipeline:
         ah = outputs.get("ah")
         hesitant = bool(ah is not None and ah[0] >= self.metadata.ah_threshold)
         return FaceResult(
-            face_id=face.face_id,
-            box=_clipped_box(face.box, width, height),
-            confidence=face.score,
+            face_id=track.face_id,
+            box=_clipped_box(track.box, width, height),
+            confidence=float(track.score),
             window_length=self.metadata.window_length,
-            frames_observed=face.frames_observed,
+            frames_observed=self.buffers.frames_observed(track.face_id),
             outputs=outputs,
             au_active=au_active,
             hesitant=hesitant,
-            landmarks=face.landmarks,
-            window_start_ns=self._window_start.get(face.face_id, 0),
+            landmarks=track.landmarks.copy(),
+            window_start_ns=self._window_start.get(track.face_id, 0),
         )
 
 

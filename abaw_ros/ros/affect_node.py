@@ -13,16 +13,11 @@ Every parameter is a field of :class:`abaw_ros.config.PipelineConfig`; the node 
 them with their descriptions, validates them once at start (a bad value ends the node
 with a message naming the parameter) and hands the config to the ROS-free
 :class:`PerceptionPipeline`. The subscription callback only puts the newest frame into a
-one-slot mailbox; a worker thread decodes and runs the pipeline, so a slow frame makes the
-node skip frames (counted) instead of queueing them. The pipeline runs in two stages on two
-threads: the worker does detection, tracking, alignment and encoding
-(``PerceptionPipeline.begin``) and hands the frame to a finisher thread, which runs the
-temporal head (``finish``) and publishes, while the worker already starts on the next
-frame; at most one frame waits between them, and results are published in frame order.
+one-slot mailbox; a worker thread decodes, runs the pipeline and publishes, so a slow
+frame makes the node skip frames (counted) instead of queueing them.
 """
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 import time
@@ -118,8 +113,6 @@ class AffectNodeBase:
         self._stats = NodeStats()
         self._warnings = WarningThrottle(self.get_logger())
         self._worker: threading.Thread | None = None
-        self._finisher: threading.Thread | None = None
-        self._begun: queue.Queue[tuple[str, Any, Any, Any, float] | None] = queue.Queue(maxsize=1)
         self._info: dict[str, str] = {}
         self._weights_trained = False
         self._segment_bytes: int | None = None
@@ -295,11 +288,8 @@ class AffectNodeBase:
         self._timers.append(self.create_timer(QOS_RECHECK_PERIOD_S, self._input.update))
         self._start_diagnostics_timer()
         self._slot = LatestSlot()
-        self._begun = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._work, name="abaw_affect_worker", daemon=True)
-        self._finisher = threading.Thread(target=self._finish_frames, name="abaw_affect_finisher", daemon=True)
         self._worker.start()
-        self._finisher.start()
         return self._input.resolved_topic
 
     def _start_diagnostics_timer(self) -> None:
@@ -318,10 +308,9 @@ class AffectNodeBase:
                 self.destroy_timer(timer)
         self._timers, self._diag_timer = [], None
         self._slot.close()
-        for thread in (self._worker, self._finisher):
-            if thread is not None:
-                thread.join(timeout=10.0)
-        self._worker = self._finisher = None
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
 
     # -- callbacks (executor thread): hand over, nothing else ---------------------------
     def _on_image(self, msg: Image) -> None:
@@ -332,56 +321,28 @@ class AffectNodeBase:
         self._stats.on_received(stamp_to_ns(msg.header))
         self._slot.put(("compressed", msg))
 
-    # -- worker thread: decode, begin; finisher thread: finish, publish ---------------------
+    # -- worker thread --------------------------------------------------------------------
     def _work(self) -> None:
-        slot, begun = self._slot, self._begun
+        slot = self._slot
         while not slot.closed:
             item = slot.take(timeout=0.5)
             if item is None:
                 continue
             transport, msg = item
             try:
-                staged = self._begin(transport, msg)
+                self._process(transport, msg)
             except Exception as exc:  # keep serving frames; the error says what broke
                 if not self.context.ok() or slot.closed:  # shutting down or deactivated
                     return
-                self._processing_failed(msg, exc)
-                continue
-            while staged is not None and not slot.closed:  # wait for the finisher (one frame ahead at most)
-                try:
-                    begun.put(staged, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+                self._warnings.warn(
+                    f"process:{type(exc).__name__}",
+                    f"processing frame {self._describe_frame(msg)} failed: {type(exc).__name__}: {exc}",
+                )
 
-    def _finish_frames(self) -> None:
-        slot, begun = self._slot, self._begun
-        while True:
-            try:
-                staged = begun.get(timeout=0.5)
-            except queue.Empty:
-                if slot.closed:
-                    return
-                continue
-            try:
-                self._finish(*staged)
-            except Exception as exc:
-                if not self.context.ok() or slot.closed:
-                    return
-                self._processing_failed(staged[1], exc)
-
-    def _processing_failed(self, msg: Image | CompressedImage, exc: Exception) -> None:
-        self._warnings.warn(
-            f"process:{type(exc).__name__}",
-            f"processing frame {self._describe_frame(msg)} failed: {type(exc).__name__}: {exc}",
-        )
-
-    def _begin(self, transport: str, msg: Image | CompressedImage) -> tuple[str, Any, Any, Any, float] | None:
-        """Decode the frame and run the pipeline's first stage; None for a frame that is
-        skipped (counted and warned about)."""
-        pipeline = self.pipeline
-        if pipeline is None or self._affect_pub is None:
-            return None
+    def _process(self, transport: str, msg: Image | CompressedImage) -> None:
+        pipeline, affect_pub = self.pipeline, self._affect_pub
+        if pipeline is None or affect_pub is None:
+            return
         segment = self._segment_bytes
         if segment and len(msg.data) > segment:
             # This one arrived; most frames this large do not (see ros/transport.py).
@@ -402,25 +363,15 @@ class AffectNodeBase:
                 warning_kind(transport, exc),
                 f"skipping {what} {transport} frame {self._describe_frame(msg)}: {exc}",
             )
-            return None
-        started = time.perf_counter()
-        pending = pipeline.begin(image, stamp_to_ns(msg.header))
-        return transport, msg, image, (pipeline, pending), (time.perf_counter() - started) * 1e3
-
-    def _finish(self, transport: str, msg: Image | CompressedImage, image: Any, staged: Any,
-                begin_ms: float) -> None:
-        pipeline, pending = staged
-        affect_pub = self._affect_pub
-        if affect_pub is None:
             return
+        stamp_ns = stamp_to_ns(msg.header)
         started = time.perf_counter()
-        result = pipeline.finish(pending)
-        processing_ms = begin_ms + (time.perf_counter() - started) * 1e3
+        result = pipeline.process(image, stamp_ns)
+        processing_ms = (time.perf_counter() - started) * 1e3
         out = frame_result_to_msg(result, msg.header, image.shape, self._weights_trained, self.model_id)
         if not self.context.ok() or self._slot.closed:
             return
         affect_pub.publish(out)
-        stamp_ns = result.stamp_ns
         now_ns = self.get_clock().now().nanoseconds
         latency_ms = (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else processing_ms
         self._stats.on_published(latency_ms, processing_ms, len(out.faces), result.timings)
