@@ -45,6 +45,7 @@ from abaw_ros.offline.outputs import (
     is_our_report,
 )
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
+from abaw_ros.offline.rates import FrameRates
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
 from abaw_ros.perception.face_values import face_affect_values
@@ -118,7 +119,7 @@ class SkippedFrame:
 
 
 @dataclass
-class BagEvalResult:
+class BagEvalResult(FrameRates):
     """What a run did; ``to_dict()`` is the ``run`` section of the JSON report."""
 
     bag: Path
@@ -163,15 +164,6 @@ class BagEvalResult:
         if self.frames_skipped and strict:
             return "skipped", EXIT_SKIPPED
         return "done", EXIT_DONE
-
-    @property
-    def frames_per_second(self) -> float:
-        """Processed frames per second of the whole run (reading, pipeline, writing)."""
-        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def pipeline_frames_per_second(self) -> float:
-        return self.frames_processed / self.pipeline_s if self.pipeline_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

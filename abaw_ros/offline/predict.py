@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from abaw_ros.offline.rates import FrameRates
 from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, open_source
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
@@ -109,7 +110,7 @@ def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any
 # The run
 # ---------------------------------------------------------------------------------------
 @dataclass
-class PredictResult:
+class PredictResult(FrameRates):
     source: dict[str, Any]
     csv: Path
     sidecar: Path
@@ -125,14 +126,6 @@ class PredictResult:
     stopped_at_max_frames: bool = False
     elapsed_s: float = 0.0
     pipeline_s: float = 0.0
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames_processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def pipeline_frames_per_second(self) -> float:
-        return self.frames_processed / self.pipeline_s if self.pipeline_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
