@@ -41,6 +41,7 @@ NODE_NAME = "abaw_affect"
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+SPIN_CHECK_S = 0.5  # the spin looks at the context and the recorded stop signal this often
 # The module of each executable's node, imported once the stop handlers are in place.
 NODE_MODULES = {False: "abaw_ros.ros.affect_node", True: "abaw_ros.ros.affect_lifecycle_node"}
 
@@ -160,7 +161,7 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
     stop comes during start-up or, for the managed node, during configure); 2 when it
     cannot start. Every way out is one line."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 
     from abaw_ros.ros.node_logging import RosLogHandler
 
@@ -194,8 +195,15 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
                 executor = SingleThreadedExecutor()
                 executor.add_node(node)
                 try:
-                    executor.spin()
-                except (KeyboardInterrupt, ExternalShutdownException):
+                    # Not executor.spin(): it waits without a timeout for the guard condition
+                    # that rclpy's signal thread triggers (rclpy signal_handler.cpp), and in
+                    # about 1 of 15 runs here a SIGINT after two failed configures of the
+                    # managed node left the main thread in rcl_wait until SIGKILL (0 of 25
+                    # with this loop). Waking every SPIN_CHECK_S to look at the context and
+                    # at the signal our handler recorded ends the spin either way.
+                    while node.context.ok() and stop.received is None:
+                        executor.spin_once(timeout_sec=SPIN_CHECK_S)
+                except (KeyboardInterrupt, ExternalShutdownException, ShutdownException):
                     pass
                 if stop.received is not None:
                     state = f" in state {node.state_label}" if managed else ""
