@@ -39,7 +39,6 @@ import numpy as np
 from abaw_ros.perception.boxes import iou_matrix
 from abaw_ros.perception.detection import FaceDetection, FaceDetector, LandmarkStage
 from abaw_ros.perception.face_landmarks import FaceLandmarker, FaceMeshStage, FaceRoi, five_points
-from abaw_ros.perception.image import resize_down
 from abaw_ros.perception.mediapipe_models import TFLiteModel, mediapipe_model_dir
 
 
@@ -128,7 +127,8 @@ def letterbox(image_rgb: np.ndarray, size: int) -> tuple[np.ndarray, float, np.n
     height, width = image_rgb.shape[:2]
     scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = resize_down(image_rgb, new_w, new_h)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image_rgb, (new_w, new_h), interpolation=interpolation)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     canvas = np.full((size, size, 3), -1.0, dtype=np.float32)  # zero pixels in [-1, 1]
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized.astype(np.float32) * (2.0 / 255.0) - 1.0

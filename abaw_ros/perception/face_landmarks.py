@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 from abaw_ros.perception.detection import FaceDetection, LandmarkStage, carried_box
-from abaw_ros.perception.image import halve
 from abaw_ros.perception.mediapipe_models import TFLiteModel, mediapipe_model_dir
 
 MODEL_FILE = "face_landmark.tflite"
@@ -98,19 +97,20 @@ def _index_map(affine: np.ndarray) -> np.ndarray:
 def crop_rois(image_rgb: np.ndarray, rois: Sequence[FaceRoi], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Crops ``(N, size, size, 3)`` uint8 and each crop's image->crop affine; outside the
     image the border pixels are repeated (as MediaPipe's crop does). A ROI more than twice
-    the crop size is sampled from the image halved as often as needed (warpAffine does not
-    anti-alias)."""
+    the crop size is sampled from a downscaled copy (warpAffine does not anti-alias)."""
     crops = np.empty((len(rois), size, size, 3), dtype=np.uint8)
     affines = []
     height, width = image_rgb.shape[:2]
-    halves = [image_rgb]  # the image halved 0, 1, 2, ... times, made when first needed
+    shrunk: dict[int, np.ndarray] = {}
     for i, roi in enumerate(rois):
         affine = roi.to_crop(size)
-        k = int(np.floor(np.log2(roi.side / size))) if roi.side >= 2 * size else 0  # warp scale in (1/2, 1]
-        while len(halves) <= k:
-            halves.append(halve(halves[-1]))
-        source, from_source = halves[k], affine
-        if k:
+        factor = int(roi.side // size)  # >= 2: shrink so the warp scales by 0.5-1
+        source, from_source = image_rgb, affine
+        if factor >= 2:
+            if factor not in shrunk:
+                shrunk[factor] = cv2.resize(image_rgb, (max(1, width // factor), max(1, height // factor)),
+                                            interpolation=cv2.INTER_AREA)
+            source = shrunk[factor]
             to_image = np.diag([width / source.shape[1], height / source.shape[0], 1.0])
             from_source = affine @ to_image
         crops[i] = cv2.warpAffine(source, _index_map(from_source), (size, size), flags=cv2.INTER_LINEAR,

@@ -389,28 +389,3 @@ def as_bgr_image(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGRA2BGR)
     return np.ascontiguousarray(image)
-
-
-
-def halve(image: np.ndarray) -> np.ndarray:
-    """``image`` at half size by 2x2 pixel averaging (``INTER_AREA`` at exactly 1/2, the
-    fast path of OpenCV's area resize; odd sides are rounded down and sampled over the
-    whole image, on the slower general path)."""
-    return cv2.resize(image, (max(1, image.shape[1] // 2), max(1, image.shape[0] // 2)),
-                      interpolation=cv2.INTER_AREA)
-
-
-def resize_down(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` resized to ``width`` x ``height`` without aliasing when it shrinks: halved
-    (:func:`halve`) while the target is at most half the current size, then bilinear for
-    the last factor, which lies in (1/2, 1].
-
-    The same picture as one ``INTER_AREA`` resize to 1-2 grey levels on average, and
-    several times cheaper: OpenCV's ``INTER_AREA`` at a non-integer factor (640x480 ->
-    192x144) costs about 1.2 ms on this project's 2-core machine, this about 0.16 ms.
-    """
-    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
-        image = halve(image)
-    if (image.shape[1], image.shape[0]) == (width, height):
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
