@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from .accuracy import enforce_precision, precision_check_crops
 from .base import BackendOptions, BackendUnavailableError, InferenceBackend, TensorSpec
 from .bundle import ModelBundle, ModelSource
 from .engine_cache import CachedEngine, EngineCache, EngineKey, onnx_sha256
-from .precision_graphs import INT8_CPU, quantize_int8
+from .precision_graphs import INT8_CPU, quantize_int8, quantize_int8_batches
 from .preprocess import as_crop_list, preprocess_crops
 
 try:
@@ -117,32 +117,48 @@ def _int8_key(graph: Path) -> EngineKey:
     )
 
 
-def quantized_encoder(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
-    """The int8 encoder graph for ``bundle``: from the cache, or quantized now with the
-    calibration crops; without crops, the newest graph quantized earlier for this encoder."""
-    key = _int8_key(bundle.encoder)
-    cache = int8_cache(options)
-    stem = f"{bundle.directory.name}.encoder"
+def calibration_crops(bundle: ModelBundle, options: BackendOptions) -> np.ndarray | None:
+    """``options.calibration`` as preprocessed crops for the int8 graphs (read once for
+    all of them); None without calibration."""
     if options.calibration is None:
-        found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
-        if found is None:
-            raise ValueError(
-                "precision='int8' needs calibration face crops: pass calibration=<folder of face-crop images> "
-                "(or a list of HxWx3 uint8 RGB crops), or quantize once with `abaw-affect build-engine MODEL "
-                f"--backend onnxruntime --precision int8 --calibration DIR` into {cache.directory}"
-            )
-        return found
+        return None
     crops = preprocess_crops(as_crop_list(options.calibration, options.calibration_limit), bundle.metadata)
     if len(crops) == 0:
         raise ValueError(f"calibration {_describe(options.calibration)} holds no face crops")
+    return crops
+
+
+def _int8_graph(graph: Path, stem: str, crops: np.ndarray | None, options: BackendOptions, missing: str,
+                quantize: Callable[[Path], Path]) -> CachedEngine:
+    """The int8 graph quantized from ``graph``: from the cache, or made now by
+    ``quantize(tmp_dir) -> path`` when there are calibration ``crops`` (keyed by their
+    hash); without crops, the newest graph quantized earlier (else ValueError
+    ``missing``, ``{cache}`` filled in)."""
+    key = _int8_key(graph)
+    cache = int8_cache(options)
+    if crops is None:
+        found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
+        if found is None:
+            raise ValueError(missing.format(cache=cache.directory))
+        return found
     key = dataclasses.replace(key, extra=(("calibration_sha256", hashlib.sha256(crops.tobytes()).hexdigest()),))
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
-            out = quantize_encoder_int8(bundle.encoder, crops, Path(tmp) / "encoder.int8.onnx")
-            return out.read_bytes()
+            return quantize(Path(tmp)).read_bytes()
 
     return cache.get_or_build(key, build, stem=stem, force=options.force_engine_update)
+
+
+def quantized_encoder(bundle: ModelBundle, options: BackendOptions, crops: np.ndarray | None) -> CachedEngine:
+    """The int8 encoder graph for ``bundle``: from the cache, or quantized now with the
+    calibration ``crops``; without crops, the newest graph quantized earlier for this encoder."""
+    return _int8_graph(
+        bundle.encoder, f"{bundle.directory.name}.encoder", crops, options,
+        "precision='int8' needs calibration face crops: pass calibration=<folder of face-crop images> "
+        "(or a list of HxWx3 uint8 RGB crops), or quantize once with `abaw-affect build-engine MODEL "
+        "--backend onnxruntime --precision int8 --calibration DIR` into {cache}",
+        lambda tmp: quantize_encoder_int8(bundle.encoder, crops, tmp / "encoder.int8.onnx"))
 
 
 def _describe(calibration: object) -> str:
@@ -161,60 +177,31 @@ def _preload_cuda_libraries() -> None:
 
 
 def quantize_projection_int8(fp32_path: Path, maps: list[np.ndarray], out_path: Path, batch_size: int = 8) -> Path:
-    """Statically quantize the per-frame projection graph (QDQ, the encoder's settings)
-    with activation ranges from encoder maps ``maps`` (one ``(N, C, H, W)`` per level)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
+    """Statically quantize the per-frame projection graph (the encoder's CPU recipe) with
+    activation ranges from encoder maps ``maps`` (one ``(N, C, H, W)`` per level)."""
     names = [i.name for i in ort.InferenceSession(str(fp32_path), providers=[CPU_PROVIDER]).get_inputs()]
-
-    class MapReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.starts = iter(range(0, len(maps[0]), batch_size))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            i = next(self.starts, None)
-            return None if i is None else {n: m[i:i + batch_size] for n, m in zip(names, maps, strict=True)}
-
-    recipe = INT8_CPU
-    quantize_static(str(fp32_path), str(out_path), MapReader(), quant_format=QuantFormat.QDQ,
-                    activation_type=getattr(QuantType, recipe.activation_type), weight_type=QuantType.QInt8,
-                    per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": recipe.activation_symmetric, "WeightSymmetric": True,
-                                   "QuantizeBias": recipe.quantize_bias})
-    return out_path
+    batches = [{n: m[i:i + batch_size] for n, m in zip(names, maps, strict=True)}
+               for i in range(0, len(maps[0]), batch_size)]
+    return quantize_int8_batches(fp32_path, batches, out_path, INT8_CPU, pre_process=False)
 
 
-def quantized_projection(bundle: ModelBundle, options: BackendOptions) -> CachedEngine:
+def quantized_projection(bundle: ModelBundle, options: BackendOptions, crops: np.ndarray | None) -> CachedEngine:
     """The int8 per-frame projection graph (a linear map of the encoder's outputs, about
     two thirds of the encoder's FLOPs per frame), calibrated on the fp32 encoder's maps of
-    the calibration crops; cached and found like :func:`quantized_encoder`."""
-    key = _int8_key(bundle.projection)
-    cache = int8_cache(options)
-    stem = f"{bundle.directory.name}.projection"
-    if options.calibration is None:
-        found = cache.find_calibrated(key, stem) if not options.force_engine_update else None
-        if found is None:
-            raise ValueError("precision='int8' needs calibration face crops for the projection graph too: "
-                             "pass calibration=<folder of face-crop images>")
-        return found
-    crops = preprocess_crops(as_crop_list(options.calibration, options.calibration_limit), bundle.metadata)
-    key = dataclasses.replace(key, extra=(("calibration_sha256", hashlib.sha256(crops.tobytes()).hexdigest()),))
+    the calibration ``crops``; cached and found like :func:`quantized_encoder`."""
 
-    def build() -> bytes:
+    def quantize(tmp: Path) -> Path:
         encoder = ort.InferenceSession(str(bundle.encoder), sess_options=session_options(options.num_threads),
                                        providers=[CPU_PROVIDER])
         parts = [encoder.run(None, {encoder.get_inputs()[0].name: crops[i:i + 8]}) for i in range(0, len(crops), 8)]
         maps = [np.concatenate(level) for level in zip(*parts, strict=True)]
-        with tempfile.TemporaryDirectory() as tmp:
-            return quantize_projection_int8(bundle.projection, maps, Path(tmp) / "projection.int8.onnx").read_bytes()
+        return quantize_projection_int8(bundle.projection, maps, tmp / "projection.int8.onnx")
 
-    return cache.get_or_build(key, build, stem=stem, force=options.force_engine_update)
+    return _int8_graph(
+        bundle.projection, f"{bundle.directory.name}.projection", crops, options,
+        "precision='int8' needs calibration face crops for the projection graph too: "
+        "pass calibration=<folder of face-crop images>",
+        quantize)
 
 
 # -- the backend -------------------------------------------------------------------------
@@ -248,8 +235,10 @@ class OnnxRuntimeBackend(InferenceBackend):
         self.bundle = bundle
         self.quantized: CachedEngine | None = None
         encoder_path = bundle.encoder
+        crops = None
         if options.precision == "int8":
-            self.quantized = quantized_encoder(bundle, options)
+            crops = calibration_crops(bundle, options)  # read once for both int8 graphs
+            self.quantized = quantized_encoder(bundle, options, crops)
             encoder_path = self.quantized.path
         opts = session_options(options.num_threads)
         if providers[0] == CUDA_PROVIDER:
@@ -271,7 +260,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         if bundle.streams_tubelets:
             projection_path = bundle.projection
             if options.precision == "int8":
-                self.quantized_projection = quantized_projection(bundle, options)
+                self.quantized_projection = quantized_projection(bundle, options, crops)
                 projection_path = self.quantized_projection.path
             self._projection = ort.InferenceSession(str(projection_path), sess_options=opts, providers=providers)
             self._tubelet_head = ort.InferenceSession(str(bundle.tubelet_head), sess_options=opts, providers=providers)

@@ -163,6 +163,22 @@ def quantize_int8(
     """Statically quantize ``fp32_path`` (QDQ) with activation ranges from
     ``calibration`` (preprocessed crops ``(N, 3, S, S)``, fed to the graph's only input)."""
     import onnxruntime as ort
+
+    if len(calibration) == 0:
+        raise ValueError("calibration holds no face crops")
+    input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    batches = [{input_name: np.ascontiguousarray(batch, np.float32)}
+               for batch in np.array_split(calibration, max(1, len(calibration) // batch_size))]
+    return quantize_int8_batches(fp32_path, batches, out_path, recipe)
+
+
+def quantize_int8_batches(
+    fp32_path: Path, batches: Sequence[dict[str, np.ndarray]], out_path: Path, recipe: Int8Recipe = INT8_CPU,
+    pre_process: bool = True,
+) -> Path:
+    """Statically quantize ``fp32_path`` (QDQ, ``recipe``) with activation ranges from
+    ``batches`` (input name -> array, one dict per calibration batch). ``pre_process``:
+    shape inference and folding first (for graphs with more than a few nodes)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -172,30 +188,26 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if len(calibration) == 0:
-        raise ValueError("calibration holds no face crops")
-    input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
-    class CropReader(CalibrationDataReader):
+    class BatchReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // batch_size)))
+            self.batches = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: np.ascontiguousarray(batch, np.float32)}
+            return next(self.batches, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:  # shape inference + folding: better node coverage for the quantizer
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            source = prepared
-        except Exception as exc:  # the quantizer still works on the raw graph
-            LOG.warning("quantization pre-processing skipped (%s)", exc)
-            source = fp32_path
+        source = fp32_path
+        if pre_process:
+            prepared = Path(tmp) / "prepared.onnx"
+            try:  # shape inference + folding: better node coverage for the quantizer
+                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+                source = prepared
+            except Exception as exc:  # the quantizer still works on the raw graph
+                LOG.warning("quantization pre-processing skipped (%s)", exc)
         quantize_static(
             str(source),
             str(out_path),
-            CropReader(),
+            BatchReader(),
             quant_format=QuantFormat.QDQ,
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=QuantType.QInt8,
