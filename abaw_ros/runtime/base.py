@@ -386,32 +386,28 @@ class InferenceBackend(ABC):
 
     def check_projection_inputs(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Validate one frame batch of feature maps for :meth:`project`."""
-        meta = self.metadata
-        if len(maps) != len(meta.feature_shapes):
-            raise ValueError(f"{len(maps)} feature maps: project takes {len(meta.feature_shapes)} "
-                             f"({', '.join(meta.feature_names)})")
-        out = []
-        for name, shape, m in zip(meta.feature_names, meta.feature_shapes, maps, strict=True):
-            m = np.asarray(m)
-            if m.ndim != 4 or m.shape[1:] != shape:
-                raise ValueError(f"feature map '{name}' of shape {m.shape}: expected (N, {', '.join(map(str, shape))})")
-            out.append(np.ascontiguousarray(m, dtype=np.float32))
-        if len({m.shape[0] for m in out}) > 1:
-            raise ValueError(f"feature map batch sizes differ: {[m.shape[0] for m in out]}")
-        return out
+        return self._check_levels(maps, self.metadata.feature_shapes, "feature maps: project takes",
+                                  "feature map", "N", "feature map")
 
     def check_tubelets(self, sums: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Validate tubelet sums for :meth:`temporal_tubelets`."""
+        return self._check_levels(sums, self.metadata.tubelet_shapes, "tubelet arrays: the tubelet head takes",
+                                  "tubelet sums", "B", "tubelet")
+
+    def _check_levels(self, arrays: Sequence[np.ndarray], shapes: Sequence[tuple[int, ...]], count: str,
+                      item: str, batch_axis: str, batch: str) -> list[np.ndarray]:
+        """One float32 array per level, each ``(batch, *shape)``, all with the same batch;
+        a ValueError names the level and the shape otherwise."""
         meta = self.metadata
-        if len(sums) != len(meta.tubelet_shapes):
-            raise ValueError(f"{len(sums)} tubelet arrays: the tubelet head takes {len(meta.tubelet_shapes)} "
-                             f"({', '.join(meta.feature_names)})")
+        if len(arrays) != len(shapes):
+            raise ValueError(f"{len(arrays)} {count} {len(shapes)} ({', '.join(meta.feature_names)})")
         out = []
-        for name, shape, x in zip(meta.feature_names, meta.tubelet_shapes, sums, strict=True):
+        for name, shape, x in zip(meta.feature_names, shapes, arrays, strict=True):
             x = np.asarray(x)
-            if x.ndim != 5 or x.shape[1:] != shape:
-                raise ValueError(f"tubelet sums '{name}' of shape {x.shape}: expected (B, {', '.join(map(str, shape))})")
+            if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+                raise ValueError(f"{item} '{name}' of shape {x.shape}: expected ({batch_axis}, "
+                                 f"{', '.join(map(str, shape))})")
             out.append(np.ascontiguousarray(x, dtype=np.float32))
         if len({x.shape[0] for x in out}) > 1:
-            raise ValueError(f"tubelet batch sizes differ: {[x.shape[0] for x in out]}")
+            raise ValueError(f"{batch} batch sizes differ: {[x.shape[0] for x in out]}")
         return out
