@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import string
-import subprocess
 import time
 from pathlib import Path
 
@@ -120,21 +119,10 @@ def test_fault_at_start_is_one_line_naming_the_value_and_exit_2(case, bad_files,
 
 
 # -- stop signals while starting: one line, exit 0 -------------------------------------------
-def _stopped(node: NodeProcess, timeout: float = 60.0) -> tuple[int, str]:
-    try:
-        code = node.wait_exit(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        node.proc.kill()
-        pytest.fail(f"node did not stop within {timeout} s:\n{node.log()[-3000:]}")
-    node.stop()
-    return code, node.log()
-
-
 def test_sigint_in_the_first_moments_is_one_line(tmp_path, ros_domain_id):
     node = _node(tmp_path, tmp_path / "cache", backend="onnxruntime")
     time.sleep(0.3)
-    node.proc.send_signal(signal.SIGINT)
-    code, log = _stopped(node)
+    code, log = node.signal_and_wait(signal.SIGINT)
     assert code == 0, f"exit code {code}:\n{log}"
     assert "stopped by SIGINT" in log, log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
@@ -149,8 +137,7 @@ def test_stop_signal_during_model_load_is_one_line_and_leaves_no_partial_files(s
         time.sleep(0.05)
     assert node.alive() and "listening on" not in node.log(), node.log()[-3000:]
     time.sleep(0.5)  # inside the export (seconds of work)
-    node.proc.send_signal(sig)
-    code, log = _stopped(node)
+    code, log = node.signal_and_wait(sig)
     assert code == 0, f"exit code {code}:\n{log[-3000:]}"
     lines = [line for line in log.splitlines() if f"stopped by {sig.name}" in line]
     assert len(lines) == 1 and "while loading the model" in lines[0], log[-3000:]

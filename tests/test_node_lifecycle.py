@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -78,17 +77,6 @@ def _wait_for_log(node: NodeProcess, text: str, timeout: float) -> bool:
     return text in node.log()
 
 
-def _exit_after(node: NodeProcess, sig: signal.Signals, timeout: float = 60.0) -> tuple[int, str]:
-    node.proc.send_signal(sig)
-    try:
-        code = node.wait_exit(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        node.proc.kill()
-        pytest.fail(f"node did not stop within {timeout} s:\n{node.log()[-3000:]}")
-    node.stop()
-    return code, node.log()
-
-
 def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_path, ros_domain_id, model_bundle):
     namespace = unique_namespace("lifecycle")
     params = params_file(tmp_path, model_file_path=str(model_bundle), backend="onnxruntime", window_length=8,
@@ -150,7 +138,7 @@ def test_sigterm_while_unconfigured_is_one_line_and_exit_0(tmp_path, ros_domain_
     node, _name = _managed_node(tmp_path)
     try:
         assert _wait_for_log(node, "unconfigured: waiting for configure", timeout=60), node.log()[-3000:]
-        code, log = _exit_after(node, signal.SIGTERM)
+        code, log = node.signal_and_wait(signal.SIGTERM)
     finally:
         node.stop()
     assert code == 0, f"exit code {code}:\n{log[-3000:]}"
@@ -168,7 +156,7 @@ def test_sigterm_during_configure_is_one_line_and_exit_0(tmp_path, ros_domain_id
         assert _wait_for_log(node, "to ONNX under", timeout=90), node.log()[-3000:]
         assert node.alive() and "configured: model" not in node.log(), node.log()[-3000:]
         time.sleep(0.5)  # inside the export
-        code, log = _exit_after(node, signal.SIGTERM)
+        code, log = node.signal_and_wait(signal.SIGTERM)
     finally:
         client.close()
         node.stop()

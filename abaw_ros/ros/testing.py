@@ -93,6 +93,19 @@ class NodeProcess:
         """Exit code once the node ended by itself (raises TimeoutExpired otherwise)."""
         return self.proc.wait(timeout=timeout)
 
+    def signal_and_wait(self, sig: signal.Signals, timeout: float = 60.0) -> tuple[int, str]:
+        """Send ``sig`` and wait for the node to end by itself: its exit code and log. A node
+        still running after ``timeout`` s is killed and an AssertionError shows its log."""
+        self.proc.send_signal(sig)
+        try:
+            code = self.wait_exit(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.stop()
+            raise AssertionError(f"node did not stop within {timeout} s:\n{self.log()[-3000:]}") from None
+        self.stop()
+        return code, self.log()
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGINT (Ctrl-C) and wait; killed if it does not end. Returns the exit code."""
         if self.proc.poll() is None:
