@@ -240,21 +240,24 @@ def shipped_faces(config: PipelineConfig, frames: list[np.ndarray]) -> list:
     return [[track.as_detection() for track in follower.step(frame)] for frame in frames]
 
 
+def gflop(fn, *inputs) -> float:
+    """GFLOP of one call of ``fn`` (torch FlopCounterMode, no autograd)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn(*inputs)
+    return counter.get_total_flops() / 1e9
+
+
 def network_flops(bundle_window_length: int) -> dict[str, float]:
     """GFLOP of the shipped network per face-frame with the head on every frame: the
     encoder, the per-frame projection (all pt slices) and the head on the tubelet sums."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from abaw_ros.models import create_affect_net
 
     net = create_affect_net(window_length=bundle_window_length, n_levels=3).eval()
-
-    def gflop(fn, *inputs) -> float:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            fn(*inputs)
-        return counter.get_total_flops() / 1e9
-
     crop = torch.zeros(1, 3, 224, 224)
     maps = net.encoder(crop)
     out = {"encoder": gflop(net.encoder, crop),
@@ -266,7 +269,6 @@ def network_flops(bundle_window_length: int) -> dict[str, float]:
 
 def head(args, tmp: Path, results: dict) -> None:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from abaw_ros.models import FaceWindows, create_affect_net
 
@@ -297,17 +299,14 @@ def head(args, tmp: Path, results: dict) -> None:
             ms["windows"] = min(ms["windows"], cpu_ms_per_call(with_windows, 10))
             ms["tubelets"] = min(ms["tubelets"], cpu_ms_per_call(with_tubelets, 10))
         net = create_affect_net(window_length=t, n_levels=3).eval()
-        flops = {"windows": 0, "tubelets": 0}
-        with torch.no_grad():
-            for mixer, shape in zip(net.head.mixers, net.feature_shapes, strict=True):
-                for form, fn, x in (("windows", mixer.embed, torch.zeros(1, t, *shape)),
-                                    ("tubelets", mixer.embed.project_frames, torch.zeros(1, *shape))):
-                    with FlopCounterMode(display=False) as counter:
-                        fn(x)
-                    flops[form] += counter.get_total_flops()
+        flops = {"windows": 0.0, "tubelets": 0.0}
+        for mixer, shape in zip(net.head.mixers, net.feature_shapes, strict=True):
+            for form, fn, x in (("windows", mixer.embed, torch.zeros(1, t, *shape)),
+                                ("tubelets", mixer.embed.project_frames, torch.zeros(1, *shape))):
+                flops[form] += gflop(fn, x)
         print(f"   {t:3d} {ms['windows']:10.2f} {ms['tubelets']:11.2f} {ms['windows'] / ms['tubelets']:6.2f}   "
-              f"{flops['windows'] / 1e9:19.3f} {flops['tubelets'] / 1e9:8.3f} {flops['windows'] / flops['tubelets']:6.1f}")
-        results["head"][str(t)] = {"cpu_ms": ms, "embed_gflop": {k: v / 1e9 for k, v in flops.items()}}
+              f"{flops['windows']:19.3f} {flops['tubelets']:8.3f} {flops['windows'] / flops['tubelets']:6.1f}")
+        results["head"][str(t)] = {"cpu_ms": ms, "embed_gflop": flops}
 
 
 def soak(args, bundle: Path, results: dict) -> None:
