@@ -134,7 +134,9 @@ def test_robot_requirements_hold_the_default_detector_without_its_dependencies()
 
     def packages(name: str) -> list[str]:
         lines = (root / name).read_text(encoding="utf-8").splitlines()
-        return [line.split("#")[0].split("<")[0].strip() for line in lines if line.split("#")[0].strip()]
+        from packaging.requirements import Requirement
+
+        return list(dict.fromkeys(Requirement(line.split("#")[0]).name for line in lines if line.split("#")[0].strip()))
 
     assert {"numpy", "opencv-python-headless", "onnxruntime", "pyyaml", "ai-edge-litert"} <= set(
         packages("requirements-robot.txt"))

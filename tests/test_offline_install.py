@@ -347,3 +347,38 @@ def test_the_robot_requirements_resolve_to_jetson_wheels_with_numpy_1(jetpack, p
     assert picked["numpy"].startswith("1."), picked
     assert tuple(map(int, picked["opencv-python-headless"].split(".")[:2])) < (4, 12), picked
     assert {"onnxruntime", "ai-edge-litert", "pyyaml"} <= set(picked), picked
+
+
+def setup_arguments(monkeypatch) -> dict:
+    """The keyword arguments setup.py hands to setuptools.setup, without building anything."""
+    import runpy
+
+    import setuptools
+
+    captured: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(ROOT)  # its data files are globbed relative to the working directory
+    runpy.run_path(str(ROOT / "setup.py"))
+    return captured
+
+
+# (platform_machine, python_version) -> cuda-python releases that must / must not be picked.
+CUDA_PYTHON_CASES = {
+    "jetpack-6": (("aarch64", "3.10"), ["12.6.0", "12.6.2.post1"], ["12.9.10", "13.0.3"]),  # CUDA 12.6
+    "jetpack-7": (("aarch64", "3.12"), ["13.0.0", "13.0.3"], ["12.9.10", "13.4.4"]),  # CUDA 13.0 / 13.2
+    "x86-cuda-12": (("x86_64", "3.11"), ["12.6.0", "12.9.10"], ["13.0.3"]),  # tensorrt-cu12
+}
+
+
+@pytest.mark.parametrize("case", list(CUDA_PYTHON_CASES))
+def test_the_tensorrt_extra_pins_cuda_python_to_the_cuda_of_the_platform(case, monkeypatch):
+    from packaging.requirements import Requirement
+
+    (machine, python), allowed, refused = CUDA_PYTHON_CASES[case]
+    environment = {"platform_machine": machine, "python_version": python}
+    requirements = [Requirement(text) for text in setup_arguments(monkeypatch)["extras_require"]["tensorrt"]]
+    pins = [r for r in requirements
+            if r.name == "cuda-python" and (r.marker is None or r.marker.evaluate(environment))]
+    assert len(pins) == 1, pins
+    assert all(pins[0].specifier.contains(v) for v in allowed), (pins[0], allowed)
+    assert not any(pins[0].specifier.contains(v) for v in refused), (pins[0], refused)
