@@ -28,39 +28,34 @@ class GivenFace:
     score: float = 0.0  # the external detector's confidence in [0, 1]; 0: it gave none
 
 
-class GivenFaceTracks:
-    """Turns :class:`GivenFace` boxes into :class:`Track` s with landmarks of this frame.
+def given_face_tracks(image_bgr: np.ndarray, faces: Sequence[GivenFace], stage: LandmarkStage | None,
+                      refine_threshold: float, timings: dict[str, float] | None = None) -> list[Track]:
+    """``faces`` as :class:`Track` s with landmarks of this frame, under their own ids.
 
     A track's score is the landmark stage's face-presence confidence inside the box when
     the stage accepts it (at least ``refine_threshold``), else the external detector's own
-    confidence, else 1.0 (the detector reported the face without a confidence)."""
-
-    def __init__(self, stage: LandmarkStage | None, refine_threshold: float = 0.5) -> None:
-        self.stage = stage
-        self.refine_threshold = float(refine_threshold)
-
-    def tracks(self, image_bgr: np.ndarray, faces: Sequence[GivenFace],
-               timings: dict[str, float] | None = None) -> list[Track]:
-        height, width = image_bgr.shape[:2]
-        priors = []
-        for face in faces:
-            x1, y1, x2, y2 = (float(v) for v in face.box)
-            box = np.array([np.clip(x1, 0, width), np.clip(y1, 0, height),
-                            np.clip(x2, 0, width), np.clip(y2, 0, height)], dtype=np.float64)
-            if box[2] - box[0] < 1 or box[3] - box[1] < 1:
-                raise ValueError(f"face {face.face_id!r}: box {face.box} has no area inside the "
-                                 f"{width}x{height} image")
-            given = float(face.score) if 0.0 < face.score <= 1.0 else 1.0
-            priors.append(FaceDetection(box=box, score=given, landmarks=landmarks_from_box(box)))
-        refined: list[FaceDetection] = list(priors)
-        if self.stage is not None and priors:
-            start = time.perf_counter()
-            found = self.stage.refine(image_bgr, priors)
-            refined = [f if f.score >= self.refine_threshold else p for p, f in zip(priors, found, strict=True)]
-            if timings is not None:
-                timings["refine"] = timings.get("refine", 0.0) + (time.perf_counter() - start) * 1e3
-        # The box stays the external detector's (it is that system's face); landmarks and
-        # the confidence are ours where the stage found the face.
-        return [Track(face_id=face.face_id, box=prior.box, score=float(found.score),
-                      landmarks=np.asarray(found.landmarks, dtype=np.float64), confirmed=True)
-                for face, prior, found in zip(faces, priors, refined, strict=True)]
+    confidence, else 1.0 (the detector reported the face without a confidence). Raises
+    ValueError naming the face whose box has no area inside the image."""
+    height, width = image_bgr.shape[:2]
+    priors = []
+    for face in faces:
+        x1, y1, x2, y2 = (float(v) for v in face.box)
+        box = np.array([np.clip(x1, 0, width), np.clip(y1, 0, height),
+                        np.clip(x2, 0, width), np.clip(y2, 0, height)], dtype=np.float64)
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            raise ValueError(f"face {face.face_id!r}: box {face.box} has no area inside the "
+                             f"{width}x{height} image")
+        given = float(face.score) if 0.0 < face.score <= 1.0 else 1.0
+        priors.append(FaceDetection(box=box, score=given, landmarks=landmarks_from_box(box)))
+    refined: list[FaceDetection] = list(priors)
+    if stage is not None and priors:
+        start = time.perf_counter()
+        found = stage.refine(image_bgr, priors)
+        refined = [f if f.score >= refine_threshold else p for p, f in zip(priors, found, strict=True)]
+        if timings is not None:
+            timings["refine"] = timings.get("refine", 0.0) + (time.perf_counter() - start) * 1e3
+    # The box stays the external detector's (it is that system's face); landmarks and
+    # the confidence are ours where the stage found the face.
+    return [Track(face_id=face.face_id, box=prior.box, score=float(found.score),
+                  landmarks=np.asarray(found.landmarks, dtype=np.float64), confirmed=True)
+            for face, prior, found in zip(faces, priors, refined, strict=True)]

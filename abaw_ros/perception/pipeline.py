@@ -38,7 +38,7 @@ from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest
 from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector
 from abaw_ros.perception.detectors import create_detector
-from abaw_ros.perception.given_faces import GivenFace, GivenFaceTracks
+from abaw_ros.perception.given_faces import GivenFace, given_face_tracks
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, normalize_crops
@@ -109,7 +109,6 @@ class PerceptionPipeline:
         self.detector = detector if detector is not None else create_detector(config)
         self.faces = DetectAndTrack.from_config(config, self.detector)
         self.tracker = self.faces.tracker
-        self.given_faces = GivenFaceTracks(self.faces.stage, config.refine_threshold)
         t = self.metadata.window_length
         head_interval = config.head_interval or default_head_interval(t)
         # Streaming graphs: buffer per-frame projections and sum them per tubelet; without
@@ -155,7 +154,8 @@ class PerceptionPipeline:
             tracked_ids = [track.face_id for track in self.tracker.tracks if track.confirmed]
         else:
             chosen = sorted(given, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
-            tracks = self.given_faces.tracks(image, chosen[:self.config.max_faces], timings)
+            tracks = given_face_tracks(image, chosen[:self.config.max_faces], self.faces.stage,
+                                       self.config.refine_threshold, timings)
             keep = list(dict.fromkeys([*(tracked if tracked is not None else ()), *(t.face_id for t in tracks)]))
             tracked_ids = keep
         self.frame_index += 1

@@ -245,6 +245,7 @@ class AffectNodeBase:
             "window_length": str(self.config.window_length),
             "tasks": ",".join(metadata.tasks),
             "max_image_pixels": str(self.config.max_image_pixels),
+            "ros4hri": self.config.ros4hri_faces if self.config.publish_ros4hri else "off",
             "largest_deliverable_frame": (
                 f"{self._segment_bytes} bytes (Fast DDS shared-memory segment; larger frames are "
                 f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
