@@ -330,3 +330,41 @@ def test_without_hri_msgs_the_node_names_the_install_command_and_exits_2(domain,
     assert code == 2, log[-3000:]
     assert len(fatal) == 1 and "hri_msgs" in fatal[0] and "apt install ros-" in fatal[0], log[-3000:]
     assert "Traceback" not in log
+
+
+def test_the_managed_node_has_ros4hri_topics_only_while_active(hri, domain, flagged_bundle, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from test_node_lifecycle import _Lifecycle
+
+    from abaw_ros.ros.testing import node_executable
+
+    build, msg = hri
+    namespace = unique_namespace("ros4hri_managed")
+    params = params_file(tmp_path, model_file_path=str(flagged_bundle), backend="onnxruntime", window_length=WINDOW,
+                         detection_interval=2, publish_ros4hri=True)
+    node = NodeProcess(params, tmp_path / "node.log", namespace, env=build.env(),
+                       executable=node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node"))
+    client = FrameClient(namespace, domain_id=domain)
+    try:
+        lifecycle = _Lifecycle(client, f"{namespace}/abaw_affect")
+        hri_topics = HriTopics(client, msg)
+        assert lifecycle.transition(Transition.TRANSITION_CONFIGURE), node.log()[-3000:]
+        assert client.node.count_publishers("/humans/faces/tracked") == 0  # inactive: no topics yet
+        for _ in range(2):  # activate, frames, deactivate; and once more
+            assert lifecycle.transition(Transition.TRANSITION_ACTIVATE), node.log()[-3000:]
+            assert client.wait_for_node(timeout=20), node.log()[-3000:]
+            answers = [a for a in send_in_lockstep(client, DemoScene(faces=1), 8, frame_id=FRAME_ID)
+                       if a.result is not None and a.msg.faces]
+            assert answers, node.log()[-3000:]
+            face_id = answers[-1].msg.faces[0].face_id
+            hri_topics.watch(face_id)
+            more = [a for a in send_in_lockstep(client, DemoScene(faces=1), 3, frame_id=FRAME_ID, start=8)
+                    if a.result is not None and a.msg.faces]
+            wait_for_messages(client, hri_topics, more[-1:])
+            check_same_values(hri_topics, more[-1], more[-1].msg.faces[0], with_roi=True)
+            assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+            assert client.wait_for(lambda f=face_id: client.node.count_publishers("/humans/faces/tracked") == 0
+                                   and hri_topics.publishers(f, "expression") == 0, timeout=10)
+    finally:
+        client.close()
+        node.stop()
