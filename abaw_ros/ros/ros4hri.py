@@ -48,7 +48,7 @@ from abaw_ros.perception.ros4hri_values import (
 )
 
 if TYPE_CHECKING:
-    from abaw_ros.perception.pipeline import FrameResult
+    from abaw_ros.perception.pipeline import FaceResult, FrameResult
 
 FACES_NS = "/humans/faces"
 TRACKED_TOPIC = f"{FACES_NS}/tracked"
@@ -99,18 +99,13 @@ class Ros4hriOutput:
         self._faces: dict[str, dict[str, Any]] = {}  # id -> {"roi"/"expression"/"facs": publisher}
         self._tracked_pub = make_publisher(hri.IdsList, TRACKED_TOPIC, HRI_QOS) if own_faces else None
 
-    @property
-    def face_ids(self) -> list[str]:
-        """Ids that have per-face publishers now."""
-        return list(self._faces)
-
     def publish(self, result: FrameResult, header: Header, image_shape: tuple[int, ...],
                 weights_trained: bool) -> None:
         tracked = set(result.tracked)
         for gone in [face_id for face_id in self._faces if face_id not in tracked]:
             self._drop_face(gone)
         for face in result.faces:
-            topics = self._topics(face.face_id, result)
+            topics = self._topics(face)
             if topics is None:
                 continue
             if "roi" in topics:
@@ -130,7 +125,9 @@ class Ros4hriOutput:
         if self._tracked_pub is not None:
             self._tracked_pub.publish(self.hri.IdsList(header=_header(header), ids=list(result.tracked)))
 
-    def _topics(self, face_id: str, result: FrameResult) -> dict[str, Any] | None:
+    def _topics(self, face: FaceResult) -> dict[str, Any] | None:
+        """The face's publishers, created on its first result (None: it cannot have any)."""
+        face_id = face.face_id
         topics = self._faces.get(face_id)
         if topics is not None:
             return topics
@@ -139,7 +136,6 @@ class Ros4hriOutput:
                        f"(the most is {MAX_FACE_TOPICS}); face {face_id!r} is not published")
             return None
         ns = f"{FACES_NS}/{face_id}"
-        face = next(f for f in result.faces if f.face_id == face_id)
         topics = {}
         try:
             if self.own_faces:
@@ -212,11 +208,6 @@ class FollowedFaces:
             if face_id in self._subs:
                 history = self._rois.setdefault(face_id, deque(maxlen=ROI_HISTORY))
                 history.append((_stamp_ns(msg.header), (msg.xmin, msg.ymin, msg.xmax, msg.ymax), float(msg.c)))
-
-    @property
-    def followed_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._tracked)
 
     def faces_for(self, stamp_ns: int, image_shape: tuple[int, ...]) -> tuple[list[GivenFace], list[str]]:
         """(the faces to process on the frame stamped ``stamp_ns``: each tracked face whose
