@@ -23,6 +23,7 @@ DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
 BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 IMAGE_QOS_MODES: tuple[str, ...] = ("auto", "reliable", "best_effort")
+ROS4HRI_FACE_SOURCES: tuple[str, ...] = ("own", "follow")
 DEFAULT_NODE_NAME = "abaw_affect"
 
 
@@ -60,6 +61,9 @@ CROP_SIZE_RANGE = (32, 1024)  # pixels; crops are resized to the model input (22
 # before decoding, so a small file that would decode to gigabytes is refused unread.
 DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
 MAX_IMAGE_PIXELS_RANGE = (64 * 64, 16384 * 16384)
+# How far (seconds) a followed ROS4HRI face's roi stamp may be from a frame's stamp: above a
+# few seconds the box no longer says where the face is in that frame.
+ROS4HRI_ROI_MAX_AGE_RANGE = (0.0, 5.0)
 
 
 def usable_cores() -> int:
@@ -205,6 +209,23 @@ class PipelineConfig:
         "skipped with a warning naming their size and counted as bad frames. Compressed "
         "frames are measured from their header, before decoding. Default: 7680x4320 (8K UHD).")
 
+    # --- ROS4HRI (REP-155) output ------------------------------------------------------
+    publish_ros4hri: bool = _param(
+        False, "Also publish the ROS4HRI (REP-155) face topics from the same results as `affect`: "
+               "/humans/faces/<id>/expression (hri_msgs/Expression: valence, arousal) and "
+               "/humans/faces/<id>/facs (hri_msgs/FacialActionUnits: our 12 AUs), plus, with "
+               "ros4hri_faces=own, /humans/faces/tracked and /humans/faces/<id>/roi. Needs hri_msgs.")
+    ros4hri_faces: str = _param(
+        "own", "Where ROS4HRI faces and their ids come from. own: our detector and tracker (the node "
+               "publishes /humans/faces/tracked and each face's roi); follow: a ROS4HRI face detector "
+               "already running (hri_face_detect): the node reads /humans/faces/tracked and each face's "
+               "roi, keeps that detector's ids and publishes only expression and facs.",
+        ROS4HRI_FACE_SOURCES)
+    ros4hri_roi_max_age: float = _param(
+        0.5, "ros4hri_faces=follow: a face is processed on a frame only when its latest roi's stamp "
+             f"is within this many seconds of the frame's stamp ({ROS4HRI_ROI_MAX_AGE_RANGE[0]:g} to "
+             f"{ROS4HRI_ROI_MAX_AGE_RANGE[1]:g}; 0: the roi of that very frame).")
+
     # ------------------------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> Iterator[ParameterSpec]:
@@ -280,6 +301,12 @@ class PipelineConfig:
         lo, hi = MAX_IMAGE_PIXELS_RANGE
         _require(lo <= self.max_image_pixels <= hi, "max_image_pixels", self.max_image_pixels,
                  f"must be {lo} (64x64) to {hi} (16384x16384) pixels")
+        lo, hi = ROS4HRI_ROI_MAX_AGE_RANGE
+        _require(math.isfinite(self.ros4hri_roi_max_age) and lo <= self.ros4hri_roi_max_age <= hi,
+                 "ros4hri_roi_max_age", self.ros4hri_roi_max_age, f"must be {lo:g} to {hi:g} seconds")
+        if self.ros4hri_faces == "follow" and not self.publish_ros4hri:
+            raise ConfigError("ros4hri_faces='follow': needs publish_ros4hri=true (follow mode only "
+                              "publishes expression and facs under the ROS4HRI detector's ids)")
         _require(self.expected_input_rate >= 0.0, "expected_input_rate", self.expected_input_rate,
                  "must be >= 0 Hz (0 = estimate from the image stamps)")
         _require(0.0 <= self.input_loss_warn_fraction <= 1.0, "input_loss_warn_fraction",

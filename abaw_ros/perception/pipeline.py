@@ -18,11 +18,17 @@ so what is measured offline is what runs on the robot. Per frame:
    windows of feature maps) of the faces that are due (``head_interval``) in one batched
    call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
+
+Faces tracked elsewhere (a ROS4HRI face detector) replace steps 1-2: ``process(...,
+given=faces, tracked=ids)`` skips our detector and tracker, takes landmarks inside each
+given box (:mod:`abaw_ros.perception.given_faces`) and keeps the windows under the given
+ids, so the results carry that system's ids.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +38,7 @@ from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest
 from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector
 from abaw_ros.perception.detectors import create_detector
+from abaw_ros.perception.given_faces import GivenFace, given_face_tracks
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, normalize_crops
@@ -64,6 +71,9 @@ class FrameResult:
     stamp_ns: int
     faces: list[FaceResult]
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage (STAGES)
+    # Every face id still tracked after this frame: those in ``faces`` and those kept through
+    # a short miss (born tracks of our tracker, or the external tracker's list).
+    tracked: list[str] = field(default_factory=list)
 
 
 def _clipped_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
@@ -125,16 +135,31 @@ class PerceptionPipeline:
         self._window_start.clear()
         self.frame_index = 0
 
-    def process(self, image_bgr: np.ndarray, stamp_ns: int) -> FrameResult:
-        """Run every stage on one frame; raises ValueError for an invalid image."""
+    def process(self, image_bgr: np.ndarray, stamp_ns: int, given: Sequence[GivenFace] | None = None,
+                tracked: Iterable[str] | None = None) -> FrameResult:
+        """Run every stage on one frame; raises ValueError for an invalid image.
+
+        ``given``: the faces an external tracker found on this frame, under its ids (our
+        detector and tracker are skipped; the ``max_faces`` largest are processed);
+        ``tracked``: every id that tracker still tracks (default: those of ``given``), whose
+        windows are kept while the face is missed; the others' windows are freed."""
         start = time.perf_counter()
         timings = dict.fromkeys(STAGES, 0.0)
         image = as_bgr_image(image_bgr)
         height, width = image.shape[:2]
 
-        tracks = self.faces.step(image, timings)
+        if given is None:
+            tracks = self.faces.step(image, timings)
+            keep = [track.face_id for track in self.tracker.tracks]
+            tracked_ids = [track.face_id for track in self.tracker.tracks if track.confirmed]
+        else:
+            chosen = sorted(given, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+            tracks = given_face_tracks(image, chosen[:self.config.max_faces], self.faces.stage,
+                                       self.config.refine_threshold, timings)
+            keep = list(dict.fromkeys([*(tracked if tracked is not None else ()), *(t.face_id for t in tracks)]))
+            tracked_ids = keep
         self.frame_index += 1
-        for gone in self.buffers.keep_only(track.face_id for track in self.tracker.tracks):
+        for gone in self.buffers.keep_only(keep):
             self._latest.pop(gone, None)
             self._stamps.pop(gone, None)
             self._window_start.pop(gone, None)
@@ -151,7 +176,7 @@ class PerceptionPipeline:
             outputs = self.temporal(ids, timings)
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
-        return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings)
+        return FrameResult(stamp_ns=int(stamp_ns), faces=faces, timings=timings, tracked=tracked_ids)
 
     # -- per-frame stages after tracking -------------------------------------------------
     def align(self, image: np.ndarray, tracks: list[Track]) -> np.ndarray:

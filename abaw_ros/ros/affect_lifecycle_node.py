@@ -54,6 +54,9 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
             pub.on_activate(None)
         return pub
 
+    def _drop_publisher(self, pub: Any) -> None:
+        self.destroy_lifecycle_publisher(pub)
+
     def _destroy_outputs(self) -> None:
         for pub in (self._affect_pub, self._diag_pub, self._debug_pub):
             if pub is not None:

@@ -7,7 +7,8 @@ Topics (relative, so namespaces and remaps apply):
 - ``affect`` (abaw_ros/FaceAffectArray, reliable), stamped with the source image's stamp
   and frame_id;
 - ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period`` seconds;
-- ``~/debug_image`` (sensor_msgs/Image) when ``publish_debug_image`` is true.
+- ``~/debug_image`` (sensor_msgs/Image) when ``publish_debug_image`` is true;
+- with ``publish_ros4hri``, the ROS4HRI (REP-155) face topics (:mod:`abaw_ros.ros.ros4hri`).
 
 Every parameter is a field of :class:`abaw_ros.config.PipelineConfig`; the node declares
 them with their descriptions, validates them once at start (a bad value ends the node
@@ -123,6 +124,8 @@ class AffectNodeBase:
         self._affect_pub: Any = None
         self._diag_pub: Any = None
         self._debug_pub: Any = None
+        self._ros4hri: Any = None  # ros4hri.Ros4hriOutput while active with publish_ros4hri
+        self._followed: Any = None  # ros4hri.FollowedFaces while active with ros4hri_faces=follow
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- configuration ------------------------------------------------------------------
@@ -242,6 +245,7 @@ class AffectNodeBase:
             "window_length": str(self.config.window_length),
             "tasks": ",".join(metadata.tasks),
             "max_image_pixels": str(self.config.max_image_pixels),
+            "ros4hri": self.config.ros4hri_faces if self.config.publish_ros4hri else "off",
             "largest_deliverable_frame": (
                 f"{self._segment_bytes} bytes (Fast DDS shared-memory segment; larger frames are "
                 f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
@@ -254,6 +258,9 @@ class AffectNodeBase:
     # -- topics ---------------------------------------------------------------------------
     def _make_publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
         return self.create_publisher(msg_type, topic, qos)
+
+    def _drop_publisher(self, pub: Any) -> None:
+        self.destroy_publisher(pub)
 
     def _create_outputs(self) -> None:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -287,6 +294,7 @@ class AffectNodeBase:
         self._input.update()
         self._timers.append(self.create_timer(QOS_RECHECK_PERIOD_S, self._input.update))
         self._start_diagnostics_timer()
+        self._start_ros4hri()
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._work, name="abaw_affect_worker", daemon=True)
         self._worker.start()
@@ -311,6 +319,32 @@ class AffectNodeBase:
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
+        self._stop_ros4hri()
+
+    def _start_ros4hri(self) -> None:
+        """The ROS4HRI topics (publish_ros4hri), for as long as the input runs."""
+        assert self.config is not None
+        if not self.config.publish_ros4hri:
+            return
+        from abaw_ros.ros.ros4hri import FollowedFaces, Ros4hriOutput, import_hri_msgs
+
+        try:  # found at start (requirements_check); imported only here
+            hri = import_hri_msgs()
+        except ImportError as exc:
+            raise StartupError(str(exc)) from None
+        follow = self.config.ros4hri_faces == "follow"
+        self._ros4hri = Ros4hriOutput(hri, not follow, self._make_publisher, self._drop_publisher,
+                                      self._warnings.warn)
+        if follow:
+            self._followed = FollowedFaces(self, hri, self.config.ros4hri_roi_max_age, self._warnings.warn)
+
+    def _stop_ros4hri(self) -> None:
+        if self._followed is not None:
+            self._followed.close()
+            self._followed = None
+        if self._ros4hri is not None:
+            self._ros4hri.close()
+            self._ros4hri = None
 
     # -- callbacks (executor thread): hand over, nothing else ---------------------------
     def _on_image(self, msg: Image) -> None:
@@ -365,13 +399,20 @@ class AffectNodeBase:
             )
             return
         stamp_ns = stamp_to_ns(msg.header)
+        followed = self._followed
         started = time.perf_counter()
-        result = pipeline.process(image, stamp_ns)
+        if followed is not None:  # ROS4HRI follow mode: that detector's faces and ids
+            result = pipeline.process(image, stamp_ns, *followed.faces_for(stamp_ns, image.shape))
+        else:
+            result = pipeline.process(image, stamp_ns)
         processing_ms = (time.perf_counter() - started) * 1e3
         out = frame_result_to_msg(result, msg.header, image.shape, self._weights_trained, self.model_id)
         if not self.context.ok() or self._slot.closed:
             return
         affect_pub.publish(out)
+        ros4hri = self._ros4hri
+        if ros4hri is not None:  # the same results, as ROS4HRI topics
+            ros4hri.publish(result, msg.header, image.shape, self._weights_trained)
         now_ns = self.get_clock().now().nanoseconds
         latency_ms = (now_ns - stamp_ns) / 1e6 if stamp_ns > 0 else processing_ms
         self._stats.on_published(latency_ms, processing_ms, len(out.faces), result.timings)

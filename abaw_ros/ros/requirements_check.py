@@ -75,6 +75,12 @@ def install_command(regular: list[str], nodeps: list[str]) -> str:
 def missing_requirements(config: PipelineConfig) -> str:
     """'' when everything ``config`` needs imports; else one line naming what is missing
     and the command that installs it."""
+    if config.publish_ros4hri and importlib.util.find_spec("hri_msgs") is None:
+        # A ROS package (apt or colcon), not a pip one; imported only with publish_ros4hri.
+        from abaw_ros.ros.ros4hri import hri_msgs_install_hint
+
+        return (f"publish_ros4hri=true needs the ROS4HRI messages (hri_msgs), which are not "
+                f"installed: {hri_msgs_install_hint()}")
     regular, nodeps = _missing_modules(config)
     if not regular and not nodeps:
         return ""
