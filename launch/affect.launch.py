@@ -3,108 +3,95 @@
     ros2 launch abaw_ros affect.launch.py image_topic:=/camera/image_raw \
         model_file_path:=/path/to/model_bundle
     ros2 launch abaw_ros affect.launch.py managed:=true       # the lifecycle variant
+    ros2 launch abaw_ros affect.launch.py namespace:=robot1   # /robot1/abaw_affect
 
-Arguments:
+Arguments (``ros2 launch abaw_ros affect.launch.py --show-args``):
   image_topic      camera topic the node's ``image`` input is remapped to (the compressed
                    input follows as ``<image_topic>/compressed``)
   params_file      ROS 2 parameters file (default: the installed config/affect.yaml)
-  model_file_path  checkpoint (.pt) or exported ONNX bundle; overrides the file's value
-                   when given (empty: keep the file's value)
-  managed          true: start ``affect_lifecycle_node`` (a managed node, unconfigured until
-                   a lifecycle manager or ``autostart`` brings it up) instead of ``affect_node``
-  autostart        with managed:=true, configure and then activate it at once (default true);
-                   false leaves it to a lifecycle manager (``ros2 lifecycle set``, nav2's)
+  model_file_path  checkpoint (.pt) or exported ONNX bundle, passed to the node as a string
+                   whatever it contains; overrides the file's value when not empty
+  namespace        the node's namespace (default: none, or that of an including launch file)
+  managed          true|1: start ``affect_lifecycle_node`` (a managed node) instead of
+                   ``affect_node``; false|0 (default) the plain node
+  autostart        with managed:=true, configure at start and activate once configured
+                   (default true); false leaves both to a lifecycle manager
+
+The arguments are read as plain strings in an ``OpaqueFunction`` and turned into the node
+by ``abaw_ros.ros.launch_logic`` (tested without the launch stack); no argument is ever
+evaluated as Python or parsed as YAML. When the node ends on its own with a non-zero code
+(2: a bad parameter or model file, its [FATAL] line names it) launch stops and exits 1.
+docs/NODE.md ("Launch") has the details, SIGTERM included.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.launch_description import LaunchDescription
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
 from lifecycle_msgs.msg import Transition
+
+from abaw_ros.ros.launch_logic import ACTIVATE_AFTER, exit_message, launch_arguments, plan_node
+
+ARGUMENTS = launch_arguments(os.path.join(get_package_share_directory("abaw_ros"), "config", "affect.yaml"))
+
+
+class NodeFailed(RuntimeError):
+    """Raised from the node's on_exit: launch logs it in one line, shuts down and exits 1."""
+
+
+def node_exited(context):
+    message = exit_message(context.locals.event.returncode, launch_stopping=context.is_shutdown)
+    if message is not None:
+        raise NodeFailed(message)
+
+
+def start_node(context):
+    plan = plan_node({a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS})
+    parameters = [plan.params_file]
+    if plan.overrides:  # value_type=str: launch_ros would otherwise parse them as YAML
+        parameters.append({name: ParameterValue(value, value_type=str)
+                           for name, value in plan.overrides.items()})
+    options = dict(
+        package="abaw_ros",
+        executable=plan.executable,
+        name=plan.name,
+        namespace=plan.namespace,
+        output="screen",
+        emulate_tty=True,
+        parameters=parameters,
+        remappings=list(plan.remappings),
+        on_exit=[OpaqueFunction(function=node_exited)],
+    )
+    if not plan.managed:
+        return [Node(**options)]
+    node = LifecycleNode(**options)
+    if not plan.autostart:
+        return [node]
+
+    def change_state(transition_id: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+
+    start_state, goal_state = ACTIVATE_AFTER
+    return [
+        node,
+        # Activate after configure only: a later deactivate also ends in 'inactive'.
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, start_state=start_state, goal_state=goal_state,
+            entities=[change_state(Transition.TRANSITION_ACTIVATE)])),
+        change_state(Transition.TRANSITION_CONFIGURE),
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("abaw_ros"), "config", "affect.yaml")
-    image_topic = LaunchConfiguration("image_topic")
-    params_file = LaunchConfiguration("params_file")
-    model_file_path = LaunchConfiguration("model_file_path")
-    managed = LaunchConfiguration("managed")
-
-    def when(model: bool, lifecycle: bool) -> IfCondition:
-        return IfCondition(PythonExpression([
-            "(" if model else "not (", "'", model_file_path, "' != '') and ",
-            "" if lifecycle else "not ", "('", managed, "'.lower() == 'true')"]))
-
-    remappings = [
-        ("image", image_topic),
-        ("image/compressed", [image_topic, "/compressed"]),
-    ]
-    # A parameter set to '' would override the file, so the override is only passed
-    # when the argument is given.
-    with_model = [params_file, {"model_file_path": model_file_path}]
-
-    def affect_node(parameters: list, condition) -> Node:
-        return Node(
-            package="abaw_ros",
-            executable="affect_node",
-            name="abaw_affect",
-            output="screen",
-            emulate_tty=True,
-            parameters=parameters,
-            remappings=remappings,
-            condition=condition,
-        )
-
-    def managed_node(parameters: list, condition) -> LifecycleNode:
-        return LifecycleNode(
-            package="abaw_ros",
-            executable="affect_lifecycle_node",
-            name="abaw_affect",
-            namespace="",
-            output="screen",
-            emulate_tty=True,
-            parameters=parameters,
-            remappings=remappings,
-            condition=condition,
-        )
-
-    managed_nodes = [managed_node(with_model, when(True, True)), managed_node([params_file], when(False, True))]
-    autostart = IfCondition(PythonExpression(["('", managed, "'.lower() == 'true') and ('",
-                                              LaunchConfiguration("autostart"), "'.lower() == 'true')"]))
-    bring_up = []
-    for node in managed_nodes:
-        bring_up += [
-            # configure now; once it is inactive (model loaded), activate
-            EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                        transition_id=Transition.TRANSITION_CONFIGURE),
-                      condition=autostart),
-            RegisterEventHandler(OnStateTransition(
-                target_lifecycle_node=node, goal_state="inactive",
-                entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                      transition_id=Transition.TRANSITION_ACTIVATE))]),
-                condition=autostart),
-        ]
-
     return LaunchDescription([
-        DeclareLaunchArgument("image_topic", default_value="image",
-                              description="camera topic (sensor_msgs/Image) the node subscribes to"),
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="ROS 2 parameters file for the abaw_affect node"),
-        DeclareLaunchArgument("model_file_path", default_value="",
-                              description="checkpoint (.pt) or exported ONNX bundle; empty keeps "
-                                          "the parameters file's value"),
-        DeclareLaunchArgument("managed", default_value="false",
-                              description="true: the managed (lifecycle) node affect_lifecycle_node"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="with managed:=true, configure and activate it at start"),
-        affect_node(with_model, when(True, False)),
-        affect_node([params_file], when(False, False)),
-        *managed_nodes,
-        *bring_up,
+        *(DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+          for a in ARGUMENTS),
+        OpaqueFunction(function=start_node),
     ])

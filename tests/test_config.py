@@ -91,7 +91,7 @@ def test_from_dict_accepts_ints_for_floats_and_rejects_unknown_names():
 
 def test_package_yaml_lists_every_parameter_and_loads():
     document = yaml.safe_load(PACKAGE_YAML.read_text())
-    params = document["abaw_affect"]["ros__parameters"]
+    params = document["/**/abaw_affect"]["ros__parameters"]
     assert set(params) == {s.name for s in PipelineConfig.parameters()}
     config = PipelineConfig.from_yaml(PACKAGE_YAML).validate()
     assert config.model_file_path == ""  # untrained network by default
