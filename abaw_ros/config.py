@@ -99,10 +99,16 @@ MAX_IMAGE_PIXELS_RANGE = (64 * 64, 16384 * 16384)
 # 1000 Hz the nanosecond stamps of consecutive frames stop being distinct enough to
 # measure loss; below 0.01 Hz (one frame in 100 s) nothing temporal is left to estimate.
 FRAME_RATE_RANGE = (0.01, 1000.0)  # Hz
+# ROS 2 stamps (builtin_interfaces/Time) hold the seconds in an int32: from 1970-01-01 to
+# 2038-01-19 03:14:07 UTC (ros2/rcl_interfaces builtin_interfaces/msg/Time.msg: int32 sec);
+# bag log times are unsigned (MCAP log_time uint64), so stamps before 1970 are refused too.
+STAMP_SECONDS_RANGE = (0, 2**31 - 1)
 # Most faces processed per frame. Also the most hidden tracks (faces missed by the latest
 # detector runs, kept with their windows until track_max_misses) the tracker holds, so the
 # memory of hidden faces stays bounded whatever the parameters.
 MAX_FACES = 64
+FRAME_RATE = Bounds(*FRAME_RATE_RANGE, "Hz")
+STAMP_SECONDS = Bounds(*STAMP_SECONDS_RANGE, "seconds since the epoch")
 
 
 def usable_cores() -> int:
