@@ -204,3 +204,22 @@ def test_bag_eval_measures_frames_against_the_configured_pixel_limit(tmp_path, b
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     text = result.stderr + (report.read_text() if report.exists() else "")
     assert "160x120" in text and "max_image_pixels=10,000" in text, text[-3000:]
+
+
+# -- bundle metadata ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"std": [0.0, 0.0, 0.0]}, "std=[0.0, 0.0, 0.0]"),
+    ({"std": [float("nan")] * 3}, "std=[nan, nan, nan]"),
+    ({"mean": [1e308, 0.0, 0.0]}, "mean=[1e+308, 0.0, 0.0]"),
+], ids=["std_0", "std_nan", "mean_1e308"])
+def test_predict_names_the_file_and_field_of_impossible_bundle_metadata(tmp_path, video, model_bundle, changes,
+                                                                        expected):
+    import fault_files
+
+    bundle = fault_files.metadata_bundle(tmp_path, model_bundle, "bad_bundle", **changes)
+    result = abaw_affect("predict", str(video), "-o", str(tmp_path / "out.csv"), "--model-file-path", str(bundle),
+                         "-p", "backend:=onnxruntime", "-p", "precision:=int8", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result)
+    assert str(bundle / "encoder.onnx") in line and expected in line, line
+    assert not (tmp_path / "out.csv").exists()
