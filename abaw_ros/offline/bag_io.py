@@ -399,9 +399,12 @@ class ImageBagReader:
 
     @property
     def storage(self) -> str:
-        """``mcap`` or ``sqlite3``, from the bag's storage files."""
-        files = _storage_files(self.path)
-        return "sqlite3" if files and files[0].suffix == ".db3" else "mcap"
+        """``mcap`` or ``sqlite3``, from the bag's storage files. A bag compressed whole
+        file by file (``compression_mode: file``) names them ``*.db3.zstd`` /
+        ``*.mcap.zstd`` (rosbag2_compression's ZstdCompressor::compress_uri appends
+        ``"." + "zstd"``), so the storage is the suffix before that one."""
+        names = [p.name for p in self.path.iterdir()] if self.path.is_dir() else [self.path.name]
+        return "sqlite3" if any(n.endswith((".db3", ".db3.zstd")) for n in names) else "mcap"
 
     def _select(self, topics: list[TopicSummary]) -> None:
         topic = self.requested_topic
