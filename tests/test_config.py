@@ -171,3 +171,14 @@ def test_bad_parameter_files_are_explained(tmp_path, text, message):
             PipelineConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="no such file"):
         PipelineConfig.from_yaml(tmp_path / "absent.yaml")
+
+
+def test_the_range_table_in_the_node_docs_is_the_code():
+    """docs/NODE.md lists every numeric parameter's range; it must say what the code checks."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "NODE.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[2] in ("at start", "at run time"):
+            rows[cells[0].strip("`")] = cells[1]
+    assert rows == {spec.name: spec.bounds.describe() for spec in NUMERIC}
