@@ -223,3 +223,36 @@ def test_predict_names_the_file_and_field_of_impossible_bundle_metadata(tmp_path
     line = error_line(result)
     assert str(bundle / "encoder.onnx") in line and expected in line, line
     assert not (tmp_path / "out.csv").exists()
+
+
+# -- every command, as a registry ---------------------------------------------------------------
+def _numeric_options():
+    import argparse
+    import importlib
+
+    from abaw_ros import cli
+    from abaw_ros.commands.options import OneLineErrors
+
+    for command, (module, _help) in cli.COMMANDS.items():
+        try:
+            parser = OneLineErrors(prog=command)
+            importlib.import_module(f"abaw_ros.commands.{module}").add_arguments(parser)
+        except ModuleNotFoundError as exc:  # an optional package this command needs
+            yield pytest.param(command, None, marks=pytest.mark.skip(reason=f"{command}: {exc}"), id=command)
+            continue
+        for action in parser._actions:
+            if isinstance(action, argparse._StoreAction) and action.type is not None and action.choices is None:
+                if action.type in (int, float) or hasattr(action.type, "bounds"):
+                    yield pytest.param(command, action, id=f"{command} {action.option_strings[-1]}")
+
+
+@pytest.mark.parametrize(("command", "action"), list(_numeric_options()))
+def test_every_numeric_option_of_every_command_has_a_finite_range(command, action):
+    import argparse
+
+    bounds = getattr(action.type, "bounds", None)
+    assert bounds is not None, f"abaw-affect {command} {action.option_strings[-1]}: no range declared"
+    assert bounds.describe() in action.help
+    for text in ("inf", "nan", "1e400", str(bounds.high * 10 + 1)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            action.type(text)

@@ -16,11 +16,11 @@ from abaw_ros.config import FRAME_RATE, STAMP_SECONDS, Bounds
 FPS = FRAME_RATE
 MAX_FRAMES = Bounds(1, 10**9, "frames")
 FIRST_FRAME = Bounds(0, 10**9)
-__all__ = ["FIRST_FRAME", "FPS", "MAX_FRAMES", "PLOT_SIDE", "STAMP_SECONDS", "OneLineErrors", "add_number",
-           "number", "plot_size"]
 # The timeline PNG: matplotlib renders it in memory as RGBA, 4 bytes a pixel; 8000x8000 is
 # 256 MB (60000x60000 would be 14 GB).
 PLOT_SIDE = Bounds(200, 8000, "pixels")
+__all__ = ["FIRST_FRAME", "FPS", "MAX_FRAMES", "PLOT_SIDE", "STAMP_SECONDS", "OneLineErrors", "add_number",
+           "number", "plot_size"]
 
 
 def number(kind: type, bounds: Bounds) -> Callable[[str], Any]:
@@ -38,14 +38,15 @@ def number(kind: type, bounds: Bounds) -> Callable[[str], Any]:
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    parse.bounds = bounds  # type: ignore[attr-defined]  # for the tests that check every option has one
     return parse
 
 
 def add_number(parser: argparse.ArgumentParser | Any, *flags: str, kind: type, bounds: Bounds,
-               help: str, **kwargs: Any) -> argparse.Action:
+               help: str = "", **kwargs: Any) -> argparse.Action:
     """``parser.add_argument`` for a bounded number; the range is appended to ``help``."""
-    return parser.add_argument(*flags, type=number(kind, bounds),
-                               help=f"{help} [{bounds.describe()}]".replace("%", "%%"), **kwargs)
+    text = f"{help} [{bounds.describe()}]" if help else f"[{bounds.describe()}]"
+    return parser.add_argument(*flags, type=number(kind, bounds), help=text.replace("%", "%%"), **kwargs)
 
 
 def plot_size(text: str | tuple[int, int]) -> tuple[int, int]:
