@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         module = importlib.import_module(f"abaw_ros.commands.{module_name}")
-        sub = argparse.ArgumentParser(prog=f"abaw-affect {known.command}", description=help_text)
+        from abaw_ros.commands.options import OneLineErrors
+
+        sub = OneLineErrors(prog=f"abaw-affect {known.command}", description=help_text)
         module.add_arguments(sub)
         args = sub.parse_args(rest)
         return int(module.run(args) or 0)

@@ -51,19 +51,68 @@ class MissingPackageError(ModuleNotFoundError):
         super().__init__(message, name=name)
 
 
-# Bounds on parameters whose extreme values are accepted by the libraries but break the
-# node: a timer period of 1e-9 s floods /diagnostics and starves the worker, `inf`
-# overflows the timer; an 8000-pixel crop allocates ~190 MB per face per frame.
+@dataclass(frozen=True)
+class Bounds:
+    """The values a number may take: ``low`` to ``high`` (both included), finite, and
+    optionally one value outside them (``off``) with its meaning. Every numeric node
+    parameter and command-line option declares one beside its description: values the
+    libraries accept can still break the node (a 1e308 Hz rate overflows the loss
+    estimate, 2**63-1 missed detections keep every face that ever passed)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    off: float | None = None
+    off_means: str = ""
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return value == self.off or self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """``"0.1 to 1000 Hz, or 0 (estimate from the image stamps)"``."""
+        text = f"{_shown(self.low)} to {_shown(self.high)}" + (f" {self.unit}" if self.unit else "")
+        if self.off is not None:
+            text += f", or {_shown(self.off)}" + (f" ({self.off_means})" if self.off_means else "")
+        return text
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ConfigError ``"name=value: must be <describe()>"`` unless ``value`` is in."""
+        if value not in self:
+            raise ConfigError(f"{name}={value!r}: must be {self.describe()}")
+
+
+# Ranges whose extreme values are accepted by the libraries but break the node: a timer
+# period of 1e-9 s floods /diagnostics and starves the worker, `inf` overflows the timer;
+# an 8000-pixel crop allocates ~190 MB per face per frame.
 DIAGNOSTICS_PERIOD_RANGE = (0.1, 3600.0)  # seconds
 CROP_SIZE_RANGE = (32, 1024)  # pixels; crops are resized to the model input (224) anyway
-# The largest decoded frame the node accepts: 7680x4320 (8K UHD, four times 4K UHD), i.e.
-# at most 95 MiB of BGR pixels per frame. A compressed image's header gives its size
-# before decoding, so a small file that would decode to gigabytes is refused unread.
+# The largest decoded frame the node and the offline tools accept: 7680x4320 (8K UHD, four
+# times 4K UHD), i.e. at most 95 MiB of BGR pixels per frame. A compressed image's header
+# gives its size before decoding, so a small file that would decode to gigabytes is
+# refused unread.
 DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
 MAX_IMAGE_PIXELS_RANGE = (64 * 64, 16384 * 16384)
 # How far (seconds) a followed ROS4HRI face's roi stamp may be from a frame's stamp: above a
 # few seconds the box no longer says where the face is in that frame.
 ROS4HRI_ROI_MAX_AGE_RANGE = (0.0, 5.0)
+# Camera frame rates, for the node's expected_input_rate and the tools' --fps: beyond
+# 1000 Hz the nanosecond stamps of consecutive frames stop being distinct enough to
+# measure loss; below 0.01 Hz (one frame in 100 s) nothing temporal is left to estimate.
+FRAME_RATE_RANGE = (0.01, 1000.0)  # Hz
+# ROS 2 stamps (builtin_interfaces/Time) hold the seconds in an int32: from 1970-01-01 to
+# 2038-01-19 03:14:07 UTC (ros2/rcl_interfaces builtin_interfaces/msg/Time.msg: int32 sec);
+# bag log times are unsigned (MCAP log_time uint64), so stamps before 1970 are refused too.
+STAMP_SECONDS_RANGE = (0, 2**31 - 1)
+# Most faces processed per frame. Also the most hidden tracks (faces missed by the latest
+# detector runs, kept with their windows until track_max_misses) the tracker holds, so the
+# memory of hidden faces stays bounded whatever the parameters.
+MAX_FACES = 64
+FRAME_RATE = Bounds(*FRAME_RATE_RANGE, "Hz")
+STAMP_SECONDS = Bounds(*STAMP_SECONDS_RANGE, "seconds since the epoch")
 
 
 def usable_cores() -> int:
@@ -86,10 +135,13 @@ def describe_file_kind(path: str | Path) -> str | None:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def _param(default: Any, description: str, choices: tuple[str, ...] | None = None) -> Any:
+def _param(default: Any, description: str, choices: tuple[str, ...] | None = None,
+           bounds: Bounds | None = None) -> Any:
     metadata: dict[str, Any] = {"description": description}
     if choices is not None:
         metadata["choices"] = choices
+    if bounds is not None:
+        metadata["bounds"] = bounds
     return field(default=default, metadata=metadata)
 
 
@@ -102,6 +154,7 @@ class ParameterSpec:
     default: Any
     description: str
     choices: tuple[str, ...] | None = None
+    bounds: Bounds | None = None  # every int and float parameter has one
 
 
 @dataclass
@@ -124,14 +177,17 @@ class PipelineConfig:
         "auto", "Inference precision. auto: int8 (the encoder and the per-frame projection) where "
                 "it passes the accuracy gate against fp32, else fp32; the choice is logged.", PRECISIONS)
     num_threads: int = _param(
-        2, "CPU threads per inference session (encoder, temporal head, face detector).")
+        2, "CPU threads per inference session (encoder, temporal head, face detector).",
+        bounds=Bounds(1, 256, "threads"))
     warmup: bool = _param(True, "Run one dummy inference at start so the first frame is not slow.")
     window_length: int = _param(
-        8, "Frames per temporal window T; a multiple of 4 and equal to the model's T.")
+        8, "Frames per temporal window T; a multiple of 4 and equal to the model's T.",
+        bounds=Bounds(4, 256, "frames"))
     head_interval: int = _param(
         0, "Frames between temporal-head passes per face; every frame is still encoded and "
            "buffered. 0: T/8 (every frame at T=8, every 4th at T=32), which keeps the cost per "
-           "frame flat in T; 1: every frame.")
+           "frame flat in T; 1: every frame.",
+        bounds=Bounds(0, 256, "frames"))
 
     # --- face detection ----------------------------------------------------------------
     detector: str = _param(
@@ -146,43 +202,53 @@ class PipelineConfig:
         "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
     detection_interval: int = _param(
         5, "Run the face detector every N frames; in between, each tracked face is refined by "
-           "the detector's landmark stage (see refine_threshold).")
+           "the detector's landmark stage (see refine_threshold).",
+        bounds=Bounds(1, 1000, "frames"))
     refine_landmarks: bool = _param(
         True, "Between detector runs, refresh every tracked face's box, landmarks and confidence "
               "with the detector's cheap landmark stage (blazeface: face mesh, mtcnn: O-Net); "
               "false, or a detector without one: tracks keep their last box and landmarks.")
     refine_threshold: float = _param(
         0.5, "A refined face whose landmark-stage confidence falls below this (in [0, 1]) makes "
-             "the full detector run on that frame.")
+             "the full detector run on that frame.",
+        bounds=Bounds(0.0, 1.0))
     detection_threshold: float = _param(
         0.6, "Minimum detector confidence in [0, 1] for a face to be tracked. The detectors' "
              "scores differ in scale: 0.6 is MediaPipe's cut-off for BlazeFace (full range; "
              "BlazeFace never goes below MediaPipe's own 0.6 / 0.5); MTCNN's last stage already "
-             "requires 0.7 and its faces mostly score above 0.99.")
+             "requires 0.7 and its faces mostly score above 0.99.",
+        bounds=Bounds(0.0, 1.0))
     min_face_size: int = _param(
         40, "Smallest face side in pixels that is detected and tracked (also bounds the "
-            "MTCNN image pyramid, so larger values are faster).")
+            "MTCNN image pyramid, so larger values are faster).",
+        bounds=Bounds(12, 4096, "pixels"))
     max_faces: int = _param(
-        4, "Most faces processed per frame; the largest, most confident ones are kept.")
+        4, "Most faces processed per frame; the largest, most confident ones are kept.",
+        bounds=Bounds(1, MAX_FACES, "faces"))
 
     # --- tracking ----------------------------------------------------------------------
     track_iou_threshold: float = _param(
-        0.3, "A detection may continue a track when their boxes overlap at least this much (IoU).")
+        0.3, "A detection may continue a track when their boxes overlap at least this much (IoU).",
+        bounds=Bounds(0.0, 1.0))
     track_distance_threshold: float = _param(
         0.5, "A detection may also continue a track when their centres are closer than this "
-             "fraction of the track's box size (fast moves, where boxes stop overlapping).")
+             "fraction of the track's box size (fast moves, where boxes stop overlapping).",
+        bounds=Bounds(0.0, 10.0, "box sizes"))
     track_min_hits: int = _param(
         2, "Birth hysteresis: frames in a row on which a new face must be found (by the detector "
-           "or, between detector runs, the landmark stage) before it is published.")
+           "or, between detector runs, the landmark stage) before it is published.",
+        bounds=Bounds(1, 1000, "frames"))
     track_max_misses: int = _param(
         5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
-           "id and buffer, unpublished); one more drops it.")
+           "id and buffer, unpublished); one more drops it.",
+        bounds=Bounds(0, 1000, "detector runs"))
 
     # --- alignment ---------------------------------------------------------------------
     crop_size: int = _param(
         0, "0: warp each face straight to the model's input size (one resampling). N > 0: "
            "sample the aligned face at N x N first, then resize to the input size (112 "
-           "reproduces the resolution of Aff-Wild2's cropped_aligned faces).")
+           "reproduces the resolution of Aff-Wild2's cropped_aligned faces).",
+        bounds=Bounds(*CROP_SIZE_RANGE, "pixels", off=0, off_means="straight to the model's input size"))
 
     # --- ROS node I/O --------------------------------------------------------------------
     image_transport: str = _param(
@@ -194,20 +260,24 @@ class PipelineConfig:
                 "come and go), reliable or best_effort force it.", IMAGE_QOS_MODES)
     expected_input_rate: float = _param(
         0.0, "Camera frame rate in Hz for the loss and rate diagnostics; 0: estimated from the "
-             "image stamps.")
+             "image stamps.",
+        bounds=Bounds(*FRAME_RATE_RANGE, "Hz", off=0.0, off_means="estimate from the image stamps"))
     input_loss_warn_fraction: float = _param(
         0.1, "Share of camera frames lost before reaching the node (gaps in the stamps) above "
-             "which /diagnostics goes to WARN.")
+             "which /diagnostics goes to WARN.",
+        bounds=Bounds(0.0, 1.0))
     publish_debug_image: bool = _param(
         False, "Publish ~/debug_image with face boxes, ids and values drawn.")
     diagnostics_period: float = _param(
         1.0, f"Seconds between /diagnostics messages, {DIAGNOSTICS_PERIOD_RANGE[0]:g} to "
-             f"{DIAGNOSTICS_PERIOD_RANGE[1]:g}.")
+             f"{DIAGNOSTICS_PERIOD_RANGE[1]:g}.",
+        bounds=Bounds(*DIAGNOSTICS_PERIOD_RANGE, "seconds"))
     max_image_pixels: int = _param(
         DEFAULT_MAX_IMAGE_PIXELS,
         "Largest input frame, in pixels (width x height), that is decoded; larger frames are "
         "skipped with a warning naming their size and counted as bad frames. Compressed "
-        "frames are measured from their header, before decoding. Default: 7680x4320 (8K UHD).")
+        "frames are measured from their header, before decoding. Default: 7680x4320 (8K UHD).",
+        bounds=Bounds(*MAX_IMAGE_PIXELS_RANGE, "pixels"))
 
     # --- ROS4HRI (REP-155) output ------------------------------------------------------
     publish_ros4hri: bool = _param(
@@ -224,7 +294,8 @@ class PipelineConfig:
     ros4hri_roi_max_age: float = _param(
         0.5, "ros4hri_faces=follow: a face is processed on a frame only when its latest roi's stamp "
              f"is within this many seconds of the frame's stamp ({ROS4HRI_ROI_MAX_AGE_RANGE[0]:g} to "
-             f"{ROS4HRI_ROI_MAX_AGE_RANGE[1]:g}; 0: the roi of that very frame).")
+             f"{ROS4HRI_ROI_MAX_AGE_RANGE[1]:g}; 0: the roi of that very frame).",
+        bounds=Bounds(*ROS4HRI_ROI_MAX_AGE_RANGE, "seconds"))
 
     # ------------------------------------------------------------------------------------
     @classmethod
@@ -237,6 +308,7 @@ class PipelineConfig:
                 default=f.default,
                 description=f.metadata["description"],
                 choices=f.metadata.get("choices"),
+                bounds=f.metadata.get("bounds"),
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,55 +334,19 @@ class PipelineConfig:
             _coerce(spec, value)  # type check
             if spec.choices is not None and value not in spec.choices:
                 raise ConfigError(f"{spec.name}={value!r}: must be one of {list(spec.choices)}")
-        if self.window_length <= 0 or self.window_length % 4:
+            if spec.bounds is not None:
+                spec.bounds.check(spec.name, value)
+        if self.window_length % 4:
             raise ConfigError(f"window_length={self.window_length}: must be a positive multiple of 4 "
                               f"(the temporal mixer's time patch is 4 frames)")
-        _require(self.num_threads >= 1, "num_threads", self.num_threads, "must be >= 1")
         cores = usable_cores()
         most = max(cores, 2)  # the default (2) stays valid on a single-core machine
         _require(self.num_threads <= most, "num_threads", self.num_threads,
                  f"this machine lets the node use {cores} CPU core(s); more threads per "
                  f"session only compete for them: use 1..{most}")
-        _require(self.head_interval >= 0, "head_interval", self.head_interval,
-                 "must be >= 0 (0 = T/8, 1 = every frame)")
-        _require(self.detection_interval >= 1, "detection_interval", self.detection_interval,
-                 "must be >= 1 (1 = detect on every frame)")
-        _require(0.0 <= self.refine_threshold <= 1.0, "refine_threshold", self.refine_threshold,
-                 "must be in [0, 1]")
-        _require(0.0 <= self.detection_threshold <= 1.0, "detection_threshold",
-                 self.detection_threshold, "must be in [0, 1]")
-        _require(self.min_face_size >= 12, "min_face_size", self.min_face_size,
-                 "must be >= 12 pixels (the smallest face the detectors resolve)")
-        _require(self.max_faces >= 1, "max_faces", self.max_faces, "must be >= 1")
-        _require(0.0 <= self.track_iou_threshold <= 1.0, "track_iou_threshold",
-                 self.track_iou_threshold, "must be in [0, 1]")
-        _require(self.track_distance_threshold >= 0.0, "track_distance_threshold",
-                 self.track_distance_threshold, "must be >= 0")
-        _require(self.track_min_hits >= 1, "track_min_hits", self.track_min_hits,
-                 "must be >= 1 (1 = publish a face on its first detection)")
-        _require(self.track_max_misses >= 0, "track_max_misses", self.track_max_misses,
-                 "must be >= 0 (0 = drop a track on its first missed detection)")
-        lo, hi = CROP_SIZE_RANGE
-        _require(self.crop_size == 0 or self.crop_size >= lo, "crop_size", self.crop_size,
-                 f"must be 0 (straight to the model's input size) or >= {lo} pixels")
-        _require(self.crop_size <= hi, "crop_size", self.crop_size,
-                 f"must be <= {hi} pixels (crops are resized to the model's input size)")
-        lo, hi = DIAGNOSTICS_PERIOD_RANGE
-        _require(math.isfinite(self.diagnostics_period) and lo <= self.diagnostics_period <= hi,
-                 "diagnostics_period", self.diagnostics_period, f"must be {lo:g} to {hi:g} seconds")
-        lo, hi = MAX_IMAGE_PIXELS_RANGE
-        _require(lo <= self.max_image_pixels <= hi, "max_image_pixels", self.max_image_pixels,
-                 f"must be {lo} (64x64) to {hi} (16384x16384) pixels")
-        lo, hi = ROS4HRI_ROI_MAX_AGE_RANGE
-        _require(math.isfinite(self.ros4hri_roi_max_age) and lo <= self.ros4hri_roi_max_age <= hi,
-                 "ros4hri_roi_max_age", self.ros4hri_roi_max_age, f"must be {lo:g} to {hi:g} seconds")
         if self.ros4hri_faces == "follow" and not self.publish_ros4hri:
             raise ConfigError("ros4hri_faces='follow': needs publish_ros4hri=true (follow mode only "
                               "publishes expression and facs under the ROS4HRI detector's ids)")
-        _require(self.expected_input_rate >= 0.0, "expected_input_rate", self.expected_input_rate,
-                 "must be >= 0 Hz (0 = estimate from the image stamps)")
-        _require(0.0 <= self.input_loss_warn_fraction <= 1.0, "input_loss_warn_fraction",
-                 self.input_loss_warn_fraction, "must be in [0, 1]")
         if self.detector == "yunet" and not self.detector_model_path:
             raise ConfigError("detector_model_path='': detector=yunet needs a YuNet ONNX model file "
                               "(face_detection_yunet_2023mar.onnx from the OpenCV model zoo)")
@@ -399,6 +435,11 @@ class PipelineConfig:
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+
+def _shown(number: float) -> str:
+    """An int in full (268435456, never 2.68435e+08), a float as %g."""
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def _require(ok: bool, name: str, value: Any, what: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,10 @@ def test_every_field_is_a_described_scalar_parameter():
         ("precision", "bf16", "precision='bf16': must be one of"),
         ("detector", "dlib", "detector='dlib': must be one of"),
         ("image_transport", "theora", "image_transport='theora'"),
-        ("detection_interval", 0, "detection_interval=0: must be >= 1"),
-        ("detection_threshold", 1.5, "detection_threshold=1.5: must be in \\[0, 1\\]"),
-        ("min_face_size", 5, "min_face_size=5: must be >= 12"),
-        ("max_faces", 0, "max_faces=0: must be >= 1"),
+        ("detection_interval", 0, "detection_interval=0: must be 1 to 1000 frames"),
+        ("detection_threshold", 1.5, "detection_threshold=1.5: must be 0 to 1"),
+        ("min_face_size", 5, "min_face_size=5: must be 12 to 4096 pixels"),
+        ("max_faces", 0, "max_faces=0: must be 1 to 64 faces"),
         ("track_iou_threshold", -0.1, "track_iou_threshold=-0.1"),
         ("track_distance_threshold", -1.0, "track_distance_threshold=-1.0"),
         ("track_min_hits", 0, "track_min_hits=0"),
@@ -62,6 +63,33 @@ def test_validation_names_the_parameter_the_value_and_the_fix(field, value, mess
     config = dataclasses.replace(PipelineConfig(), **{field: value})
     with pytest.raises(ConfigError, match=message):
         config.validate()
+
+
+NUMERIC = [spec for spec in PipelineConfig.parameters() if spec.type in (int, float)]
+
+
+@pytest.mark.parametrize("spec", NUMERIC, ids=[spec.name for spec in NUMERIC])
+def test_every_numeric_parameter_has_a_finite_range_beside_its_description(spec):
+    assert spec.bounds is not None, f"{spec.name}: no range declared"
+    assert math.isfinite(spec.bounds.low) and math.isfinite(spec.bounds.high)
+    assert spec.default in spec.bounds
+
+
+@pytest.mark.parametrize("spec", NUMERIC, ids=[spec.name for spec in NUMERIC])
+def test_values_beyond_a_range_are_refused_naming_the_range(spec):
+    beyond = [spec.bounds.high + 1, spec.bounds.low - 1]
+    if spec.type is float:
+        beyond += [1e308, float("inf"), float("-inf"), float("nan")]
+    else:
+        beyond += [2**63 - 1]
+    for value in beyond:
+        if value == spec.bounds.off:
+            continue
+        config = dataclasses.replace(PipelineConfig(), **{spec.name: value})
+        with pytest.raises(ConfigError) as caught:
+            config.validate(check_files=False)
+        assert str(caught.value).startswith(f"{spec.name}={value!r}: must be ")
+        assert spec.bounds.describe() in str(caught.value)
 
 
 def test_config_error_is_a_value_error():
@@ -143,3 +171,14 @@ def test_bad_parameter_files_are_explained(tmp_path, text, message):
             PipelineConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="no such file"):
         PipelineConfig.from_yaml(tmp_path / "absent.yaml")
+
+
+def test_the_range_table_in_the_node_docs_is_the_code():
+    """docs/NODE.md lists every numeric parameter's range; it must say what the code checks."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "NODE.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[2] in ("at start", "at run time"):
+            rows[cells[0].strip("`")] = cells[1]
+    assert rows == {spec.name: spec.bounds.describe() for spec in NUMERIC}

@@ -75,3 +75,23 @@ def test_the_command_line_reports_a_bad_model_in_one_line_with_exit_2(tmp_path, 
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "malicious.pt: refused" in errors[0], errors
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+BAD_METADATA = {
+    "std_0": ({"std": [0.0, 0.224, 0.225]}, "std=[0.0, 0.224, 0.225]: must be 3 numbers, each 0.001 to 10"),
+    "std_nan": ({"std": [float("nan")] * 3}, "std=[nan, nan, nan]"),
+    "mean_1e308": ({"mean": [1e308, 0.456, 0.406]}, "mean=[1e+308, 0.456, 0.406]: must be 3 numbers, each 0 to 1"),
+    "mean_two_values": ({"mean": [0.5, 0.5]}, "mean=[0.5, 0.5]"),
+    "au_threshold_nan": ({"au_thresholds": [float("nan")] + [0.5] * 11}, "au_thresholds=[nan, 0.5"),
+    "ah_threshold_2": ({"ah_threshold": 2.0}, "ah_threshold=2.0: a probability must lie in (0, 1)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_impossible_metadata_values_are_named_at_load(case, model_bundle, tmp_path):
+    changes, expected = BAD_METADATA[case]
+    bundle = fault_files.metadata_bundle(tmp_path, model_bundle, case, **changes)
+    with pytest.raises(ModelFileError) as caught:
+        ModelBundle.open(bundle)
+    assert str(caught.value).startswith(f"{bundle / 'encoder.onnx'}: its metadata gives ")
+    assert expected in str(caught.value)

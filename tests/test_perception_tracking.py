@@ -271,3 +271,25 @@ def test_a_missed_face_is_not_held_where_the_detector_found_a_face_under_another
     tracker.tracks.pop()
     assert tracker.hold([old]) is True and old.misses == 0 and old.visible
     assert other.visible
+
+
+def test_hidden_tracks_are_bounded_whatever_max_misses_is():
+    """A crowd whose faces come and go (four new faces on every detector run) with a huge
+    track_max_misses: at most max_faces hidden tracks (each holding a window of features)
+    are kept, the most recently seen ones, however many faces have passed."""
+    tracker = FaceTracker(max_misses=1000, max_faces=4, min_hits=1, min_face_size=20)
+    for run in range(200):
+        column = run % 25  # boxes far apart: no new face continues an old track
+        tracker.update([face_at(300 * column, 300 * row + 2000 * (run // 25), 60) for row in range(4)])
+        hidden = [t for t in tracker.tracks if t.misses > 0]
+        assert len(hidden) <= 4, f"run {run}: {len(hidden)} hidden tracks"
+        assert len(tracker.visible) == 4
+    hidden = [t for t in tracker.tracks if t.misses > 0]
+    assert len(hidden) == 4 and {t.misses for t in hidden} == {1}  # the faces of the run before
+    # Within the bound, a face missed for a while keeps its id when it comes back.
+    tracker = FaceTracker(max_misses=1000, max_faces=4, min_hits=1, min_face_size=20)
+    (first,) = tracker.update([face_at(100, 100, 60)])
+    for _ in range(50):
+        tracker.update([])
+    (back,) = tracker.update([face_at(102, 101, 60)])
+    assert back.face_id == first.face_id

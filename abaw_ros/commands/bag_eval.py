@@ -18,6 +18,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import FIRST_FRAME, MAX_FRAMES, PLOT_SIDE, add_number, plot_size
+from abaw_ros.config import Bounds
 from abaw_ros.offline.bag_eval import EXIT_ERROR, EXIT_SKIPPED
 from abaw_ros.offline.bag_io import (
     BAG_VERSIONS,
@@ -31,6 +33,10 @@ from abaw_ros.offline.track import FACE_LARGEST, FACE_MOST_CONFIDENT
 
 log = logging.getLogger("abaw_ros.bag_eval")
 ROOT = Path(__file__).resolve().parents[2]
+# A label row belongs to the image whose stamp is this close; beyond a second it would
+# pair frames with the labels of others at any usual camera rate.
+STAMP_TOLERANCE = Bounds(0.0, 1.0, "seconds")
+WORKERS = Bounds(1, 1024, "processes")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--ah", type=Path, help="per-frame hesitancy file (header 'hesitancy', rows 0/1/-1)")
     labels.add_argument("--ah-yaml", type=Path, help="BAH annotation.yml (with --ah-video)")
     labels.add_argument("--ah-video", help="the video's key in --ah-yaml")
-    labels.add_argument("--first-frame", type=int, default=None,
-                        help="annotation frame number of the first image message (default 1 for "
-                             "Aff-Wild2 files; BAH frame-<N> is always 0-based)")
+    add_number(labels, "--first-frame", kind=int, bounds=FIRST_FRAME, default=None,
+               help="annotation frame number of the first image message (default 1 for "
+                    "Aff-Wild2 files; BAH frame-<N> is always 0-based)")
     labels.add_argument("--labels-csv", type=Path,
                         help="CSV keyed by image stamp (stamp_ns or stamp [s] + label columns)")
-    labels.add_argument("--stamp-tolerance", type=float, default=0.001,
-                        help="seconds between an image stamp and its CSV row (default 0.001)")
+    add_number(labels, "--stamp-tolerance", kind=float, bounds=STAMP_TOLERANCE, default=0.001,
+               help="seconds between an image stamp and its CSV row (default 0.001)")
     labels.add_argument("--face", default=FACE_LARGEST,
                         help=f"face scored against the labels: {FACE_LARGEST} (default), "
                              f"{FACE_MOST_CONFIDENT}, or a tracker id")
@@ -90,16 +96,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "when it is a bag-eval report, or with --overwrite")
     out.add_argument("--plot", type=Path, default=None, help="timeline PNG (default <output>_timeline.png)")
     out.add_argument("--no-plot", action="store_true", help="do not draw the timeline")
-    out.add_argument("--plot-size", default="1600x1000", metavar="WxH", help="plot size in pixels")
-    out.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    out.add_argument("--plot-size", type=plot_size, default=(1600, 1000), metavar="WxH",
+                     help=f"plot size in pixels (default 1600x1000; each side {PLOT_SIDE.describe()})")
+    add_number(out, "--max-frames", kind=int, bounds=MAX_FRAMES, default=None,
+               help="stop after this many processed frames")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--strict", action="store_true",
                      help=f"stop at the first frame in an encoding that cannot be decoded (exit "
                           f"{EXIT_ERROR}, results so far kept); exit {EXIT_SKIPPED} when frames were skipped")
     many = parser.add_argument_group("many bags (several bag arguments or folders of bags)")
-    many.add_argument("--workers", type=int, default=1,
-                      help="bags evaluated at once in worker processes on this machine (default 1); each "
-                           "worker runs num_threads inference threads (-p num_threads:=1 for many workers)")
+    add_number(many, "--workers", kind=int, bounds=WORKERS, default=1,
+               help="bags evaluated at once in worker processes on this machine (default 1); each "
+                    "worker runs num_threads inference threads (-p num_threads:=1 for many workers)")
     many.add_argument("--ray", metavar="ADDRESS", default=None,
                       help="send the bags to this Ray cluster (e.g. auto, or HEAD_IP:6379) instead; the bags "
                            "and -o must be on a file system every node mounts (needs .[ray])")
@@ -164,12 +172,12 @@ def build_labels(args: argparse.Namespace):
     return None
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``--plot-size`` as ``(width, height)``; a ValueError names a bad one."""
     try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--plot-size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 1600x1000") from None
-    return width, height
+        return plot_size(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--plot-size {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 LOG = logging.getLogger(__name__)
 
 # (backend, precision) pairs measured when available, in print order
@@ -61,17 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(speed does not depend on the weights)")
     parser.add_argument("--backends", default="all",
                         help="comma-separated backend[:precision] list, e.g. 'onnxruntime,tensorrt:fp16' (default all)")
-    parser.add_argument("--batch", type=int, default=8, help="batch size of the batched measurements (default 8)")
-    parser.add_argument("--iterations", type=int, default=20, help="timed runs per measurement (median reported)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before each measurement")
+    add_number(parser, "--batch", kind=int, bounds=Bounds(1, 1024),
+               default=8, help="batch size of the batched measurements (default 8)")
+    add_number(parser, "--iterations", kind=int, bounds=Bounds(1, 100000),
+               default=20, help="timed runs per measurement (median reported)")
+    add_number(parser, "--warmup", kind=int, bounds=Bounds(0, 10000),
+               default=3, help="untimed runs before each measurement")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="statistic over the timed runs; 'min' is the steadier estimate on a shared machine")
-    parser.add_argument("--num-threads", type=int, default=None, help="CPU threads (default: all usable cores)")
+    add_number(parser, "--num-threads", kind=int, bounds=Bounds(1, 256, "threads"),
+               default=None, help="CPU threads (default: all usable cores)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of face crops for int8 calibration and the accuracy report "
                              "(default: scikit-image's LFW faces)")
-    parser.add_argument("--crops", type=int, default=200,
-                        help="most face crops read (half calibrate int8, half measure accuracy; default 200)")
+    add_number(parser, "--crops", kind=int, bounds=Bounds(2, 100000, "crops"), default=200,
+               help="most face crops read (half calibrate int8, half measure accuracy; default 200)")
     parser.add_argument("--engine-cache-dir", type=Path, default=None, help="engine / quantized-graph cache")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--accept-precision", action="store_true",

@@ -16,6 +16,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 LOG = logging.getLogger(__name__)
 
 
@@ -27,14 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine precision (default fp16; int8 needs --calibration)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of face-crop images for int8 calibration")
-    parser.add_argument("--calibration-limit", type=int, default=256, help="most crops used for calibration")
+    add_number(parser, "--calibration-limit", kind=int, bounds=Bounds(1, 100000, "crops"),
+               default=256, help="most crops used for calibration")
     parser.add_argument("--engine-cache-dir", type=Path, default=None,
                         help="where engines are kept (default ~/.cache/abaw_ros/engines)")
     parser.add_argument("--force-engine-update", action="store_true", help="rebuild even if a valid engine exists")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="most face crops per encoder call")
-    parser.add_argument("--opt-batch-size", type=int, default=4, help="encoder batch the engine is tuned for")
-    parser.add_argument("--max-windows", type=int, default=8, help="most windows per temporal-head call")
-    parser.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    add_number(parser, "--max-batch-size", kind=int, bounds=Bounds(1, 1024, "crops"),
+               default=16, help="most face crops per encoder call")
+    add_number(parser, "--opt-batch-size", kind=int, bounds=Bounds(1, 1024, "crops"),
+               default=4, help="encoder batch the engine is tuned for")
+    add_number(parser, "--max-windows", kind=int, bounds=Bounds(1, 1024, "windows"),
+               default=8, help="most windows per temporal-head call")
+    add_number(parser, "--workspace-mib", kind=int, bounds=Bounds(16, 1048576, "MiB"),
+               default=1024, help="TensorRT builder workspace (MiB)")
     parser.add_argument("--device", default=None, help="cuda:<index> for TensorRT (default cuda:0)")
     parser.add_argument("--accept-precision", action="store_true",
                         help="keep an fp16/int8 build that misses the precision tolerances (recorded in the "

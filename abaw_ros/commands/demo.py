@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from abaw_ros.commands.options import FPS, add_number
+from abaw_ros.config import Bounds
+
 ROOT = Path(__file__).resolve().parents[2]
 UNTRAINED_SUMMARY = (
     "The model weights are UNTRAINED: face boxes and ids are real, the affect values are "
@@ -28,8 +31,8 @@ UNTRAINED_SUMMARY = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long to run (default 20; 0 runs until Ctrl-C)")
+    add_number(parser, "--seconds", kind=float, bounds=Bounds(0.0, 86400.0, "seconds"), default=20.0,
+               help="how long to run (default 20; 0 runs until Ctrl-C)")
     parser.add_argument("--params-file", type=Path, default=None,
                         help="node parameters file (default: config/affect.yaml of this package)")
     parser.add_argument("--model-file-path", default=None,
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faces", type=int, default=1, choices=(0, 1, 2, 3, 4),
                         help="people in the synthetic scene (default 1)")
     parser.add_argument("--video", default=None, help="publish this video file instead (looped)")
-    parser.add_argument("--rate", type=float, default=15.0, help="camera frames per second (default 15)")
+    add_number(parser, "--rate", kind=float, bounds=FPS, default=15.0, help="camera frames per second (default 15)")
     parser.add_argument("--compressed", action="store_true",
                         help="send JPEG CompressedImage (the node is set to image_transport=compressed)")
 

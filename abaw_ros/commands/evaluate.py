@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by train (best.pt)")
@@ -24,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="annotated frame without image (default: the config's, else nearest)")
     parser.add_argument("--split", choices=("train", "val"), default="val")
     parser.add_argument("--tasks", help="comma-separated subset of the checkpoint's tasks (default: all of them)")
-    parser.add_argument("--eval-stride", type=int, help="window stride (default T, the reference; 1 = causal "
-                        "window ending at each frame, as on the robot)")
+    add_number(parser, "--eval-stride", kind=int, bounds=Bounds(1, 256, "frames"),
+               help="window stride (default T, the reference; 1 = causal "
+               "window ending at each frame, as on the robot)")
     parser.add_argument("--protocol", choices=("frames", "reference"), default=None,
                         help="data handling and scored frames (default: the config's, else the one the checkpoint "
                         "was trained with, else frames; see docs/TRAINING.md)")
     parser.add_argument("--thresholds", choices=("checkpoint", "tune"), default="checkpoint",
                         help="AU thresholds for the tuned score and the AU submission file")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=2)
+    add_number(parser, "--batch-size", kind=int, bounds=Bounds(1, 4096, "windows"), default=32)
+    add_number(parser, "--num-workers", kind=int, bounds=Bounds(0, 256, "processes"), default=2)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, help="folder for metrics.json and the submission files")
 

@@ -10,6 +10,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 _logger = logging.getLogger(__name__)
 
 
@@ -19,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint file (.pt) written by save_checkpoint")
     parser.add_argument("-o", "--out-dir", type=Path, default=None,
                         help="bundle directory (default: <checkpoint stem>_onnx next to the checkpoint)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= 17, default {DEFAULT_OPSET})")
+    add_number(parser, "--opset", kind=int, bounds=Bounds(17, 20),
+               default=DEFAULT_OPSET,
+               help=f"ONNX opset (default {DEFAULT_OPSET}; 20 is the newest the TorchScript exporter writes)")
     parser.add_argument("--graphs", nargs="+", choices=list(GRAPH_FILES), default=list(GRAPH_FILES),
                         help="graphs to write (default: all three)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",

@@ -7,16 +7,24 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/fixtures"), help="output folder (default runs/fixtures)")
-    parser.add_argument("--frames-per-video", type=int, default=16, help="Aff-Wild2 and BAH frames per video")
-    parser.add_argument("--affwild2-videos", type=int, nargs=2, default=(10, 6), metavar=("TRAIN", "VAL"),
-                        help="videos per Aff-Wild2 task (train also gets one _left/_right pair)")
-    parser.add_argument("--hume-videos", type=int, nargs=2, default=(32, 12), metavar=("TRAIN", "VAL"))
-    parser.add_argument("--hume-frames", type=int, default=8, help="frames per HUME-Vidmimic2 video")
-    parser.add_argument("--bah-videos", type=int, nargs=2, default=(12, 4), metavar=("TRAIN", "VAL"))
-    parser.add_argument("--seed", type=int, default=0)
+    add_number(parser, "--frames-per-video", kind=int, bounds=Bounds(12, 10000, "frames"),
+               default=16, help="Aff-Wild2 and BAH frames per video")
+    add_number(parser, "--affwild2-videos", kind=int, bounds=Bounds(1, 10000, "videos"),
+               nargs=2, default=(10, 6), metavar=("TRAIN", "VAL"),
+               help="videos per Aff-Wild2 task (train also gets one _left/_right pair)")
+    add_number(parser, "--hume-videos", kind=int, bounds=Bounds(1, 10000, "videos"),
+               nargs=2, default=(32, 12), metavar=("TRAIN", "VAL"))
+    add_number(parser, "--hume-frames", kind=int, bounds=Bounds(4, 10000, "frames"),
+               default=8, help="frames per HUME-Vidmimic2 video")
+    add_number(parser, "--bah-videos", kind=int, bounds=Bounds(1, 10000, "videos"),
+               nargs=2, default=(12, 4), metavar=("TRAIN", "VAL"))
+    add_number(parser, "--seed", kind=int, bounds=Bounds(0, 2**32 - 1), default=0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import FPS, MAX_FRAMES, add_number
+
 log = logging.getLogger("abaw_ros.predict")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -27,12 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CSV to write; the sidecar JSON goes next to it (<name>.json)")
     parser.add_argument("--video", type=Path, default=None,
                         help="also write the frames with the results drawn in (.mp4, .avi, .mkv, ...)")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="frame rate: overrides a video's, sets an image folder's (default 30)")
+    add_number(parser, "--fps", kind=float, bounds=FPS, default=None,
+               help="frame rate: overrides a video's, sets an image folder's (default 30)")
     parser.add_argument("-t", "--topic", default=None,
                         help="image topic of a bag (default: its only Image/CompressedImage topic)")
     parser.add_argument("--recover", action="store_true", help="a bag cut short: read up to the damage")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    add_number(parser, "--max-frames", kind=int, bounds=MAX_FRAMES, default=None,
+               help="stop after this many processed frames")
     parser.add_argument("--overwrite", action="store_true", help="replace the CSV, sidecar and video of an earlier run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     pipe = parser.add_argument_group("pipeline (the node's parameters)")
@@ -54,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.max_frames is not None and args.max_frames < 1:
             raise ValueError(f"--max-frames {args.max_frames}: must be >= 1")
-        open_source(args.source, args.fps, args.topic, args.recover).close()  # a bad SOURCE before the model
-        config, params_file = build_config(args)
+        config, params_file = build_config(args)  # checks the parameters; loads nothing
+        # A bad SOURCE before the model loads; frames are measured against the same limit.
+        open_source(args.source, args.fps, args.topic, args.recover, config.max_image_pixels).close()
         if params_file is not None:
             log.info("pipeline parameters from %s", params_file)
         result = predict(args.source, args.output, config, video=args.video, fps=args.fps, topic=args.topic,

@@ -18,6 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="VA or AU checkpoint (best.pt)")
@@ -25,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=Path, help="official test-set video list (one name per line)")
     parser.add_argument("--sample", type=Path, help="official sample submission file: the frames to predict")
     parser.add_argument("--task", choices=("va", "au"), help="task to predict (default: the checkpoint's VA or AU)")
-    parser.add_argument("--eval-stride", type=int, help="window stride (default T; 1 = causal window per frame)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=2)
+    add_number(parser, "--eval-stride", kind=int, bounds=Bounds(1, 256, "frames"),
+               help="window stride (default T; 1 = causal window per frame)")
+    add_number(parser, "--batch-size", kind=int, bounds=Bounds(1, 4096, "windows"), default=32)
+    add_number(parser, "--num-workers", kind=int, bounds=Bounds(0, 256, "processes"), default=2)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", type=Path, required=True, help="folder for the submission files")
 

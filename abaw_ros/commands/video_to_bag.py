@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.commands.options import FIRST_FRAME, FPS, MAX_FRAMES, STAMP_SECONDS, add_number
 from abaw_ros.offline.bag_io import BAG_VERSIONS, DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, STORAGES
 
 log = logging.getLogger("abaw_ros.video_to_bag")
@@ -30,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoding", choices=("bgr8", "rgb8", "mono8"), default="bgr8",
                         help="pixel encoding of raw Image messages (default bgr8)")
     parser.add_argument("--frame-id", default="camera", help="header frame_id (default camera)")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the video's)")
-    parser.add_argument("--start", type=float, default=None,
-                        help="first stamp in seconds since the epoch (default: the file's mtime)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    add_number(parser, "--fps", kind=float, bounds=FPS, default=None, help="frame rate (default: the video's)")
+    add_number(parser, "--start", kind=float, bounds=STAMP_SECONDS, default=None,
+               help="first stamp in seconds since the epoch (default: the file's mtime)")
+    add_number(parser, "--max-frames", kind=int, bounds=MAX_FRAMES, default=None, help="stop after this many frames")
     parser.add_argument("--bag-version", type=int, choices=BAG_VERSIONS, default=DEFAULT_BAG_VERSION,
                         help=f"rosbag2 metadata version (default {DEFAULT_BAG_VERSION}: read by Humble, Jazzy "
                              f"and Kilted; 9: Jazzy and later only)")
@@ -45,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--ah", type=Path, help="per-frame hesitancy file (header 'hesitancy')")
     labels.add_argument("--ah-yaml", type=Path, help="BAH annotation.yml (with --ah-video)")
     labels.add_argument("--ah-video", help="the video's key in --ah-yaml")
-    labels.add_argument("--first-frame", type=int, default=1,
-                        help="annotation frame number of the video's first frame (default 1)")
+    add_number(labels, "--first-frame", kind=int, bounds=FIRST_FRAME, default=1,
+               help="annotation frame number of the video's first frame (default 1)")
     labels.add_argument("--labels-csv", type=Path, default=None,
                         help="where to write the CSV (default <bag>_labels.csv)")
 

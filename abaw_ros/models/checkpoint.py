@@ -186,13 +186,14 @@ def load_checkpoint(
     payload = _torch_load(path, map_location, weights_only)
     if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
-        raise ValueError(
+        raise ModelFileError(
             f"{path}: not an abaw_ros checkpoint (format={found!r}, expected {CHECKPOINT_FORMAT!r}); "
-            f"plain backbone weights go to ModelConfig.backbone_weights"
+            f"plain backbone weights go to ModelConfig.backbone_weights (backbone_weights in a training "
+            f"config), a reference-code Lightning checkpoint to abaw-affect import-reference"
         )
     version = int(payload.get("format_version", 0))
     if version > CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: format_version={version} is newer than this code ({CHECKPOINT_VERSION})")
+        raise ModelFileError(f"{path}: format_version={version} is newer than this code ({CHECKPOINT_VERSION})")
     cfg = ModelConfig.from_dict(payload["config"])
     model = AffectNet(replace(cfg, backbone_weights=None))
     model.load_state_dict(payload["state_dict"], strict=True)

@@ -271,7 +271,7 @@ def evaluate_bag(
     """Process every frame of ``options.bag`` with ``pipeline`` (built from ``config`` when
     not given), write the affect bag, the report and the plot; return what happened."""
     check_outputs(options)
-    source = ImageBagReader(options.bag, options.topic, options.recover)
+    source = ImageBagReader(options.bag, options.topic, options.recover, max_pixels=config.max_image_pixels)
     with source:  # a bad bag or topic fails here, before any model is loaded
         if pipeline is None:
             from abaw_ros.config import PipelineConfig

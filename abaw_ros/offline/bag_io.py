@@ -23,6 +23,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from abaw_ros.config import DEFAULT_MAX_IMAGE_PIXELS
 from abaw_ros.offline.mcap_recovery import RecoveredMcap, write_chunk_crcs
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
@@ -325,10 +326,12 @@ class ImageBagReader:
     (:mod:`abaw_ros.offline.mcap_recovery`); :attr:`damage` then says what was lost.
     """
 
-    def __init__(self, path: str | Path, topic: str | None = DEFAULT_IMAGE_TOPIC, recover: bool = False) -> None:
+    def __init__(self, path: str | Path, topic: str | None = DEFAULT_IMAGE_TOPIC, recover: bool = False,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
         self.requested_topic = topic
         self.recover = recover
+        self.max_pixels = max_pixels  # the node's max_image_pixels: larger frames are skipped unread
         self.damage: str | None = None
         self.frames_read = 0  # messages read from the storage (decoded or broken)
         self.frames_lost = 0  # messages known to be lost with a damaged chunk or page
@@ -396,9 +399,12 @@ class ImageBagReader:
 
     @property
     def storage(self) -> str:
-        """``mcap`` or ``sqlite3``, from the bag's storage files."""
-        files = _storage_files(self.path)
-        return "sqlite3" if files and files[0].suffix == ".db3" else "mcap"
+        """``mcap`` or ``sqlite3``, from the bag's storage files. A bag compressed whole
+        file by file (``compression_mode: file``) names them ``*.db3.zstd`` /
+        ``*.mcap.zstd`` (rosbag2_compression's ZstdCompressor::compress_uri appends
+        ``"." + "zstd"``), so the storage is the suffix before that one."""
+        names = [p.name for p in self.path.iterdir()] if self.path.is_dir() else [self.path.name]
+        return "sqlite3" if any(n.endswith((".db3", ".db3.zstd")) for n in names) else "mcap"
 
     def _select(self, topics: list[TopicSummary]) -> None:
         topic = self.requested_topic
@@ -498,9 +504,9 @@ class ImageBagReader:
         try:
             if msgtype == IMAGE:
                 frame.image = decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                           msg.is_bigendian)
+                                           msg.is_bigendian, max_pixels=self.max_pixels)
             else:
-                frame.image = decode_compressed(msg.format, msg.data)
+                frame.image = decode_compressed(msg.format, msg.data, max_pixels=self.max_pixels)
         except CorruptImageError as exc:
             frame.error = f"message {index} (stamp {frame.stamp_ns}): {exc}"
         except UnsupportedEncodingError as exc:

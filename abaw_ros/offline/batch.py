@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,9 @@ def find_bags(paths: Iterable[str | Path]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if is_bag_folder(path):
-            bags.extend(_bags_inside(path))
+            inside = _bags_inside(path)
+            _warn_split_recording(path, inside)
+            bags.extend(inside)
             continue
         if is_bag(path) or (path.is_dir() and _bags_inside(path)):
             bags.append(path)  # a bag, or a recording folder with one storage file
@@ -110,6 +113,36 @@ def find_bags(paths: Iterable[str | Path]) -> list[Path]:
             raise BagReadError(f"bag {str(bag)!r} is given twice")
         seen[key] = bag
     return bags
+
+
+# rosbag2's writer names a recording's files <bag folder>_<N>.<ext> (N from 0, one more at
+# each split; rosbag2_cpp SequentialWriter), compressed whole-file ones <...>.<ext>.zstd.
+_SPLIT_FILE = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)\.(?:mcap|db3)(?:\.zstd)?$")
+
+
+def split_recording_files(bags: Sequence[Path]) -> list[Path]:
+    """The loose storage files among ``bags`` that look like the splits of one recording
+    whose ``metadata.yaml`` is missing (a recorder killed before writing it): two or more
+    files ``<prefix>_0``, ``<prefix>_1``, ... with one prefix; [] when there are none."""
+    groups: dict[str, dict[int, Path]] = {}
+    for bag in bags:
+        match = _SPLIT_FILE.match(bag.name) if bag.is_file() else None
+        if match:
+            groups.setdefault(match["prefix"], {})[int(match["index"])] = bag
+    for files in groups.values():
+        if len(files) >= 2 and sorted(files) == list(range(len(files))):
+            return [files[i] for i in sorted(files)]
+    return []
+
+
+def _warn_split_recording(folder: Path, bags: Sequence[Path]) -> None:
+    split = split_recording_files(bags)
+    if split:
+        log.warning("%s has no metadata.yaml but holds %d files named like the splits of one recording (%s .. %s): "
+                    "they are evaluated as separate bags, so face ids and windows restart at each file; to evaluate "
+                    "them as one recording, rebuild its metadata.yaml first (ros2 bag reindex %s -s %s)",
+                    folder, len(split), split[0].name, split[-1].name, folder,
+                    "sqlite3" if ".db3" in split[0].name else "mcap")
 
 
 def labels_for(bag: Path, labels_dir: Path | None) -> Path | None:

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.rates import FrameRates
 from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, open_source
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
-    from abaw_ros.config import PipelineConfig
     from abaw_ros.perception.pipeline import FaceResult, PerceptionPipeline
 
 log = logging.getLogger(__name__)
@@ -238,9 +238,9 @@ def predict(
     if video_path is not None and video_path.suffix.lower() not in VIDEO_CODECS:
         raise SourceError(f"--video {str(video_path)!r}: choose a file ending in {', '.join(VIDEO_CODECS)}")
     _check_outputs(outputs, overwrite, source_path)
-    with open_source(source_path, fps, topic, recover) as frames:  # a bad source fails before the model loads
+    limit = (config or getattr(pipeline, "config", None) or PipelineConfig()).max_image_pixels
+    with open_source(source_path, fps, topic, recover, limit) as frames:  # a bad source fails before the model loads
         if pipeline is None:
-            from abaw_ros.config import PipelineConfig
             from abaw_ros.perception.pipeline import PerceptionPipeline
 
             pipeline = PerceptionPipeline((config or PipelineConfig()).validate())

@@ -9,13 +9,14 @@ score the bag whatever frames it later skips.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from abaw_ros.config import FRAME_RATE as FPS
+from abaw_ros.config import STAMP_SECONDS
 from abaw_ros.offline.annotations import FrameLabels, write_stamp_csv
 from abaw_ros.offline.bag_io import DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
 
@@ -42,6 +43,21 @@ class VideoToBagResult:
         if self.labels_csv:
             text += f"\nlabels keyed by stamp: {self.labels_csv}"
         return text
+
+
+LAST_STAMP_NS = STAMP_SECONDS.high * 1_000_000_000 + 999_999_999
+
+
+def _check_stamps(start_ns: int, frames: int, rate: float) -> None:
+    """Every stamp of ``frames`` frames from ``start_ns`` must fit a ROS 2 stamp."""
+    if not STAMP_SECONDS.low <= start_ns / 1e9 <= STAMP_SECONDS.high:
+        raise BagError(f"start={start_ns / 1e9:g}: the first stamp must be {STAMP_SECONDS.describe()} "
+                       f"(ROS 2 stamps hold the seconds in an int32)")
+    last = start_ns + round(max(frames - 1, 0) * 1e9 / rate)
+    if last > LAST_STAMP_NS:
+        raise BagError(f"start={start_ns / 1e9:g}: the last of {frames} frames at {rate:g} Hz would be stamped "
+                       f"{last / 1e9:.0f} s, after the last ROS 2 stamp ({STAMP_SECONDS.high} s, 2038-01-19); "
+                       f"give an earlier --start")
 
 
 def video_to_bag(
@@ -79,12 +95,14 @@ def video_to_bag(
         raise BagError(f"OpenCV cannot open video {str(video)!r} (unknown container or codec)")
     try:
         rate = float(fps) if fps is not None else float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not math.isfinite(rate) or rate <= 0:
-            raise BagError(f"video {str(video)!r} reports frame rate {rate!r}: give the rate explicitly (fps)")
+        if rate not in FPS:
+            what = f"fps={fps!r}" if fps is not None else f"video {str(video)!r} reports frame rate {rate!r}"
+            raise BagError(f"{what}: the frame rate must be {FPS.describe()} (give it with --fps)")
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if max_frames is not None:
             total = min(total, max_frames) if total > 0 else max_frames
         start = int(video.stat().st_mtime) * 1_000_000_000 if start_ns is None else int(start_ns)
+        _check_stamps(start, total, rate)
         stamps: list[int] = []
         width = height = 0
         from tqdm import tqdm
@@ -100,6 +118,8 @@ def video_to_bag(
                     image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
                 height, width = image.shape[:2]
                 stamp = start + round(len(stamps) * 1e9 / rate)
+                if stamp > LAST_STAMP_NS:  # more frames than the container announced
+                    _check_stamps(start, len(stamps) + 1, rate)
                 writer.write(image, stamp)
                 stamps.append(stamp)
                 bar.update(1)

@@ -16,7 +16,7 @@ Two kinds of failure are kept apart on purpose:
 
 Frames are measured before they are decoded: a raw image by its ``width`` x ``height``
 fields, a compressed one by the size its own header declares (PNG IHDR, JPEG SOFn, WebP,
-BMP and TIFF headers), so a 60 KB PNG that would decode to 8000x8000 pixels is refused
+BMP, TIFF and PNM headers), so a 60 KB PNG that would decode to 8000x8000 pixels is refused
 without allocating them (:class:`ImageTooLargeError`).
 """
 from __future__ import annotations
@@ -217,7 +217,8 @@ def decode_compressed(fmt: str, data: bytes | bytearray | memoryview | np.ndarra
 # a SOFn marker (FFC0-FFCF except C4 DHT, C8 JPG, CC DAC) holds precision (1 byte), height
 # and width (2 bytes each) (ITU-T T.81, B.2.2). WebP: RIFF container, chunk VP8 / VP8L /
 # VP8X (RFC 9649). BMP: BITMAPINFOHEADER width/height (int32 LE). TIFF: first IFD tags
-# 256 ImageWidth / 257 ImageLength (TIFF 6.0, section 2).
+# 256 ImageWidth / 257 ImageLength (TIFF 6.0, section 2). PGM/PPM: ASCII width and height
+# after the magic number.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -240,9 +241,20 @@ def compressed_image_size(data: bytes | bytearray | memoryview | np.ndarray) -> 
             return abs(width), abs(height), "BMP"
         if head[:4] in (b"II*\x00", b"MM\x00*"):
             return _tiff_size(buf)
+        if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6"):
+            return _pnm_size(buf[:1024].tobytes())  # comments may come before the size
     except struct.error:  # header cut short
         return None
     return None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int, str] | None:
+    # Netpbm: magic, then width and height as ASCII decimals separated by whitespace,
+    # with '#' comments to the end of a line (netpbm's pnm(5) manual).
+    text = b"\n".join(line.split(b"#")[0] for line in head[2:].split(b"\n")).split()
+    if len(text) < 2 or not (text[0].isdigit() and text[1].isdigit()):
+        return None
+    return int(text[0]), int(text[1]), "PNM"
 
 
 def _jpeg_size(buf: np.ndarray) -> tuple[int, int, str] | None:

@@ -5,7 +5,8 @@ Each detector run is matched to the live tracks by box overlap (IoU) and centre 
 on which it was found, by the detector or the landmark stage (birth hysteresis), and a
 track survives ``max_misses`` detector runs without a match before it is dropped (death
 hysteresis), so a face that the detector misses for a frame keeps its id and its
-temporal buffer. Between detector runs (``update(None)``) tracks keep
+temporal buffer; at most ``max_faces`` such hidden tracks are kept (the longest-missed
+go first), which bounds their memory whatever ``max_misses`` is. Between detector runs (``update(None)``) tracks keep
 their last box unless ``refine`` gave them a fresh one from a landmark stage.
 
 :class:`DetectAndTrack` schedules the two: the full detector every ``detection_interval``
@@ -190,6 +191,7 @@ class FaceTracker:
                 if not track.confirmed or track.misses > self.max_misses:
                     continue
             survivors.append(track)
+        survivors = self._bound_hidden(survivors)
         for c, face in enumerate(faces):
             if c not in matched_faces:
                 survivors.append(Track(face_id=f"face_{next(self._ids)}", box=face.box.astype(np.float64),
@@ -197,6 +199,17 @@ class FaceTracker:
                                        confirmed=self.min_hits <= 1))
         self.tracks = survivors
         return self.visible
+
+    def _bound_hidden(self, tracks: list[Track]) -> list[Track]:
+        """At most ``max_faces`` hidden tracks (missed by the latest detector run, waiting
+        out ``max_misses``); beyond that the longest-missed go first. Each hidden track
+        keeps its window of features (megabytes), so in a crowd whose faces come and go
+        a large ``max_misses`` would otherwise hold every face that ever passed."""
+        hidden = [t for t in tracks if t.misses > 0]
+        if len(hidden) <= self.max_faces:
+            return tracks
+        dropped = {id(t) for t in sorted(hidden, key=lambda t: t.misses)[self.max_faces:]}
+        return [t for t in tracks if id(t) not in dropped]
 
     def _cost(self, faces: Sequence[FaceDetection]) -> np.ndarray:
         """(tracks x faces) association cost: (1 - IoU) + centre distance / track size;

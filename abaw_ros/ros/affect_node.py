@@ -32,7 +32,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from abaw_ros.config import ConfigError, PipelineConfig
+from abaw_ros.config import ConfigError, ParameterSpec, PipelineConfig
 from abaw_ros.models.provenance import provenance_summary
 from abaw_ros.msg import FaceAffectArray
 from abaw_ros.perception.image import ImageTooLargeError, shown
@@ -86,6 +86,15 @@ def _ros_type(py_type: type) -> int:
     }[py_type]
 
 
+def _constraints(spec: ParameterSpec) -> str:
+    """What ``ros2 param describe`` shows under "Constraints"; the ranges are checked by
+    PipelineConfig (not by rclpy's integer/floating_point_range, whose refusal would not
+    name the allowed values the same way, and which cannot say "0 or 32 to 1024")."""
+    if spec.choices:
+        return f"one of {list(spec.choices)}"
+    return spec.bounds.describe() if spec.bounds is not None else ""
+
+
 class AffectNodeBase:
     """What the plain and the managed (lifecycle) node share: parameters, model loading,
     topics, the worker, runtime parameter changes and diagnostics. Mixed into an rclpy
@@ -96,6 +105,8 @@ class AffectNodeBase:
             description = spec.description
             if spec.choices:
                 description += f" One of: {', '.join(spec.choices)}."
+            if spec.bounds is not None:
+                description += f" Range: {spec.bounds.describe()}."
             description += (" Applied at run time." if spec.name in RUNTIME_PARAMETERS
                             else " Read when the model loads (restart the node to change it).")
             # dynamic_typing: a value of the wrong type must reach PipelineConfig, whose
@@ -104,7 +115,7 @@ class AffectNodeBase:
                 name=spec.name,
                 type=_ros_type(spec.type),
                 description=description,
-                additional_constraints=f"one of {list(spec.choices)}" if spec.choices else "",
+                additional_constraints=_constraints(spec),
                 dynamic_typing=True,
             )
             self.declare_parameter(spec.name, spec.default, descriptor)

@@ -105,8 +105,10 @@ class StampGaps:
         received = len(self._stamps)
         if not period == period or period <= 0 or received < 2:
             return LossEstimate(float("nan"), received, received)
-        span = self._stamps[-1] - self._stamps[0]
-        expected = max(received, int(round(span / period)) + 1)
+        periods = (self._stamps[-1] - self._stamps[0]) / period
+        if not periods < 1e12:  # a period far below any camera's (the rate is bounded in config)
+            return LossEstimate(float("nan"), received, received)
+        expected = max(received, int(round(periods)) + 1)
         return LossEstimate(1e9 / period, expected, received)
 
 

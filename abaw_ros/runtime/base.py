@@ -89,6 +89,30 @@ class TensorSpec:
         return f"{self.name}[{dims}] {self.dtype}"
 
 
+class MetadataValueError(ValueError):
+    """A model's metadata holds a value no model can have (a zero or NaN std, a mean of
+    1e308, a threshold outside (0, 1)); the message names the field and the allowed values."""
+
+
+# Preprocessing a model may declare: crops are scaled to [0, 1] and then normalised with
+# its mean/std, so a mean outside [0, 1] or a std near 0 (or not finite) would blow the
+# inputs up to inf/NaN (and stop the int8 quantizer with a bare "scale issue").
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (1e-3, 10.0)
+
+
+def _check_values(metadata: ModelMetadata) -> None:
+    for name, lo, hi in (("mean", *MEAN_RANGE), ("std", *STD_RANGE)):
+        values = getattr(metadata, name)
+        if len(values) != 3 or not all(lo <= v <= hi for v in values):  # NaN fails every comparison
+            raise MetadataValueError(f"{name}={list(values)}: must be 3 numbers, each {lo:g} to {hi:g} (the "
+                                     f"per-channel {name} of crops scaled to [0, 1])")
+    if not all(0.0 < v < 1.0 for v in metadata.au_thresholds):
+        raise MetadataValueError(f"au_thresholds={list(metadata.au_thresholds)}: probabilities must lie in (0, 1)")
+    if not 0.0 < metadata.ah_threshold < 1.0:
+        raise MetadataValueError(f"ah_threshold={metadata.ah_threshold}: a probability must lie in (0, 1)")
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a deployed model needs to explain itself: tasks, output layout, window length,
@@ -149,6 +173,7 @@ class ModelMetadata:
                 f"au_thresholds has {len(self.au_thresholds)} values: expected "
                 f"{len(task_registry.AU_NAMES)} ({', '.join(task_registry.AU_NAMES)})"
             )
+        _check_values(self)
 
     @property
     def output_dim(self) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 
 from abaw_ros.config import ModelFileError, describe_file_kind
 
-from .base import ModelMetadata
+from .base import MetadataValueError, ModelMetadata
 from .engine_cache import default_cache_dir, file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def _graph_metadata(path: Path) -> ModelMetadata:
         metadata = ModelMetadata.from_onnx(path)
     except FileNotFoundError:
         raise
+    except MetadataValueError as exc:
+        raise ModelFileError(f"{path}: its metadata gives {exc}") from None
     except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, bad JSON, bad values, ...
         size = path.stat().st_size
         raise ModelFileError(

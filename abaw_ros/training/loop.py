@@ -21,7 +21,7 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
 from abaw_ros.data.transforms import AugmentConfig, ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
-from abaw_ros.tasks import output_slices
+from abaw_ros.tasks import AU_NAMES, output_slices
 from abaw_ros.training.config import TrainConfig
 from abaw_ros.training.distributed import DistContext, barrier, close_distributed, init_distributed
 from abaw_ros.training.evaluation import (
@@ -86,6 +86,19 @@ def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
     if not au:
         return None
     return pos_weight_from_labels(np.concatenate([r.labels for r in au]), np.concatenate([r.valid for r in au]))
+
+
+def aus_never_positive(ds: ClipDataset) -> list[str]:
+    """The AUs no valid training frame has active. The network cannot learn them, their
+    threshold cannot be tuned, and their F1 is 0 on any split: said once at start and
+    recorded in metrics.json, so a 0.0 in the report is not read as a result."""
+    au = [r for r in ds.records if r.task == "au"]
+    if not au:
+        return []
+    labels = np.concatenate([r.labels[r.valid] for r in au])
+    if not len(labels):
+        return []
+    return [name for name, positives in zip(AU_NAMES, (labels > 0.5).sum(0), strict=True) if positives == 0]
 
 
 def label_priors(ds: ClipDataset) -> dict[str, np.ndarray]:
@@ -181,6 +194,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
+    never_positive = aus_never_positive(train_ds)
+    if never_positive and ctx.is_main:
+        log.warning("%s never active in the training split: the network cannot learn %s, and %s F1 will be 0 "
+                    "(recorded in metrics.json as au_never_positive)", ", ".join(never_positive),
+                    "it" if len(never_positive) == 1 else "them", "its" if len(never_positive) == 1 else "their")
     if not cfg.resume:
         biases = init_output_biases(model, train_ds, cfg.loss.au_loss)
         if biases and ctx.is_main:
@@ -276,7 +294,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 save_checkpoint(last_path, model, au_thresholds=result.au_thresholds,
                                 ah_threshold=result.ah_threshold, trained=True, **extra)
                 write_json(out_dir / "metrics.json", {"best_epoch": best_epoch, "best": best_metrics,
-                                                      "dead_outputs": sorted(dead_tasks), "history": history})
+                                                      "dead_outputs": sorted(dead_tasks), "history": history,
+                                                      "au_never_positive": never_positive})
             if cfg.patience and stale >= cfg.patience:
                 if ctx.is_main:
                     log.info("no improvement for %d evaluations: stopping", stale)
