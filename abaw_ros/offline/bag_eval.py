@@ -40,6 +40,7 @@ from abaw_ros.offline.bag_io import (
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
     REPORT_FORMAT,
+    OutputError,
     check_bag_output,
     check_file_output,
     is_our_report,
@@ -289,6 +290,9 @@ def evaluate_bag(
         try:
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
+        except OutputError:
+            sink.discard()  # the bag itself could not be written (disk full, read-only): nothing to keep
+            raise
         except BaseException:
             try:
                 sink.close(complete=False)  # keeps what was written; an empty bag is dropped

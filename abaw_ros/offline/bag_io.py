@@ -32,6 +32,7 @@ from abaw_ros.offline.outputs import (
     StagedBag,
     check_bag_output,
 )
+from abaw_ros.outputs import describe_os_error, write_faults
 from abaw_ros.perception.face_values import face_affect_values
 from abaw_ros.perception.image import (
     CorruptImageError,
@@ -595,15 +596,18 @@ class _BagWriter:
             self._stage.discard()
             if isinstance(exc, WriterError):
                 raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write output bag {str(self.path)!r}: {describe_os_error(exc)}; "
+                                  f"nothing of it was kept") from exc
             raise
 
     def write_message(self, msg: Any, log_time_ns: int) -> None:
-        self._writer.write(self._connection, int(log_time_ns), self.store.serialize_cdr(msg, self.msgtype))
-        self.count += 1
+        self.write_raw(self.store.serialize_cdr(msg, self.msgtype), log_time_ns)
 
     def write_raw(self, data: bytes, log_time_ns: int) -> None:
         """Write already serialized CDR bytes (used to copy or to build test input)."""
-        self._writer.write(self._connection, int(log_time_ns), data)
+        with write_faults(self.path, "output bag"):  # disk full, read-only: one line naming the bag
+            self._writer.write(self._connection, int(log_time_ns), data)
         self.count += 1
 
     def close(self, complete: bool = True) -> Path | None:
@@ -616,11 +620,16 @@ class _BagWriter:
         if not complete and self.count == 0:
             self.discard()
             return None
-        self._writer.close()
-        if self.storage == "mcap":
-            for file in self._stage.path.glob("*.mcap"):
-                write_chunk_crcs(file)
-        self.path = self._stage.commit(complete)
+        try:
+            with write_faults(self.path, "output bag"):
+                self._writer.close()
+                if self.storage == "mcap":
+                    for file in self._stage.path.glob("*.mcap"):
+                        write_chunk_crcs(file)
+                self.path = self._stage.commit(complete)
+        except BaseException:
+            self._stage.discard()  # a bag that could not be finished is not readable: nothing to keep
+            raise
         return self.path
 
     def discard(self) -> None:
