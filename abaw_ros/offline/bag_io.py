@@ -675,7 +675,8 @@ class ImageBagWriter(_BagWriter):
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
                  compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",
-                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
+                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION,
+                 inputs: Sequence[str | Path] = ()) -> None:
         if compression is not None and compression not in ("jpeg", "png"):
             raise BagError(f"compression={compression!r}: choose jpeg, png or None (raw Image)")
         self.compression = compression
@@ -683,7 +684,7 @@ class ImageBagWriter(_BagWriter):
         self.frame_id = frame_id
         self.jpeg_quality = jpeg_quality
         super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite,
-                         version=version)
+                         inputs, version=version)
 
     def write(self, image_bgr: np.ndarray, stamp_ns: int, log_time_ns: int | None = None) -> None:
         header = make_header(stamp_ns, self.frame_id, self.store)
