@@ -628,7 +628,9 @@ class _BagWriter:
                         write_chunk_crcs(file)
                 self.path = self._stage.commit(complete)
         except BaseException:
-            self._stage.discard()  # a bag that could not be finished is not readable: nothing to keep
+            # a bag that could not be finished is not readable: nothing to keep; the writer's
+            # files are closed too, or a full disk would stay full until this process ends
+            self.discard()
             raise
         return self.path
 
