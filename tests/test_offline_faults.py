@@ -53,7 +53,8 @@ def digest(path: Path) -> dict[str, str]:
 
 def staging_left(folder: Path) -> list[str]:
     """Hidden files and folders a tool left in ``folder`` (staging, temporary names)."""
-    return sorted(p.name for p in folder.rglob(".*"))
+    found = [p.relative_to(folder).parts for p in folder.rglob(".*")]
+    return sorted(parts[-1] for parts in found if not any(part.startswith(".") for part in parts[:-1]))
 
 
 def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> Path:
@@ -281,22 +282,49 @@ def test_video_to_bag_on_a_full_disk_is_one_line_and_leaves_no_bag(tmp_path, sma
     assert not bag.exists() and staging_left(disk) == []
 
 
-def test_every_tool_on_a_read_only_location_is_one_line_and_touches_nothing(tmp_path, read_only_dir, clip,
-                                                                             model_bundle, untrained_checkpoint):
-    before = digest(read_only_dir)
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_every_tool_on_a_read_only_or_full_location_is_one_line_and_touches_nothing(
+        fault, request, tmp_path, clip, model_bundle, untrained_checkpoint):
+    if fault == "read-only":
+        where, cause = request.getfixturevalue("read_only_dir"), ("read-only file system", "EROFS")
+    else:
+        where, cause = request.getfixturevalue("small_disk")("full", "256k"), ("no space left on device", "ENOSPC")
+        (where / "mine.txt").write_text("the user's\n")
+        fill(where, 0)
+    before = digest(where)
     cases = {
-        "video-to-bag": (["video-to-bag", clip, read_only_dir / "bag", "--no-progress"], read_only_dir / "bag"),
-        "predict": (["predict", clip, "-o", read_only_dir / "out.csv", *model_args(model_bundle)],
-                    read_only_dir / "out.csv"),
-        "export": (["export", untrained_checkpoint, "-o", read_only_dir / "bundle", "--no-verify", "--graphs",
-                    "encoder"], read_only_dir / "bundle"),
-        "train": (["train", "--config", ROOT / "config" / "train_au_l3.yaml", "--out-dir", read_only_dir / "run"],
-                  read_only_dir / "run"),
+        "video-to-bag": (["video-to-bag", clip, where / "bag", "--no-progress"], where / "bag"),
+        "predict": (["predict", clip, "-o", where / "out.csv", *model_args(model_bundle)], where / "out.csv"),
+        "bag-eval": (["bag-eval", "BAG", "-o", where / "rec_affect", "--no-plot", *model_args(model_bundle)],
+                     where / "rec_affect"),
+        "export": (["export", untrained_checkpoint, "-o", where / "bundle", "--no-verify", "--graphs",
+                    "encoder"], where / "bundle"),
+        "train": (["train", "--config", ROOT / "config" / "train_au_l3.yaml", "--out-dir", where / "run"],
+                  where / "run"),
     }
+    from test_bag_eval_outputs import write_bag
+
+    write_bag(tmp_path / "rec", 3)
     for name, (args, target) in cases.items():
-        line = one_error(cli(*args), str(target), "read-only file system", "EROFS")
-        assert name and line
-    assert digest(read_only_dir) == before
+        args = [tmp_path / "rec" if a == "BAG" else a for a in args]
+        assert one_error(cli(*args), str(target), *cause), name
+    assert digest(where) == before and staging_left(where) == []
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_the_earlier_one_whole(small_disk):
+    import torch
+
+    from abaw_ros.models import ModelConfig, create_affect_net, save_checkpoint
+    from abaw_ros.outputs import OutputError
+
+    disk = small_disk("disk", "8m")  # the all-task network's checkpoint is about 17 MB
+    best = disk / "best.pt"
+    best.write_bytes(b"epoch 12 weights")
+    torch.manual_seed(0)
+    model = create_affect_net(ModelConfig(window_length=8, n_levels=3))
+    with pytest.raises(OutputError, match=r"cannot write checkpoint .*best\.pt.*no space left on device"):
+        save_checkpoint(best, model)
+    assert best.read_bytes() == b"epoch 12 weights" and staging_left(disk) == []
 
 
 def test_bag_eval_on_a_full_disk_is_one_line_and_the_batch_goes_on(tmp_path, small_disk, model_bundle):
