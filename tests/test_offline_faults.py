@@ -311,6 +311,14 @@ def test_every_tool_on_a_read_only_or_full_location_is_one_line_and_touches_noth
     assert digest(where) == before and staging_left(where) == []
 
 
+def test_an_export_that_does_not_fit_is_one_line_and_leaves_nothing(small_disk, untrained_checkpoint):
+    disk = small_disk("disk", "3m")  # the encoder graph alone is larger
+    (disk / "mine.txt").write_text("the user's\n")
+    one_error(cli("export", untrained_checkpoint, "-o", disk / "bundle", "--no-verify"), str(disk / "bundle"),
+              "no space left on device", "ENOSPC")
+    assert sorted(p.name for p in disk.iterdir()) == ["mine.txt"]
+
+
 def test_a_checkpoint_that_does_not_fit_leaves_the_earlier_one_whole(small_disk):
     import torch
 

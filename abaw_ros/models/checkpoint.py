@@ -18,6 +18,7 @@ A checkpoint is a ``torch.save`` dict:
 """
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 from collections.abc import Mapping, Sequence
@@ -134,7 +135,11 @@ def save_checkpoint(
     # written beside the target and renamed over it: an interrupted or failed save (disk
     # full) leaves the earlier file whole; the caller decided it may be replaced
     with Staging(path, "checkpoint", replace=True) as staging, write_faults(path, "checkpoint"):
-        torch.save(payload, staging.path)
+        # serialized in memory (tens of MB for this network) and written by Python: torch's
+        # zip writer turns a full disk into a RuntimeError about stream positions
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        staging.path.write_bytes(buffer.getbuffer())
         return staging.commit()
 
 

@@ -31,6 +31,7 @@ bundle — or an engine built from it — explains itself.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import warnings
@@ -225,10 +226,11 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
         # these graphs in under a second with plain dynamic batch axes; the torch.export
         # path takes ~10x longer here and needs per-input Dim specs for *args graphs.
         warnings.simplefilter("ignore", DeprecationWarning)
+        graph = io.BytesIO()  # written by Python below: a disk fault is an OSError naming its cause
         torch.onnx.export(
             module.eval(),
             args,
-            str(path),
+            graph,
             input_names=input_names,
             output_names=output_names,
             dynamic_axes=dynamic_axes,
@@ -236,6 +238,7 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             do_constant_folding=True,
             dynamo=False,
         )
+    path.write_bytes(graph.getvalue())
 
 
 def export_onnx(
