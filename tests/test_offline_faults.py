@@ -158,6 +158,21 @@ def test_predict_refuses_an_output_onto_its_source_or_onto_another_output(tmp_pa
     assert not (tmp_path / "same.avi").exists() and staging_left(tmp_path) == []
 
 
+def test_video_to_bag_never_writes_its_labels_over_an_annotation_file_or_an_earlier_csv(tmp_path, clip):
+    va = tmp_path / "clip.va.txt"
+    va.write_text("valence,arousal\n" + "0.1,0.2\n" * 6)
+    before = digest(va)
+    one_error(cli("video-to-bag", clip, tmp_path / "bag", "--va", va, "--labels-csv", va, "--no-progress"),
+              "clip.va.txt", "is the input")
+    assert digest(va) == before and not (tmp_path / "bag").exists()
+    earlier = tmp_path / "bag_labels.csv"
+    earlier.write_text("stamp_ns,valence,arousal\n1,0.5,0.5\n")
+    kept = digest(earlier)
+    one_error(cli("video-to-bag", clip, tmp_path / "bag", "--va", va, "--no-progress"), "bag_labels.csv",
+              "exists already", "--overwrite")
+    assert digest(earlier) == kept and not (tmp_path / "bag").exists() and staging_left(tmp_path) == []
+
+
 def test_export_writes_a_bundle_whole_and_replaces_only_its_own(tmp_path, untrained_checkpoint):
     users = tmp_path / "existing_bundle"
     users.mkdir()
