@@ -566,6 +566,9 @@ class _BagWriter:
     """
 
     kind = IMAGE_BAG
+    # Leaving the ``with`` block through an exception keeps the frames written so far (a
+    # results bag of bag-eval); False: nothing is left, and an empty bag is not kept either.
+    keep_partial = True
 
     def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
                  overwrite: bool = False, inputs: Sequence[str | Path] = (),
@@ -617,7 +620,7 @@ class _BagWriter:
         if self._closed:
             return self.path
         self._closed = True
-        if not complete and self.count == 0:
+        if self.count == 0 and (not complete or not self.keep_partial):
             self.discard()
             return None
         try:
@@ -648,7 +651,10 @@ class _BagWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close(complete=exc_type is None)
+        if exc_type is not None and not self.keep_partial:
+            self.discard()
+        else:
+            self.close(complete=exc_type is None)
 
 
 class AffectBagWriter(_BagWriter):
@@ -673,7 +679,11 @@ class AffectBagWriter(_BagWriter):
 
 class ImageBagWriter(_BagWriter):
     """Writes camera frames as ``sensor_msgs/Image`` (``compression=None``, pixels in
-    ``encoding``) or ``sensor_msgs/CompressedImage`` (``compression='jpeg'`` or ``'png'``)."""
+    ``encoding``) or ``sensor_msgs/CompressedImage`` (``compression='jpeg'`` or ``'png'``).
+    A camera bag is made from a whole source: one left unfinished by an exception, or
+    without a frame, is dropped, never moved under its name."""
+
+    keep_partial = False
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
                  compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",

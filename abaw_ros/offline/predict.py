@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +31,11 @@ from abaw_ros.outputs import (
     Output,
     OutputError,
     Staging,
+    check_outputs,
     is_json_of_format,
     starts_with_line,
     write_faults,
 )
-from abaw_ros.outputs import check_outputs as check_outputs_of
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
@@ -198,17 +199,17 @@ def source_inputs(source: Path) -> list[Path]:
     return inputs
 
 
-def check_outputs(csv_path: Path, video_path: Path | None, overwrite: bool, source: Path) -> list[bool]:
+def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> list[bool]:
     """Refuse (:class:`~abaw_ros.outputs.OutputError`) before anything is read when an
-    output is the SOURCE or inside it, two outputs share a path, or an existing file is not
-    an earlier output of predict (CSV: its header; sidecar: its ``format``) or is one and
-    ``overwrite`` is not given. The annotated video carries no marker: an existing regular
-    file is replaced with ``overwrite``."""
-    outputs = [Output(csv_path, "CSV", _our_csv, written_by="predict (its header differs)"),
-               Output(sidecar_path(csv_path), "sidecar JSON", _our_sidecar, written_by="predict")]
-    if video_path is not None:
-        outputs.append(Output(video_path, "--video"))
-    return check_outputs_of(outputs, overwrite, source_inputs(source))
+    output (``paths``: CSV, sidecar, optionally the video) is the SOURCE or inside it, two
+    outputs share a path, or an existing file is not an earlier output of predict (CSV:
+    its header; sidecar: its ``format``) or is one and ``overwrite`` is not given. The
+    annotated video carries no marker: an existing regular file is replaced with
+    ``overwrite``."""
+    outputs = [Output(paths[0], "CSV", _our_csv, written_by="predict (its header differs)"),
+               Output(paths[1], "sidecar JSON", _our_sidecar, written_by="predict")]
+    outputs += [Output(path, "--video") for path in paths[2:]]
+    return check_outputs(outputs, overwrite, source_inputs(source))
 
 
 class _VideoSink:
@@ -281,29 +282,29 @@ def predict(
     outputs = [csv_path, sidecar_path(csv_path)] + ([video_path] if video_path else [])
     if video_path is not None and video_path.suffix.lower() not in VIDEO_CODECS:
         raise SourceError(f"--video {str(video_path)!r}: choose a file ending in {', '.join(VIDEO_CODECS)}")
-    replace = check_outputs(csv_path, video_path, overwrite, source_path)
-    with contextlib.ExitStack() as stack:  # every staging is removed unless committed
-        # staged first: a second run onto the same outputs is refused before it loads a model
-        names = ("CSV", "sidecar JSON", "--video")
-        staged = {path: stack.enter_context(Staging(path, what, replace=r))
-                  for path, what, r in zip(outputs, names, replace, strict=False)}
-        frames = stack.enter_context(open_source(source_path, fps, topic, recover))
+    _check_outputs(outputs, overwrite, source_path)
+    with open_source(source_path, fps, topic, recover) as frames:  # a bad source fails before the model loads
         if pipeline is None:
             from abaw_ros.config import PipelineConfig
             from abaw_ros.perception.pipeline import PerceptionPipeline
 
             pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
         result = PredictResult(frames.describe(), csv_path, outputs[1], video_path, model_summary(pipeline, config))
-        _run(frames, pipeline, result, staged, video_path, max_frames, progress)
-        result.source = frames.describe()
-        with write_faults(outputs[1], "sidecar JSON"):
-            staged[outputs[1]].path.write_text(json.dumps(_finite({"format": PREDICT_FORMAT, **result.to_dict()}),
-                                                          indent=2) + "\n", encoding="utf-8")
-        if video_path is not None and not staged[video_path].path.exists():
-            result.video = None  # interrupted before the first frame
-        for path in outputs:
-            if staged[path].path.exists():
-                staged[path].commit()
+        with contextlib.ExitStack() as stack:  # every staging is removed unless committed
+            # an output that exists now passed _check_outputs: ours, and --overwrite given
+            staged = {path: stack.enter_context(Staging(path, what, replace=path.exists()))
+                      for path, what in zip(outputs, ("CSV", "sidecar JSON", "--video"), strict=False)}
+            _run(frames, pipeline, result, staged, video_path, max_frames, progress)
+            result.source = frames.describe()
+            with write_faults(outputs[1], "sidecar JSON"):
+                staged[outputs[1]].path.write_text(
+                    json.dumps(_finite({"format": PREDICT_FORMAT, **result.to_dict()}), indent=2) + "\n",
+                    encoding="utf-8")
+            if video_path is not None and not staged[video_path].path.exists():
+                result.video = None  # interrupted before the first frame
+            for path in outputs:
+                if staged[path].path.exists():
+                    staged[path].commit()
     return result
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def video_to_bag(
     overwrite: bool = False,
     progress: bool = True,
     bag_version: int = DEFAULT_BAG_VERSION,
-    inputs: Sequence[str | Path] = (),
+    inputs: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> VideoToBagResult:
     """Write every frame of ``video`` (up to ``max_frames``) to a new bag.
 
@@ -75,8 +74,9 @@ def video_to_bag(
 
     The bag is written beside ``bag`` and moved there only when every frame is in it: a
     run that fails (an undecodable stream, a full disk) or is interrupted leaves nothing
-    under ``bag``; an existing bag is replaced only with ``overwrite`` and only when
-    video-to-bag wrote it (:mod:`abaw_ros.offline.outputs`).
+    under ``bag`` (:class:`ImageBagWriter` keeps no partial bag); an existing bag is
+    replaced only with ``overwrite`` and only when video-to-bag wrote it
+    (:mod:`abaw_ros.offline.outputs`).
     """
     video, bag = Path(video), Path(bag)
     if not video.is_file():
@@ -84,10 +84,11 @@ def video_to_bag(
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: must be >= 1")
     read = [video, *map(Path, inputs)]
-    csv_path = None
+    csv_path, replace_csv = None, False
     if labels is not None:
         csv_path = Path(labels_csv) if labels_csv is not None else bag.with_name(bag.name + "_labels.csv")
-        # the CSV is checked with the bag, before anything is written (a stamp CSV has no marker of ours)
+        # checked with the bag before anything is written: not an input, not inside the bag,
+        # and an existing file only with overwrite (a stamp CSV carries no marker of ours)
         check_outputs([Output(bag, "output bag", folder=True), Output(csv_path, "labels CSV")], overwrite=True,
                       inputs=read)
         replace_csv = check_outputs([Output(csv_path, "labels CSV")], overwrite, read)[0]
@@ -106,29 +107,21 @@ def video_to_bag(
         width = height = 0
         from tqdm import tqdm
 
-        writer = ImageBagWriter(bag, topic, storage, compression=compression, encoding=encoding,
-                                frame_id=frame_id, overwrite=overwrite, version=bag_version, inputs=read)
-        try:
-            with tqdm(total=total or None, unit="frame", desc=video.name, disable=not progress) as bar:
-                while max_frames is None or len(stamps) < max_frames:
-                    ok, image = capture.read()
-                    if not ok or image is None:
-                        break
-                    if image.ndim == 2:
-                        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-                    height, width = image.shape[:2]
-                    stamp = start + round(len(stamps) * 1e9 / rate)
-                    writer.write(image, stamp)
-                    stamps.append(stamp)
-                    bar.update(1)
+        with ImageBagWriter(bag, topic, storage, compression=compression, encoding=encoding,
+                            frame_id=frame_id, overwrite=overwrite, version=bag_version, inputs=read) as writer, \
+                tqdm(total=total or None, unit="frame", desc=video.name, disable=not progress) as bar:
+            while max_frames is None or len(stamps) < max_frames:
+                ok, image = capture.read()
+                if not ok or image is None:
+                    break
+                if image.ndim == 2:
+                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+                height, width = image.shape[:2]
+                stamp = start + round(len(stamps) * 1e9 / rate)
+                writer.write(image, stamp)
+                stamps.append(stamp)
+                bar.update(1)
             msgtype = writer.msgtype
-            if not stamps:
-                writer.discard()
-            else:
-                writer.close()
-        except BaseException:
-            writer.discard()  # an unfinished bag never lands under the requested name
-            raise
     finally:
         capture.release()
     if not stamps:

@@ -31,7 +31,7 @@ from typing import Any
 
 from abaw_ros.config import ModelFileError, describe_file_kind
 
-from .base import ModelMetadata, read_onnx_metadata
+from .base import ModelMetadata
 from .engine_cache import default_cache_dir, file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -150,6 +150,8 @@ def _check_pair(directory: Path, encoder: ModelMetadata, head: ModelMetadata) ->
 def _check_one_model(directory: Path) -> None:
     """Every graph of a bundle (and its ``bundle.json``) must name the same model hash
     (written by export since bundles carry one; graphs without it cannot be compared)."""
+    from .base import read_onnx_metadata
+
     hashes: dict[str, str] = {}
     try:
         manifest = json.loads((directory / BUNDLE_MANIFEST).read_text(encoding="utf-8"))
