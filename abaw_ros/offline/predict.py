@@ -252,9 +252,8 @@ class _VideoSink:
         finally:
             capture.release()
         if count <= 0:
-            raise OutputError(f"cannot write --video {str(self.target)!r}: the "
-                              f"video written holds no readable frame of the {self.frames} written (disk full?); "
-                              f"nothing of it was kept")
+            raise OutputError(f"cannot write --video {str(self.target)!r}: the video holds no readable frame "
+                              f"of the {self.frames} written (disk full?); nothing of it was kept")
 
 
 def predict(
@@ -274,7 +273,8 @@ def predict(
     """Run the node's pipeline on every frame of ``source``; write the CSV, the sidecar
     JSON and (``video``) the annotated video. Files are written in staging folders next to
     them and renamed at the end (:class:`abaw_ros.outputs.Staging`): an earlier result is
-    replaced only when this run completes, and a failed run leaves nothing behind. Ctrl-C stops early and keeps the rows so far."""
+    replaced only when this run completes, and a failed run leaves nothing behind. Ctrl-C
+    stops early and keeps the rows so far."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: must be >= 1")
     source_path, csv_path = Path(source), Path(csv_path)
