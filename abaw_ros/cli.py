@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     module_name, help_text = COMMANDS[known.command]
     from abaw_ros.config import ConfigError, MissingPackageError, ModelFileError
+    from abaw_ros.outputs import OutputError
     from abaw_ros.runtime.base import BackendUnavailableError
 
     try:
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         logging.getLogger("abaw_ros").error("%s", message)
         return EXIT_USAGE_ERROR
-    except (ConfigError, ModelFileError, BackendUnavailableError) as exc:
-        # a bad value or model file, or a backend asked for by name that cannot run: one line, exit 2
+    except (ConfigError, ModelFileError, BackendUnavailableError, OutputError) as exc:
+        # a bad value or model file, a backend asked for by name that cannot run, or an output
+        # that may not or cannot be written (abaw_ros.outputs): one line, exit 2
         logging.getLogger("abaw_ros.cli").error("%s: %s", known.command, exc)
         return EXIT_USAGE_ERROR
     except KeyboardInterrupt:

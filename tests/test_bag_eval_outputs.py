@@ -108,6 +108,17 @@ def test_the_input_recording_is_never_an_output(tmp_path, config, caplog, overwr
     assert tree_digest(bag) == before
 
 
+def test_two_outputs_of_one_run_never_share_a_path(tmp_path, config, caplog):
+    bag = tmp_path / "rec"
+    write_bag(bag, 3)
+    same = tmp_path / "same.png"
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(["bag-eval", str(bag), "--no-progress", "--model-file-path", config.model_file_path,
+                         "-p", "backend:=onnxruntime", "--report", str(same), "--plot", str(same)]) == 2
+    assert "would both be written to" in caplog.text and not same.exists()
+    assert not (tmp_path / "rec_affect").exists()
+
+
 def test_report_replaces_only_its_own_file_unless_overwrite(tmp_path, config, caplog):
     bag = tmp_path / "rec"
     write_bag(bag, 2)

@@ -55,7 +55,9 @@ def _spread_outputs(net) -> None:
 
 def test_bundle_files_and_metadata(model_bundle, untrained_checkpoint):
     model, info = load_checkpoint(untrained_checkpoint)
-    assert sorted(p.name for p in model_bundle.iterdir()) == sorted(GRAPH_FILES.values())
+    assert sorted(p.name for p in model_bundle.iterdir()) == sorted([*GRAPH_FILES.values(), "bundle.json"])
+    manifest = json.loads((model_bundle / "bundle.json").read_text())
+    assert manifest["format"] == "abaw_ros.bundle" and sorted(manifest["files"]) == sorted(GRAPH_FILES.values())
     for graph, name in GRAPH_FILES.items():
         proto = onnx.load(str(model_bundle / name))
         assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
@@ -72,6 +74,7 @@ def test_bundle_files_and_metadata(model_bundle, untrained_checkpoint):
         assert meta["au_thresholds"] == [0.5] * 12 and meta["ah_threshold"] == 0.5
         assert meta["trained"] is False and meta["activated"] is True
         assert meta["config"] == model.cfg.to_dict()
+        assert meta["model_hash"] == manifest["model_hash"]  # every graph names the one model
     enc = _session(model_bundle / "encoder.onnx")
     assert [i.name for i in enc.get_inputs()] == ["crops"]
     assert [o.name for o in enc.get_outputs()] == ["stride32", "stride16", "stride8"]
@@ -183,7 +186,7 @@ def test_export_command_writes_a_verified_bundle(tmp_path, capsys):
     ckpt = save_checkpoint(tmp_path / "au.pt", net, trained=True, au_thresholds=[0.3] * 12)
     assert cli_main(["export", str(ckpt)]) == 0
     out_dir = tmp_path / "au_onnx"
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(GRAPH_FILES.values())
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([*GRAPH_FILES.values(), "bundle.json"])
     meta = read_metadata(out_dir / "window.onnx")
     assert meta["tasks"] == ["au"] and meta["au_thresholds"] == [0.3] * 12 and meta["trained"] is True
     printed = capsys.readouterr().out

@@ -194,8 +194,10 @@ def test_bad_source_or_output_is_one_line_and_exit_2(tmp_path, video, model_bund
     caplog.clear()
     existing = tmp_path / "keep.csv"
     existing.write_text("mine\n")
-    assert cli.main(["predict", str(video), "-o", str(existing), *model_args(model_bundle)]) == 2
-    assert "exists already" in caplog.records[0].getMessage() and existing.read_text() == "mine\n"
+    for overwrite in ([], ["--overwrite"]):  # not a CSV of predict's: kept either way
+        caplog.clear()
+        assert cli.main(["predict", str(video), "-o", str(existing), *overwrite, *model_args(model_bundle)]) == 2
+        assert "not written by predict" in caplog.records[0].getMessage() and existing.read_text() == "mine\n"
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "a.json").exists()
 
 

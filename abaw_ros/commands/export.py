@@ -1,8 +1,11 @@
 """``abaw-affect export``: checkpoint -> ONNX model bundle directory.
 
 Writes ``encoder.onnx``, ``temporal_head.onnx`` and ``window.onnx`` (activated outputs,
-metadata under ``metadata_props['abaw_ros']``) and, with ``--verify`` (default on),
-checks ONNX Runtime against PyTorch on random inputs.
+metadata under ``metadata_props['abaw_ros']``) and ``bundle.json`` (the model hash every
+graph carries, each file's SHA-256) and, with ``--verify`` (default on), checks ONNX
+Runtime against PyTorch on random inputs. The bundle is written beside ``-o`` and moved
+there complete; an existing folder is replaced only with ``--overwrite`` and only when it
+is a bundle export wrote (exit 2 otherwise, nothing touched).
 """
 from __future__ import annotations
 
@@ -29,19 +32,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="graphs to write (default: all three)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the ONNX Runtime vs PyTorch check")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing bundle written by export (never another folder)")
 
 
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.models.checkpoint import load_checkpoint
-    from abaw_ros.models.export import export_onnx, verify_bundle
+    from abaw_ros.models.export import verify_bundle, write_bundle
 
     if not args.checkpoint.is_file():
         _logger.error("checkpoint %s: no such file", args.checkpoint)
         return 2
     out_dir = args.out_dir or args.checkpoint.with_name(args.checkpoint.stem + "_onnx")
     model, info = load_checkpoint(args.checkpoint)
-    paths = export_onnx(model, out_dir, thresholds=info["thresholds"], trained=info["trained"],
-                        opset=args.opset, graphs=tuple(args.graphs), provenance=info.get("provenance"))
+    # the bundle is written whole (all requested graphs of this model + bundle.json) and
+    # replaces only a bundle of ours, with --overwrite
+    paths = write_bundle(model, out_dir, overwrite=args.overwrite, inputs=(args.checkpoint,),
+                         thresholds=info["thresholds"], trained=info["trained"], opset=args.opset,
+                         graphs=tuple(args.graphs), provenance=info.get("provenance"))
     for graph, path in paths.items():
         print(f"{graph:14s} {path}")
     if args.verify:

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, help="where checkpoints and metrics go (train.out_dir)")
     parser.add_argument("--resume", type=Path, help="continue from a checkpoint of an earlier run (last.pt)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="train.device")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the earlier run in train.out_dir (without it, and without --resume, a "
+                             "directory holding a run is refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={args.device}")
     try:
         cfg = load_train_config(args.config, overrides)
-        result = train(cfg)
+        result = train(cfg, overwrite=args.overwrite)
     except (DataFormatError, ValueError, FileNotFoundError) as exc:
         print(f"abaw-affect train: {exc}", file=sys.stderr)
         return 2

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             start_ns=None if args.start is None else int(round(args.start * 1e9)),
             max_frames=args.max_frames, labels=labels, labels_csv=args.labels_csv,
             overwrite=args.overwrite, progress=not args.no_progress, bag_version=args.bag_version,
+            inputs=[p for p in (args.va, args.au, args.ah, args.ah_yaml) if p is not None],
         )
     except (BagError, DataFormatError, FileNotFoundError, KeyError, ValueError) as exc:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)

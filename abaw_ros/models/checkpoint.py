@@ -18,8 +18,8 @@ A checkpoint is a ``torch.save`` dict:
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -33,6 +33,7 @@ from abaw_ros import tasks as task_registry
 from abaw_ros.config import ModelFileError
 from abaw_ros.models.affect_net import AffectNet, ModelConfig
 from abaw_ros.models.provenance import provenance_summary
+from abaw_ros.outputs import Staging, write_faults
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -131,10 +132,32 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "extra": stored_extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    # written beside the target and renamed over it: an interrupted or failed save (disk
+    # full) leaves the earlier file whole; the caller decided it may be replaced
+    with Staging(path, "checkpoint", replace=True) as staging, write_faults(path, "checkpoint"):
+        # serialized in memory (tens of MB for this network) and written by Python: torch's
+        # zip writer turns a full disk into a RuntimeError about stream positions
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        staging.path.write_bytes(buffer.getbuffer())
+        return staging.commit()
+
+
+def is_our_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is a checkpoint :func:`save_checkpoint` wrote, told from the
+    head of its pickle (its first key is ``format``) without unpickling anything."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                return False
+            with archive.open(name) as handle:
+                head = handle.read(256)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return b"\x06\x00\x00\x00format" in head and CHECKPOINT_FORMAT.encode() in head
 
 
 def _torch_load(path: Path, map_location: str | torch.device, weights_only: bool) -> Any:

@@ -31,6 +31,7 @@ bundle — or an engine built from it — explains itself.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import warnings
@@ -54,6 +55,9 @@ __all__ = [
     "build_metadata",
     "read_metadata",
     "export_onnx",
+    "write_bundle",
+    "is_our_bundle",
+    "model_hash",
     "verify_bundle",
 ]
 
@@ -128,6 +132,23 @@ class _WindowGraph(nn.Module):
         return self.model.activate(self.model(clips))
 
 
+BUNDLE_MANIFEST = "bundle.json"
+BUNDLE_FORMAT = "abaw_ros.bundle"
+
+
+def model_hash(model: nn.Module) -> str:
+    """SHA-256 of the model's config and weights: every graph of one export carries the
+    same value, so graphs of two models put in one folder are told apart at load."""
+    import hashlib
+
+    net = unwrap_model(model)
+    digest = hashlib.sha256(json.dumps(net.cfg.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def build_metadata(
     model: nn.Module,
     *,
@@ -135,6 +156,7 @@ def build_metadata(
     thresholds: Mapping[str, Any] | None = None,
     trained: bool = False,
     provenance: Mapping[str, Any] | None = None,
+    weights_hash: str | None = None,
 ) -> dict[str, Any]:
     """The JSON stored with every exported graph (also what a checkpoint-backed runtime
     reports as its metadata)."""
@@ -167,6 +189,7 @@ def build_metadata(
         "trained": bool(trained),
         "provenance": dict(provenance or {}),
         "files": dict(GRAPH_FILES),
+        "model_hash": weights_hash or model_hash(model),
     }
 
 
@@ -203,10 +226,11 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
         # these graphs in under a second with plain dynamic batch axes; the torch.export
         # path takes ~10x longer here and needs per-input Dim specs for *args graphs.
         warnings.simplefilter("ignore", DeprecationWarning)
+        graph = io.BytesIO()  # written by Python below: a disk fault is an OSError naming its cause
         torch.onnx.export(
             module.eval(),
             args,
-            str(path),
+            graph,
             input_names=input_names,
             output_names=output_names,
             dynamic_axes=dynamic_axes,
@@ -214,6 +238,7 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             do_constant_folding=True,
             dynamo=False,
         )
+    path.write_bytes(graph.getvalue())
 
 
 def export_onnx(
@@ -247,6 +272,7 @@ def export_onnx(
     s, t, batch = cfg.input_size, cfg.window_length, 2
     names = list(cfg.feature_names)
     paths: dict[str, Path] = {}
+    weights_hash = model_hash(net)
     with torch.no_grad():
         for graph in graphs:
             path = out_dir / GRAPH_FILES[graph]
@@ -271,10 +297,59 @@ def export_onnx(
                 _export(_WindowGraph(net), (torch.zeros(batch, t, 3, s, s),), path, ["clips"], ["outputs"],
                         {"clips": 0, "outputs": 0}, opset)
             _attach_metadata(path, build_metadata(net, graph=graph, thresholds=thresholds, trained=trained,
-                                                  provenance=provenance))
+                                                  provenance=provenance, weights_hash=weights_hash))
             paths[graph] = path
             _logger.info("wrote %s", path)
+    _write_manifest(out_dir, weights_hash, paths)
     return paths
+
+
+def _write_manifest(out_dir: Path, weights_hash: str, paths: Mapping[str, Path]) -> None:
+    """``bundle.json``: the model every graph comes from and the SHA-256 of each file."""
+    import hashlib
+
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths.values()}
+    manifest = {"format": BUNDLE_FORMAT, "version": 1, "model_hash": weights_hash, "files": files}
+    (out_dir / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def is_our_bundle(path: Path) -> bool:
+    """True when ``path`` is a bundle folder written by export: its manifest, and nothing
+    but the files the manifest names (so replacing it deletes nothing else)."""
+    try:
+        manifest = json.loads((path / BUNDLE_MANIFEST).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            return False
+        own = {str(name) for name in manifest["files"]} | {BUNDLE_MANIFEST}
+        return all(entry.name in own and entry.is_file() and not entry.is_symlink() for entry in path.iterdir())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def write_bundle(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
+    **kwargs: Any,
+) -> dict[str, Path]:
+    """:func:`export_onnx` as a whole bundle: checked first (an existing folder is replaced
+    only when it is a bundle written by export and ``overwrite``; never an input), written
+    beside ``out_dir`` and moved there complete, so a bundle never holds graphs of two
+    models. Returns ``{graph: path}`` under ``out_dir``. Refusals and disk faults raise
+    :class:`abaw_ros.outputs.OutputError` (one line)."""
+    from abaw_ros.outputs import Output, Staging, check_outputs, write_faults
+
+    out_dir = Path(out_dir)
+    replace = check_outputs([Output(out_dir, "bundle", is_our_bundle, folder=True, written_by="export (no "
+                                    f"{BUNDLE_MANIFEST} naming every file)")], overwrite, inputs)[0]
+    with Staging(out_dir, "bundle", replace=replace) as staging:
+        with write_faults(out_dir, "bundle"):
+            staging.path.mkdir()
+            paths = export_onnx(model, staging.path, **kwargs)
+        staging.commit()
+    return {graph: out_dir / path.name for graph, path in paths.items()}
 
 
 def verify_bundle(model: nn.Module, paths: Mapping[str, Path], batch: int = 2, seed: int = 0) -> dict[str, float]:

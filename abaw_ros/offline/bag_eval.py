@@ -40,6 +40,7 @@ from abaw_ros.offline.bag_io import (
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
     REPORT_FORMAT,
+    OutputError,
     check_bag_output,
     check_file_output,
     is_our_report,
@@ -255,6 +256,16 @@ def check_outputs(options: BagEvalOptions) -> None:
     """Refuse (:class:`~abaw_ros.offline.outputs.OutputError`) before anything is read when
     an output would replace something this tool did not write, or an input."""
     inputs = _input_paths(options)
+    named = {"affect bag": options.output, "report": options.report,
+             "plot": options.plot if options.write_plot else None}
+    seen: dict[Path, str] = {}
+    for what, path in named.items():
+        if path is None:
+            continue
+        if Path(path).resolve() in seen:
+            raise OutputError(f"the {seen[Path(path).resolve()]} and the {what} would both be written to "
+                              f"{str(path)!r}: give them different paths")
+        seen[Path(path).resolve()] = what
     check_bag_output(options.output, AFFECT_BAG, options.overwrite, inputs)
     if options.report is not None:
         check_file_output(options.report, "report", options.overwrite, is_our_report(options.report),
@@ -289,6 +300,9 @@ def evaluate_bag(
         try:
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
+        except OutputError:
+            sink.discard()  # the bag itself could not be written (disk full, read-only): nothing to keep
+            raise
         except BaseException:
             try:
                 sink.close(complete=False)  # keeps what was written; an empty bag is dropped

@@ -33,6 +33,7 @@ from abaw_ros.offline.outputs import (
     StagedBag,
     check_bag_output,
 )
+from abaw_ros.outputs import describe_os_error, write_faults
 from abaw_ros.perception.face_values import face_affect_values
 from abaw_ros.perception.image import (
     CorruptImageError,
@@ -571,6 +572,9 @@ class _BagWriter:
     """
 
     kind = IMAGE_BAG
+    # Leaving the ``with`` block through an exception keeps the frames written so far (a
+    # results bag of bag-eval); False: nothing is left, and an empty bag is not kept either.
+    keep_partial = True
 
     def __init__(self, path: str | Path, topic: str, msgtype: str, storage: str = "mcap",
                  overwrite: bool = False, inputs: Sequence[str | Path] = (),
@@ -601,15 +605,18 @@ class _BagWriter:
             self._stage.discard()
             if isinstance(exc, WriterError):
                 raise BagError(f"cannot write bag {str(self.path)!r}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write output bag {str(self.path)!r}: {describe_os_error(exc)}; "
+                                  f"nothing of it was kept") from exc
             raise
 
     def write_message(self, msg: Any, log_time_ns: int) -> None:
-        self._writer.write(self._connection, int(log_time_ns), self.store.serialize_cdr(msg, self.msgtype))
-        self.count += 1
+        self.write_raw(self.store.serialize_cdr(msg, self.msgtype), log_time_ns)
 
     def write_raw(self, data: bytes, log_time_ns: int) -> None:
         """Write already serialized CDR bytes (used to copy or to build test input)."""
-        self._writer.write(self._connection, int(log_time_ns), data)
+        with write_faults(self.path, "output bag"):  # disk full, read-only: one line naming the bag
+            self._writer.write(self._connection, int(log_time_ns), data)
         self.count += 1
 
     def close(self, complete: bool = True) -> Path | None:
@@ -619,14 +626,21 @@ class _BagWriter:
         if self._closed:
             return self.path
         self._closed = True
-        if not complete and self.count == 0:
+        if self.count == 0 and (not complete or not self.keep_partial):
             self.discard()
             return None
-        self._writer.close()
-        if self.storage == "mcap":
-            for file in self._stage.path.glob("*.mcap"):
-                write_chunk_crcs(file)
-        self.path = self._stage.commit(complete)
+        try:
+            with write_faults(self.path, "output bag"):
+                self._writer.close()
+                if self.storage == "mcap":
+                    for file in self._stage.path.glob("*.mcap"):
+                        write_chunk_crcs(file)
+                self.path = self._stage.commit(complete)
+        except BaseException:
+            # a bag that could not be finished is not readable: nothing to keep; the writer's
+            # files are closed too, or a full disk would stay full until this process ends
+            self.discard()
+            raise
         return self.path
 
     def discard(self) -> None:
@@ -643,7 +657,10 @@ class _BagWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close(complete=exc_type is None)
+        if exc_type is not None and not self.keep_partial:
+            self.discard()
+        else:
+            self.close(complete=exc_type is None)
 
 
 class AffectBagWriter(_BagWriter):
@@ -668,11 +685,16 @@ class AffectBagWriter(_BagWriter):
 
 class ImageBagWriter(_BagWriter):
     """Writes camera frames as ``sensor_msgs/Image`` (``compression=None``, pixels in
-    ``encoding``) or ``sensor_msgs/CompressedImage`` (``compression='jpeg'`` or ``'png'``)."""
+    ``encoding``) or ``sensor_msgs/CompressedImage`` (``compression='jpeg'`` or ``'png'``).
+    A camera bag is made from a whole source: one left unfinished by an exception, or
+    without a frame, is dropped, never moved under its name."""
+
+    keep_partial = False
 
     def __init__(self, path: str | Path, topic: str = DEFAULT_IMAGE_TOPIC, storage: str = "mcap", *,
                  compression: str | None = None, encoding: str = "bgr8", frame_id: str = "camera",
-                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION) -> None:
+                 jpeg_quality: int = 90, overwrite: bool = False, version: int = DEFAULT_BAG_VERSION,
+                 inputs: Sequence[str | Path] = ()) -> None:
         if compression is not None and compression not in ("jpeg", "png"):
             raise BagError(f"compression={compression!r}: choose jpeg, png or None (raw Image)")
         self.compression = compression
@@ -680,7 +702,7 @@ class ImageBagWriter(_BagWriter):
         self.frame_id = frame_id
         self.jpeg_quality = jpeg_quality
         super().__init__(path, topic, IMAGE if compression is None else COMPRESSED_IMAGE, storage, overwrite,
-                         version=version)
+                         inputs, version=version)
 
     def write(self, image_bgr: np.ndarray, stamp_ns: int, log_time_ns: int | None = None) -> None:
         header = make_header(stamp_ns, self.frame_id, self.store)

@@ -7,19 +7,23 @@ such a bag of the same kind holding nothing but its own files, and never the inp
 report is recognised by its ``format`` field. Anything else is refused with a message
 naming the path and what was found there; nothing is removed.
 
-A new bag is written into a fresh folder next to its destination and moved into place when
-it is complete (:class:`StagedBag`), so an existing bag stays whole until its replacement
-exists, and a run that stops early still leaves the results it wrote.
+A new bag is written into a staging folder next to its destination and moved into place
+when it is complete (:class:`StagedBag`, over :class:`abaw_ros.outputs.Staging`: the same
+staging, lock and clean-up of dead runs' leftovers as every other tool), so an existing
+bag stays whole until its replacement exists, and a run that stops early still leaves the
+results it wrote.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from abaw_ros.outputs import OutputError, Staging, is_json_of_format, write_bytes, write_faults
+
+__all__ = ["OutputError", "bag_marker", "check_bag_output", "check_file_output", "is_our_report",
+           "write_file_atomically", "StagedBag"]
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +34,6 @@ _KIND_NAMES = {AFFECT_BAG: "an affect bag written by bag-eval", IMAGE_BAG: "an i
 REPORT_FORMAT = "abaw_ros.bag_eval.report"
 _MAX_REPORT_BYTES = 64 << 20  # a larger file is not a report of ours
 _MAX_METADATA_BYTES = 16 << 20
-
-
-class OutputError(ValueError):
-    """An output path cannot be used; the message names it and says why."""
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -99,14 +99,7 @@ def check_bag_output(path: str | Path, kind: str, overwrite: bool, inputs: Itera
 
 def is_our_report(path: str | Path) -> bool:
     """True when ``path`` is a JSON report written by ``bag-eval``."""
-    path = Path(path)
-    try:
-        if not path.is_file() or path.stat().st_size > _MAX_REPORT_BYTES:
-            return False
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(document, dict) and document.get("format") == REPORT_FORMAT
+    return is_json_of_format(Path(path), REPORT_FORMAT, _MAX_REPORT_BYTES)
 
 
 def check_file_output(path: str | Path, what: str, overwrite: bool, ours: bool = False,
@@ -133,38 +126,28 @@ def check_file_output(path: str | Path, what: str, overwrite: bool, ours: bool =
                           f"--overwrite")
 
 
-def write_file_atomically(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a new file next to ``path`` and rename it over ``path``: readers
-    see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+def write_file_atomically(path: str | Path, data: bytes, what: str = "output") -> Path:
+    """Write ``data`` to a staging file next to ``path`` and rename it over ``path``:
+    readers see the old file or the new one, never half of one; a disk fault is one
+    :class:`OutputError` line and leaves the old file as it was."""
+    return write_bytes(path, data, what)
 
 
 class StagedBag:
     """A bag folder written beside its destination and moved there when done.
 
-    :attr:`path` is where the writer creates the bag (inside a fresh hidden folder next to
-    ``destination``). :meth:`commit` moves it into place, replacing an existing bag of
-    ours when ``replace`` was allowed; :meth:`discard` removes what this object created.
+    :attr:`path` is where the writer creates the bag (inside the staging folder next to
+    ``destination``, :class:`abaw_ros.outputs.Staging`). :meth:`commit` moves it into
+    place, replacing an existing bag of ours when ``replace`` was allowed; :meth:`discard`
+    removes what this object created.
     """
 
     def __init__(self, destination: str | Path, kind: str, replace: bool) -> None:
         self.destination = Path(destination)
         self.kind = kind
         self.replace = replace
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self._holder = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.", suffix=".partial",
-                                             dir=self.destination.parent))
-        self.path = self._holder / self.destination.name
+        self._staging = Staging(self.destination, "output bag", replace=replace)
+        self.path = self._staging.path
 
     def commit(self, complete: bool = True) -> Path:
         """Move the bag into place; returns where it ended up.
@@ -176,20 +159,20 @@ class StagedBag:
         the log says where.
         """
         target = self.destination
-        if target.exists() or target.is_symlink():
-            if complete and self.replace and bag_marker(target) == self.kind:
-                shutil.rmtree(target)
-            else:
-                target = _free_sibling(target, ".partial")
-                log.warning("%s exists and is not replaced by %s a bag: the bag is kept at %s",
-                            self.destination, "a complete" if complete else "an incomplete", target)
-        os.replace(self.path, target)
-        self._holder.rmdir()
+        if not (target.exists() or target.is_symlink()) or (
+                complete and self.replace and bag_marker(target) == self.kind):
+            return self._staging.commit()
+        target = _free_sibling(target, ".partial")
+        log.warning("%s exists and is not replaced by %s a bag: the bag is kept at %s",
+                    self.destination, "a complete" if complete else "an incomplete", target)
+        with write_faults(target, "output bag"):
+            os.replace(self.path, target)
+        self._staging.discard()
         return target
 
     def discard(self) -> None:
         """Remove the staging folder and everything in it (all of it created here)."""
-        shutil.rmtree(self._holder, ignore_errors=True)
+        self._staging.discard()
 
 
 def _free_sibling(path: Path, suffix: str) -> Path:
@@ -199,4 +182,3 @@ def _free_sibling(path: Path, suffix: str) -> Path:
         n += 1
         candidate = path.with_name(f"{path.name}{suffix}-{n}")
     return candidate
-

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from abaw_ros.offline.annotations import AlignedLabels
 from abaw_ros.offline.track import FACE_POLICIES, PredictionTrack
+from abaw_ros.outputs import Staging, write_faults
 from abaw_ros.tasks import AU_NAMES
 
 if TYPE_CHECKING:
@@ -84,10 +85,10 @@ def plot_timeline(
     next to ``title`` and the followed face. A track that follows a tracker id no frame
     shows raises :class:`~abaw_ros.offline.track.UnknownFaceError` listing the ids."""
     fig = timeline_figure(track, labels, title, size_px, dpi, ah_threshold, metrics)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    # the caller checked the path (abaw_ros.offline.outputs.check_file_output)
+    with Staging(path, "plot", replace=True) as staging, write_faults(path, "plot"):
+        fig.savefig(staging.path, dpi=dpi, format="png")
+        return staging.commit()
 
 
 def timeline_figure(

@@ -11,6 +11,7 @@ order, or one image topic of a bag; frames that cannot be decoded are skipped an
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -27,6 +28,15 @@ import numpy as np
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.rates import FrameRates
 from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, open_source
+from abaw_ros.outputs import (
+    Output,
+    OutputError,
+    Staging,
+    check_outputs,
+    is_json_of_format,
+    starts_with_line,
+    write_faults,
+)
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
@@ -170,22 +180,44 @@ def sidecar_path(csv_path: Path) -> Path:
         csv_path.name + ".json")
 
 
-def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> None:
-    resolved_source = source.resolve()
-    for path in paths:
-        if path.resolve() == resolved_source:
-            raise SourceError(f"output {str(path)!r} is the SOURCE")
-        if path.is_dir():
-            raise SourceError(f"output {str(path)!r} is a folder: give a file name")
-        if path.exists() and not overwrite:
-            raise SourceError(f"output {str(path)!r} exists already: choose another path or pass --overwrite")
+PREDICT_FORMAT = "abaw_ros.predict"  # the sidecar's format field: how a rerun recognises it
+
+
+def _our_csv(path: Path) -> bool:
+    return starts_with_line(path, ",".join(CSV_COLUMNS))
+
+
+def _our_sidecar(path: Path) -> bool:
+    return is_json_of_format(path, PREDICT_FORMAT)
+
+
+def source_inputs(source: Path) -> list[Path]:
+    """What a run reads: the source, and the bag folder around a bag's storage file."""
+    inputs = [source]
+    if source.is_file() and (source.parent / "metadata.yaml").is_file():
+        inputs.append(source.parent)
+    return inputs
+
+
+def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> list[bool]:
+    """Refuse (:class:`~abaw_ros.outputs.OutputError`) before anything is read when an
+    output (``paths``: CSV, sidecar, optionally the video) is the SOURCE or inside it, two
+    outputs share a path, or an existing file is not an earlier output of predict (CSV:
+    its header; sidecar: its ``format``) or is one and ``overwrite`` is not given. The
+    annotated video carries no marker: an existing regular file is replaced with
+    ``overwrite``."""
+    outputs = [Output(paths[0], "CSV", _our_csv, written_by="predict (its header differs)"),
+               Output(paths[1], "sidecar JSON", _our_sidecar, written_by="predict")]
+    outputs += [Output(path, "--video") for path in paths[2:]]
+    return check_outputs(outputs, overwrite, source_inputs(source))
 
 
 class _VideoSink:
     """The annotated video, opened at the first frame (its size is the video's size)."""
 
-    def __init__(self, path: Path, fps: float) -> None:
+    def __init__(self, path: Path, fps: float, target: Path | None = None) -> None:
         self.path = path
+        self.target = target or path  # where the video goes once complete (path: its staging)
         self.fps = fps
         self.size: tuple[int, int] | None = None
         self._writer: cv2.VideoWriter | None = None
@@ -197,11 +229,11 @@ class _VideoSink:
             self.size = (width, height)
             codec = VIDEO_CODECS.get(self.path.suffix.lower())
             if codec is None:
-                raise SourceError(f"--video {str(self.path)!r}: choose a file ending in "
+                raise SourceError(f"--video {str(self.target)!r}: choose a file ending in "
                                   f"{', '.join(VIDEO_CODECS)}")
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, self.size)
             if not self._writer.isOpened():
-                raise SourceError(f"--video {str(self.path)!r}: OpenCV cannot write {codec} video here")
+                raise SourceError(f"--video {str(self.target)!r}: OpenCV cannot write {codec} video here")
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self._writer.write(image)
@@ -210,6 +242,18 @@ class _VideoSink:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+    def check_complete(self) -> None:
+        """OpenCV's writer reports no write error: a video cut short by a full disk has no
+        readable index, so its frame count is checked once it is closed."""
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+        finally:
+            capture.release()
+        if count <= 0:
+            raise OutputError(f"cannot write --video {str(self.target)!r}: the video holds no readable frame "
+                              f"of the {self.frames} written (disk full?); nothing of it was kept")
 
 
 def predict(
@@ -227,9 +271,10 @@ def predict(
     pipeline: PerceptionPipeline | None = None,
 ) -> PredictResult:
     """Run the node's pipeline on every frame of ``source``; write the CSV, the sidecar
-    JSON and (``video``) the annotated video. Files are written under temporary names and
-    renamed at the end: an earlier result is replaced only when this run completes, and a
-    failed run leaves nothing behind. Ctrl-C stops early and keeps the rows so far."""
+    JSON and (``video``) the annotated video. Files are written in staging folders next to
+    them and renamed at the end (:class:`abaw_ros.outputs.Staging`): an earlier result is
+    replaced only when this run completes, and a failed run leaves nothing behind. Ctrl-C
+    stops early and keeps the rows so far."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: must be >= 1")
     source_path, csv_path = Path(source), Path(csv_path)
@@ -245,39 +290,37 @@ def predict(
 
             pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
         result = PredictResult(frames.describe(), csv_path, outputs[1], video_path, model_summary(pipeline, config))
-        temporary = {path: path.with_name(f".{path.name}.partial{path.suffix}") for path in outputs}
-        for path in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _run(frames, pipeline, result, temporary, video_path, max_frames, progress)
+        with contextlib.ExitStack() as stack:  # every staging is removed unless committed
+            # an output that exists now passed _check_outputs: ours, and --overwrite given
+            staged = {path: stack.enter_context(Staging(path, what, replace=path.exists()))
+                      for path, what in zip(outputs, ("CSV", "sidecar JSON", "--video"), strict=False)}
+            _run(frames, pipeline, result, staged, video_path, max_frames, progress)
             result.source = frames.describe()
-            temporary[outputs[1]].write_text(json.dumps(_finite(result.to_dict()), indent=2) + "\n",
-                                             encoding="utf-8")
-            if video_path is not None and not temporary[video_path].exists():
+            with write_faults(outputs[1], "sidecar JSON"):
+                staged[outputs[1]].path.write_text(
+                    json.dumps(_finite({"format": PREDICT_FORMAT, **result.to_dict()}), indent=2) + "\n",
+                    encoding="utf-8")
+            if video_path is not None and not staged[video_path].path.exists():
                 result.video = None  # interrupted before the first frame
             for path in outputs:
-                if temporary[path].exists():
-                    temporary[path].replace(path)
-        finally:
-            for path in temporary.values():
-                path.unlink(missing_ok=True)
+                if staged[path].path.exists():
+                    staged[path].commit()
     return result
 
 
-def _run(frames: FrameSource, pipeline: Any, result: PredictResult, temporary: dict[Path, Path],
+def _run(frames: FrameSource, pipeline: Any, result: PredictResult, staged: dict[Path, Staging],
          video_path: Path | None, max_frames: int | None, progress: bool) -> None:
     from tqdm import tqdm
 
     from abaw_ros.perception.drawing import draw_faces
 
     total = frames.total if max_frames is None else min(frames.total or max_frames, max_frames)
-    sink = _VideoSink(temporary[video_path], frames.fps or DEFAULT_IMAGE_FPS) if video_path else None
+    sink = _VideoSink(staged[video_path].path, frames.fps or DEFAULT_IMAGE_FPS, video_path) if video_path else None
+    write_row = _CsvRows(staged[result.csv].path, result.csv)
     note = "" if result.model["trained"] else "UNTRAINED model: placeholder values"
     start = time.perf_counter()
-    with open(temporary[result.csv], "w", newline="", encoding="utf-8") as handle, \
-            tqdm(total=total, unit="frame", desc=frames.path.name, disable=not progress, dynamic_ncols=True) as bar:
-        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS), extrasaction="raise")
-        writer.writeheader()
+    with write_row, tqdm(total=total, unit="frame", desc=frames.path.name, disable=not progress,
+                         dynamic_ncols=True) as bar:
         try:
             for frame in frames.frames():
                 result.frames_read += 1
@@ -293,10 +336,10 @@ def _run(frames: FrameSource, pipeline: Any, result: PredictResult, temporary: d
                         "source": frame.name}
                 if faces:
                     for face in faces:
-                        writer.writerow({**base, **face_row(face)})
+                        write_row({**base, **face_row(face)})
                         result.face_ids[face.face_id] = result.face_ids.get(face.face_id, 0) + 1
                 else:
-                    writer.writerow({**base, **dict.fromkeys(FACE_COLUMNS, "")})
+                    write_row({**base, **dict.fromkeys(FACE_COLUMNS, "")})
                 result.rows += max(len(faces), 1)
                 result.frames_with_face += bool(faces)
                 result.frames_processed += 1
@@ -310,13 +353,41 @@ def _run(frames: FrameSource, pipeline: Any, result: PredictResult, temporary: d
         finally:
             if sink is not None:
                 sink.close()
+    if sink is not None and sink.frames:
+        sink.check_complete()
     result.elapsed_s = time.perf_counter() - start
     if result.frames_processed == 0:
         first = f"; first: {result.skipped[0]['reason']}" if result.skipped else ""
         raise SourceError(f"SOURCE {str(frames.path)!r}: no frame could be processed "
                           f"({result.frames_read} read{first})")
     if sink is not None and sink.frames == 0:
-        temporary[video_path].unlink(missing_ok=True)
+        staged[video_path].path.unlink(missing_ok=True)
+
+
+class _CsvRows:
+    """The CSV, opened in the staging folder; a write fault is one line naming the CSV."""
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.target = target
+        with write_faults(target, "CSV"):
+            self._handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        self._writer = csv.DictWriter(self._handle, fieldnames=list(CSV_COLUMNS), extrasaction="raise")
+        self({name: name for name in CSV_COLUMNS})
+
+    def __call__(self, row: dict[str, str]) -> None:
+        with write_faults(self.target, "CSV"):
+            self._writer.writerow(row)
+
+    def __enter__(self) -> _CsvRows:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            with write_faults(self.target, "CSV"):
+                self._handle.close()  # flushes: a full disk may show here
+        except OutputError:
+            if exc_type is None:
+                raise
 
 
 def _finite(value: Any) -> Any:

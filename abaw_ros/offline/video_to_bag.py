@@ -19,6 +19,7 @@ from abaw_ros.config import FRAME_RATE as FPS
 from abaw_ros.config import STAMP_SECONDS
 from abaw_ros.offline.annotations import FrameLabels, write_stamp_csv
 from abaw_ros.offline.bag_io import DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
+from abaw_ros.outputs import Output, Staging, check_outputs, write_faults
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def video_to_bag(
     overwrite: bool = False,
     progress: bool = True,
     bag_version: int = DEFAULT_BAG_VERSION,
+    inputs: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> VideoToBagResult:
     """Write every frame of ``video`` (up to ``max_frames``) to a new bag.
 
@@ -84,12 +86,28 @@ def video_to_bag(
     seconds, so the same file always gives the same bag). ``labels`` (keyed by frame
     index) are written as a stamp-keyed CSV to ``labels_csv`` (default ``<bag>_labels.csv``).
     ``bag_version`` is the rosbag2 metadata version (8: Humble, Jazzy, Kilted; 9: Jazzy+).
+    ``inputs``: further files this run reads (annotation files), never written over.
+
+    The bag is written beside ``bag`` and moved there only when every frame is in it: a
+    run that fails (an undecodable stream, a full disk) or is interrupted leaves nothing
+    under ``bag`` (:class:`ImageBagWriter` keeps no partial bag); an existing bag is
+    replaced only with ``overwrite`` and only when video-to-bag wrote it
+    (:mod:`abaw_ros.offline.outputs`).
     """
     video, bag = Path(video), Path(bag)
     if not video.is_file():
         raise FileNotFoundError(f"video {str(video)!r} does not exist")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames={max_frames}: must be >= 1")
+    read = [video, *map(Path, inputs)]
+    csv_path, replace_csv = None, False
+    if labels is not None:
+        csv_path = Path(labels_csv) if labels_csv is not None else bag.with_name(bag.name + "_labels.csv")
+        # checked with the bag before anything is written: not an input, not inside the bag,
+        # and an existing file only with overwrite (a stamp CSV carries no marker of ours)
+        check_outputs([Output(bag, "output bag", folder=True), Output(csv_path, "labels CSV")], overwrite=True,
+                      inputs=read)
+        replace_csv = check_outputs([Output(csv_path, "labels CSV")], overwrite, read)[0]
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise BagError(f"OpenCV cannot open video {str(video)!r} (unknown container or codec)")
@@ -108,7 +126,7 @@ def video_to_bag(
         from tqdm import tqdm
 
         with ImageBagWriter(bag, topic, storage, compression=compression, encoding=encoding,
-                            frame_id=frame_id, overwrite=overwrite, version=bag_version) as writer, \
+                            frame_id=frame_id, overwrite=overwrite, version=bag_version, inputs=read) as writer, \
                 tqdm(total=total or None, unit="frame", desc=video.name, disable=not progress) as bar:
             while max_frames is None or len(stamps) < max_frames:
                 ok, image = capture.read()
@@ -132,7 +150,8 @@ def video_to_bag(
         log.warning("%s: the container announces %d frames, %d could be decoded", video, total, len(stamps))
     result = VideoToBagResult(video, bag, topic, storage, msgtype, len(stamps), rate, width, height,
                               np.asarray(stamps, dtype=np.int64))
-    if labels is not None:
-        csv_path = Path(labels_csv) if labels_csv is not None else bag.with_name(bag.name + "_labels.csv")
-        result.labels_csv = write_stamp_csv(csv_path, result.stamps_ns, labels)
+    if labels is not None and csv_path is not None:
+        with Staging(csv_path, "labels CSV", replace=replace_csv) as staging, write_faults(csv_path, "labels CSV"):
+            write_stamp_csv(staging.path, result.stamps_ns, labels)
+            result.labels_csv = staging.commit()
     return result

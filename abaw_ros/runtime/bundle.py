@@ -44,6 +44,7 @@ TUBELET_HEAD_FILE = "tubelet_head.onnx"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 MANIFEST_FILE = "abaw_ros_cache.json"
 MANIFEST_FORMAT = "abaw_ros.cached_export"
+BUNDLE_MANIFEST = "bundle.json"  # written by export (abaw_ros.models.export, which needs torch)
 # Crop sides a model may ask for: the backbone is trained at 224; warm-up allocates
 # 3 x S x S floats per crop, so an input_size of 100000 would ask for 112 GiB.
 INPUT_SIZE_RANGE = (16, 1024)
@@ -100,6 +101,7 @@ class ModelBundle:
         encoder = _graph_metadata(directory / ENCODER_FILE)
         head = _graph_metadata(directory / TEMPORAL_HEAD_FILE)
         _check_pair(directory, encoder, head)
+        _check_one_model(directory)
         return cls(directory, encoder)
 
 
@@ -145,6 +147,34 @@ def _check_pair(directory: Path, encoder: ModelMetadata, head: ModelMetadata) ->
                 f"{TEMPORAL_HEAD_FILE} has {field_name}={theirs}; the two graphs come from "
                 f"different models (export them together with `abaw-affect export`)"
             )
+
+
+def _check_one_model(directory: Path) -> None:
+    """Every graph of a bundle (and its ``bundle.json``) must name the same model hash
+    (written by export since bundles carry one; graphs without it cannot be compared)."""
+    from .base import read_onnx_metadata
+
+    hashes: dict[str, str] = {}
+    try:
+        manifest = json.loads((directory / BUNDLE_MANIFEST).read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and isinstance(manifest.get("model_hash"), str):
+            hashes[BUNDLE_MANIFEST] = manifest["model_hash"]
+    except (OSError, ValueError):
+        pass  # bundles exported before the manifest
+    for name in (ENCODER_FILE, PROJECTION_FILE, TUBELET_HEAD_FILE, TEMPORAL_HEAD_FILE, WINDOW_FILE):
+        path = directory / name
+        if path.is_file():
+            with contextlib.suppress(Exception):  # unreadable graphs are reported where they are loaded
+                value = read_onnx_metadata(path).get("model_hash")
+                if isinstance(value, str):
+                    hashes[name] = value
+    if len(set(hashes.values())) > 1:
+        first = next(iter(hashes))
+        other = next(n for n, h in hashes.items() if h != hashes[first])
+        raise ModelFileError(
+            f"model bundle {directory}: {other} comes from another model than {first} (model hash "
+            f"{hashes[other][:12]}... vs {hashes[first][:12]}...); export the bundle again as a whole with "
+            f"`abaw-affect export CHECKPOINT -o NEW_DIR`")
 
 
 @dataclass(frozen=True)

@@ -179,8 +179,11 @@ def metrics_table(result: EvalResult) -> str:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    """Written beside ``path`` and renamed over it (:func:`abaw_ros.outputs.write_bytes`):
+    a crash or a full disk leaves the earlier file whole."""
+    from abaw_ros.outputs import write_bytes
+
+    write_bytes(path, json.dumps(payload, indent=2, default=float).encode("utf-8"), path.name)
 
 
 def write_submissions(

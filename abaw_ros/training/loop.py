@@ -5,6 +5,7 @@ Several GPUs (or CPU processes): ``torchrun --nproc_per_node 4 -m abaw_ros.cli t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -36,6 +37,7 @@ from abaw_ros.training.evaluation import (
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
+from abaw_ros.training.run_dir import check_run_dir, hold_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,15 @@ def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistCont
     return score(val_ds, preds, tune_thresholds=cfg.tune_thresholds), output_spread(val_ds, preds)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, overwrite: bool = False) -> TrainResult:
+    """Train as ``cfg`` says. ``cfg.out_dir`` holding an earlier run is refused unless
+    ``cfg.resume`` continues it or ``overwrite`` replaces it (:mod:`abaw_ros.training.run_dir`)."""
+    # every rank checks (read only) before the rendezvous: all refuse alike, none waits forever
+    replace = check_run_dir(cfg.out_dir, cfg.resume, overwrite)
     ctx = init_distributed(cfg.device)
     try:
-        return _train(cfg, ctx)
+        with hold_run_dir(cfg.out_dir, replace) if ctx.is_main else contextlib.nullcontext():
+            return _train(cfg, ctx)
     finally:
         close_distributed(ctx)
 
