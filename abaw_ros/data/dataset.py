@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from abaw_ros.data.records import VideoRecord
-from abaw_ros.data.transforms import ClipTransform, read_rgb
+from abaw_ros.data.transforms import ClipTransform, CropBytes, read_rgb
 from abaw_ros.data.windows import Window, evaluation_windows, reference_scored_rows, training_windows
 from abaw_ros.tasks import normalize_tasks, output_size, output_slices
 
@@ -40,7 +40,7 @@ class ClipDataset(Dataset):
         tasks: Sequence[str],
         window_length: int,
         train: bool,
-        transform: ClipTransform | None = None,
+        transform: ClipTransform | CropBytes | None = None,
         eval_stride: int | None = None,
         features: FrameFeatures | None = None,
         score_padding: bool = False,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
-from abaw_ros.data.transforms import AugmentConfig, ClipTransform
+from abaw_ros.data.transforms import ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
 from abaw_ros.tasks import output_slices
 from abaw_ros.training.config import TrainConfig
@@ -30,10 +30,16 @@ from abaw_ros.training.evaluation import (
     metrics_table,
     predict,
     score,
-    to_device,
     write_json,
 )
 from abaw_ros.training.features import encode_frames
+from abaw_ros.training.input_pipeline import (
+    device_preprocess,
+    log_shared_memory,
+    step_inputs,
+    with_preprocess,
+    worker_transforms,
+)
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
 
@@ -74,8 +80,7 @@ def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tupl
         return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
                 ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
                             features=features, score_padding=reference))
-    augment = AugmentConfig(per_frame=cfg.per_frame_augment) if cfg.augment else None
-    train_tf = ClipTransform(mc.input_size, mc.mean, mc.std, augment, seed=cfg.seed + ctx.rank)
+    train_tf, plain = worker_transforms(cfg, seed=cfg.seed + ctx.rank)
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
             ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
                         score_padding=reference))
@@ -176,8 +181,12 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
     drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
     grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
+    pre = None if cfg.cache_features else device_preprocess(cfg, cfg.seed + ctx.rank, ctx.device)
+    if ctx.is_main:
+        log_shared_memory(cfg, None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         worker_init_fn=_seed_worker, drop_last=drop_last,
+                        prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
@@ -224,7 +233,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             if step >= steps_per_epoch:
                 break
             with autocast_for(ctx.device, amp):
-                raw = net(to_device(batch["inputs"], ctx.device))
+                raw = net(step_inputs(batch["inputs"], ctx.device, pre, train=True))
             loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -245,7 +254,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             model.eval()
             # The unwrapped module: ranks may run different numbers of evaluation batches,
             # and DDP's forward would wait for the others (buffer broadcast).
-            result, spread = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            result, spread = evaluate_model(with_preprocess(trainable, pre, ctx.device), val_ds, cfg, ctx, amp)
             entry["val"] = result.to_dict()
             entry["output_std"] = spread
             dead = sorted(t for t, v in spread.items() if v < cfg.dead_output_std)
