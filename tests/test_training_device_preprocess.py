@@ -17,7 +17,15 @@ import torch
 from abaw_ros.data import load_affwild2
 from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.fixtures import FixtureSpec, make_fixtures
-from abaw_ros.data.transforms import IMAGENET_STD, AugmentConfig, ClipTransform, CropBytes, draw_augment, read_rgb
+from abaw_ros.data.transforms import (
+    IMAGENET_STD,
+    AugmentConfig,
+    ClipTransform,
+    CropBytes,
+    apply_augment,
+    draw_augment,
+    read_rgb,
+)
 from abaw_ros.training.device_preprocess import DevicePreprocess, FrameDraws, draw_frames
 from abaw_ros.training.input_pipeline import check_shared_memory, shared_memory_need
 
@@ -52,8 +60,6 @@ def test_device_augmentation_on_the_same_draws_matches_the_worker_maths(au_recor
     cfg = AugmentConfig(erase_p=1.0)
     params = [draw_augment(cfg, rng, 112, 112) for _ in frames]
     assert len({p.flip for p in params}) == 2 and all(p.erase is not None for p in params)
-    from abaw_ros.data.transforms import apply_augment
-
     plain = ClipTransform(224)
     expected = torch.from_numpy(np.stack([plain.frame(apply_augment(f, p)) for f, p in zip(frames, params, strict=True)]))
     pre = DevicePreprocess(224, (0.485, 0.456, 0.406), IMAGENET_STD).eval()

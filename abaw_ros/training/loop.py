@@ -32,6 +32,7 @@ from abaw_ros.training.evaluation import (
     score,
     write_json,
 )
+from abaw_ros.training.feature_cache import CachedForward, training_feature_cache
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.input_pipeline import (
     device_preprocess,
@@ -80,6 +81,12 @@ def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tupl
         return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
                 ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
                             features=features, score_padding=reference))
+    if cfg.feature_cache:
+        table = training_feature_cache(cfg.feature_cache, model, [p for r in train_records + val_records for p in r.frames],
+                                       cfg.crop_size, ctx, cfg.num_workers)
+        return (ClipDataset(train_records, tasks, mc.window_length, True, features=table),
+                ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
+                            features=table, score_padding=reference))
     train_tf, plain = worker_transforms(cfg, seed=cfg.seed + ctx.rank)
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
             ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
@@ -172,6 +179,8 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
     # With cached maps only the temporal head runs (and trains).
     trainable: torch.nn.Module = model.head if cfg.cache_features else model
+    if cfg.feature_cache:  # only what follows the stored outputs runs (and trains)
+        trainable = CachedForward(model, train_ds.features.plan)
     net: torch.nn.Module = trainable
     if ctx.distributed:
         net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -181,9 +190,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
     drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
     grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
-    pre = None if cfg.cache_features else device_preprocess(cfg, cfg.seed + ctx.rank, ctx.device)
+    cached = cfg.cache_features or cfg.feature_cache
+    pre = None if cached else device_preprocess(cfg, cfg.seed + ctx.rank, ctx.device)
     if ctx.is_main:
-        log_shared_memory(cfg, None)
+        log_shared_memory(cfg, train_ds.features.plan.frame_bytes if cfg.feature_cache else None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         worker_init_fn=_seed_worker, drop_last=drop_last,
                         prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
