@@ -29,6 +29,8 @@ Prints, side by side:
 
 Ends with ``worker_cpu_ms_per_frame=<x> batch_mb=<y> cache_gb_full_scale=<z>`` (device
 pipeline; cache for ``freeze: paper`` at one level, AU train + validation, full scale).
+5. the feature cache: worker CPU-ms per frame, MB per batch and batches/s reading it, and a
+   head-training epoch on it (GPU share by FLOPs; reads at ``--disk-gb-s``).
 Clock: worker costs are process CPU time (neighbours' load does not count); loader rates
 are wall clock and depend on the free cores.
 """
@@ -51,8 +53,19 @@ from torch.utils.data import DataLoader, RandomSampler
 from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.fixtures import face_pool, write_jpg
 from abaw_ros.data.sources import load_split
+from abaw_ros.models import AffectNet
 from abaw_ros.tasks import AU_NAMES
 from abaw_ros.training.config import TrainConfig, load_train_config
+from abaw_ros.training.feature_cache import (
+    DiskFeatures,
+    build_feature_cache,
+    cache_key,
+    cache_plan,
+    finish_video,
+    frames_by_video,
+    open_video_maps,
+    write_manifest,
+)
 from abaw_ros.training.input_pipeline import batch_bytes, device_preprocess, worker_transforms
 
 AU_VIDEOS = {"Train_Set": 295, "Validation_Set": 105, "test": 142}  # ABAW AU split, 542 videos
@@ -60,7 +73,6 @@ AU_FRAMES = 2_600_000
 INVALID_SHARE = 0.05
 MISSING_SHARE = 0.07
 N_CROPS = 8
-PAPER_CACHE_FRAME_BYTES = 128 * 7 * 7 * 2  # blocks.3 output of mobilenetv4_conv_small at 224, fp16
 
 
 # ------------------------------------------------------------------ the full-scale layout
@@ -158,22 +170,80 @@ def worker_ms_per_frame(ds: ClipDataset, n_windows: int, seed: int = 0) -> float
 
 
 def loader_rate(ds, cfg: TrainConfig, workers: int, batches: int, step=None) -> float:
-    """Batches/s (wall clock) of a DataLoader over ``ds``, after its first batch; ``step``
-    runs on every batch in the main process (the device preprocessing)."""
-    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(0)),
+    """Batches/s (wall clock) of a DataLoader over ``ds`` from the start of its iteration
+    (worker start-up included) to its ``max(batches, 2 x workers)``-th batch, so that the
+    batches the workers prefetch do not count as free; ``step`` runs on every batch in the
+    main process (the device preprocessing)."""
+    loader = DataLoader(ds, batch_size=cfg.batch_size,
+                        sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(0)),
                         num_workers=workers, prefetch_factor=cfg.prefetch_factor if workers else None)
-    it = iter(loader)
-    first = next(it)
-    if step is not None:
-        step(first["inputs"])
+    n = max(batches, 2 * workers)
     start = time.perf_counter()
-    for _ in range(batches):
+    it = iter(loader)
+    for _ in range(n):
         batch = next(it)
         if step is not None:
             step(batch["inputs"])
-    rate = batches / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
     del it
     return rate
+
+
+def bench_cache(cfg: TrainConfig, train_recs: list, args) -> dict:
+    """A real cache (the cache's own writer, manifest and reader) for enough training windows
+    to time the loader. The stored values are random: reading costs the same whatever they
+    hold, and computing them here would take the CPU minutes; the build rate is measured on
+    a few real frames instead."""
+    model = AffectNet(replace(cfg.model, freeze="paper", n_levels=1, backbone_weights=None)).eval()
+    plan = cache_plan(model)
+    need = (args.batches + 2) * cfg.batch_size * cfg.model.window_length
+    recs, total = [], 0
+    for r in train_recs:
+        recs.append(r)
+        total += len(r)
+        if total >= need:
+            break
+    paths = [p for r in recs for p in r.frames]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
+        root = Path(tmp)
+        write_manifest(root, cache_key(model, plan, cfg.crop_size))
+        for name in plan.outputs:
+            (root / name).mkdir()
+        (root / "done").mkdir()
+        for folder, frames in frames_by_video(paths).items():
+            maps = open_video_maps(root, plan, folder, len(frames), "w+")
+            for mm in maps:
+                mm[:] = rng.standard_normal(mm.shape, dtype=np.float32).astype(np.float16)
+            finish_video(root, maps, folder, frames)
+        table = DiskFeatures(root, plan, paths)
+        mc = cfg.model
+        ds = ClipDataset(recs, mc.tasks, mc.window_length, True, features=table)
+        ms = worker_ms_per_frame(ds, args.windows)
+        rate = loader_rate(ds, cfg, args.workers, args.batches)
+    with tempfile.TemporaryDirectory(prefix="bench_cache_build_") as tmp:
+        sample = paths[:32]
+        start = time.perf_counter()
+        build_feature_cache(Path(tmp) / "c", model, sample, cfg.crop_size, progress=False)
+        build_fps = len(sample) / (time.perf_counter() - start)
+    return {"ms": ms, "rate": rate, "mb": cfg.batch_size * mc.window_length * plan.frame_bytes / 1e6,
+            "frame_bytes": plan.frame_bytes, "outputs": plan.outputs, "build_fps": build_fps,
+            "flop_share": trainable_flop_share(model)}
+
+
+def trainable_flop_share(model: AffectNet) -> float:
+    """FLOPs of the last stage on the stored map / FLOPs of the whole backbone, per frame
+    (mobilenetv4_conv_small at 224: 0.012 of 0.367 GFLOP)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    backbone, s = model.encoder.backbone, model.cfg.input_size
+    stored = cache_plan(model).shapes[0]
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as whole:
+            backbone(torch.zeros(1, 3, s, s))
+        with FlopCounterMode(display=False) as last:
+            backbone.blocks[-1](torch.zeros(1, *stored))
+    return last.get_total_flops() / whole.get_total_flops()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=48, help="windows timed per worker-cost row")
     parser.add_argument("--data", type=Path, help="layout folder (kept, reused when it matches)")
     parser.add_argument("--gpu-img-s", type=float, default=10_000.0)
+    parser.add_argument("--disk-gb-s", type=float, default=2.0, help="read rate assumed for the feature cache")
     args = parser.parse_args(argv)
     if not 0 < args.videos <= 1:
         print(f"--videos {args.videos}: must be in (0, 1]", file=sys.stderr)
@@ -231,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     mb_worker = batch_bytes(replace(cfg, preprocess="worker")) / 1e6
     mb_device = batch_bytes(replace(cfg, preprocess="device")) / 1e6
     add("worker: augment + resize + float32 (preprocess: worker)", ms_worker, mb_worker,
-        loader_rate(ds_worker, cfg, args.workers, max(1, args.batches // 2)))
+        loader_rate(ds_worker, cfg, args.workers, args.batches))
     add("device: uint8 crops (preprocess: device), loader only", ms_device, mb_device,
         loader_rate(ds_device, cfg, args.workers, args.batches))
     pre = device_preprocess(replace(cfg, preprocess="device"), seed=0, device=torch.device("cpu")).train()
@@ -242,9 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     traffic = frames * 3 * 4 * (24 * cfg.crop_size ** 2 + 3 * mc.input_size ** 2)
     with torch.no_grad():
         add("device: + augment/resize/normalize in the step, on this CPU", ms_device, mb_device,
-            loader_rate(ds_device, cfg, args.workers, max(1, args.batches // 2), step=pre),
+            loader_rate(ds_device, cfg, args.workers, 1, step=pre),
             f"on a GPU: {traffic / 1e9:.1f} GB of memory traffic, ~{traffic / 1e12 * 1e3:.1f} ms at 1 TB/s")
     torch.set_num_threads(1)
+    cache = bench_cache(cfg, train_recs, args)
+    add("feature cache (freeze: paper, 1 level), loader only", cache["ms"], cache["mb"], cache["rate"],
+        f"build on this CPU: {cache['build_fps']:.0f} frames/s")
 
     # -- full-scale epoch against the GPU
     windows_train = len(ds_device) * scale
@@ -272,9 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  preprocess {name}: {cpu_min:.0f} CPU-min of input, {wall8:.1f} min on 8 cores: "
               f"{'keeps up' if wall8 <= gpu_min else f'GPU waits {wait:.0%}'} "
               f"({wall8 / gpu_min:.2f}x the GPU time)")
-    cache_gb = full["kept" if cfg.protocol == "reference" else "images"] * PAPER_CACHE_FRAME_BYTES / 1e9
-    print(f"  feature cache (freeze: paper, 1 level, blocks.3 output 128x7x7 fp16 = "
-          f"{PAPER_CACHE_FRAME_BYTES:,} B/frame): {cache_gb:.1f} GB for AU train + val")
+    cache_gb = full["kept" if cfg.protocol == "reference" else "images"] * cache["frame_bytes"] / 1e9
+    # From the cache only blocks.4 (0.012 of the backbone's 0.367 GFLOP per frame) and the
+    # head run: the GPU rate scales by that share; the reads are one epoch of stored maps.
+    head_min = gpu_min * cache["flop_share"]
+    read_min = frames_epoch * cache["frame_bytes"] / args.disk_gb_s / 1e9 / 60
+    print(f"  feature cache (freeze: paper, 1 level, {'/'.join(cache['outputs'])} output fp16 = "
+          f"{cache['frame_bytes']:,} B/frame): {cache_gb:.1f} GB for AU train + val; an epoch of head training: "
+          f"{cache['ms'] * frames_epoch / 1000 / 60:.1f} CPU-min of reads, GPU {head_min:.2f} min "
+          f"({cache['flop_share']:.3f} of the FLOPs), disk {read_min:.1f} min at {args.disk_gb_s:g} GB/s "
+          f"(or the page cache): about {max(head_min, read_min, cache['ms'] * frames_epoch / 1000 / 60 / 8):.1f} min")
     print(f"worker_cpu_ms_per_frame={ms_device:.3f} batch_mb={mb_device:.1f} cache_gb_full_scale={cache_gb:.1f}")
     if tmp is not None:
         tmp.cleanup()

@@ -274,7 +274,7 @@ def build_feature_cache(
     for name in plan.outputs:
         (root / name).mkdir(exist_ok=True)
     (root / "done").mkdir(exist_ok=True)
-    manifest_path.write_text(json.dumps({"key": key}, indent=2))
+    write_manifest(root, key)
 
     videos = frames_by_video(paths)
     todo: list[tuple[Path, list[Path]]] = []
@@ -300,7 +300,7 @@ def build_feature_cache(
                             pin_memory=device.type == "cuda", generator=torch.Generator())
         video_iter = iter(todo)
         folder, frames = next(video_iter)
-        maps = _open_video(root, plan, folder, len(frames), "w+")
+        maps = open_video_maps(root, plan, folder, len(frames), "w+")
         row = 0
         bar = tqdm(total=len(flat), desc="cache features", unit="frame", disable=not progress, leave=False)
         for crops in loader:
@@ -313,12 +313,12 @@ def build_feature_cache(
                     mm[row:row + take] = o[start:start + take]
                 row, start = row + take, start + take
                 if row == len(frames):
-                    _finish_video(root, maps, folder, frames)
+                    finish_video(root, maps, folder, frames)
                     nxt = next(video_iter, None)
                     if nxt is None:
                         break
                     folder, frames = nxt
-                    maps, row = _open_video(root, plan, folder, len(frames), "w+"), 0
+                    maps, row = open_video_maps(root, plan, folder, len(frames), "w+"), 0
             bar.update(len(crops))
         bar.close()
         model.train(was_training)
@@ -326,13 +326,19 @@ def build_feature_cache(
     return report
 
 
-def _open_video(root: Path, plan: CachePlan, folder: Path, n: int, mode: str) -> list[np.memmap]:
+def write_manifest(root: Path, key: dict) -> None:
+    (root / "manifest.json").write_text(json.dumps({"key": key}, indent=2))
+
+
+def open_video_maps(root: Path, plan: CachePlan, folder: Path, n: int, mode: str) -> list[np.memmap]:
+    """The memory-mapped files of one video's ``n`` frames, one per stored output."""
     key = _video_key(folder)
     return [np.lib.format.open_memmap(root / name / f"{key}.npy", mode=mode, dtype=DTYPE, shape=(n, *shape))
             for name, shape in zip(plan.outputs, plan.shapes, strict=True)]
 
 
-def _finish_video(root: Path, maps: list[np.memmap], folder: Path, frames: list[Path]) -> None:
+def finish_video(root: Path, maps: list[np.memmap], folder: Path, frames: list[Path]) -> None:
+    """Flush a video's maps, then mark it done (atomically): only then is it ever read."""
     for mm in maps:
         mm.flush()
     done = root / "done" / f"{_video_key(folder)}.json"
