@@ -43,6 +43,7 @@ from abaw_ros.training.input_pipeline import (
 )
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
+from abaw_ros.training.scaling import GradientAccumulator, grad_scaler, resolve_amp, resolve_batching
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ def _seed_worker(_worker_id: int) -> None:
     ds = getattr(ds, "dataset", ds)
     if getattr(ds, "transform", None) is not None:  # each worker its own augmentation stream
         ds.transform.rng = np.random.default_rng(info.seed % 2**32)
-
-
-def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
 
 
 def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tuple[ClipDataset, ClipDataset]:
@@ -173,6 +170,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 "far below the paper: the paper starts from an AffectNet-pretrained MobileNetV4 (timm "
                 "model_best.pth.tar); set model.backbone_weights to that file")
     model = AffectNet(cfg.model).to(ctx.device)
+    batching = resolve_batching(cfg, ctx.world_size, ctx.device)
+    if batching.sync_bn:
+        model.convert_sync_batchnorm()
     provenance = training_provenance(cfg)
     train_ds, val_ds = build_datasets(cfg, model, ctx)
     if len(train_ds) == 0 or len(val_ds) == 0:
@@ -210,7 +210,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.restart_steps,
                                                                      T_mult=1, eta_min=cfg.min_lr)
-    amp = use_amp(cfg, ctx.device)
+    amp = resolve_amp(cfg.amp, ctx.device)
+    stepper = GradientAccumulator(net, params, optimizer, scheduler, batching.accum_steps, grad_clip,
+                                  grad_scaler(amp, ctx.device))
 
     start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
     dead_tasks: set[str] = set()  # tasks whose outputs stopped varying at some evaluation
@@ -230,7 +232,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     if ctx.is_main:
         log.info("%d training windows (%d steps/epoch x %d processes), %d validation windows, tasks %s, device %s%s",
                  len(train_ds), steps_per_epoch, ctx.world_size, len(val_ds), list(cfg.model.tasks),
-                 ctx.device, ", bf16" if amp else "")
+                 ctx.device, "" if amp == "none" else f", {amp}")
+        log.info("batch: %d windows x %d processes x %d accumulated = %d per optimizer step; SyncBatchNorm %s; "
+                 "precision %s (amp=%s)", batching.batch_size, batching.world_size, batching.accum_steps,
+                 batching.effective_batch_size, "on" if batching.sync_bn else "off", amp, cfg.amp)
 
     for epoch in range(start_epoch, cfg.epochs):
         if isinstance(sampler, DistributedSampler):
@@ -242,15 +247,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
                 break
-            with autocast_for(ctx.device, amp):
-                raw = net(step_inputs(batch["inputs"], ctx.device, pre, train=True))
-            loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            scheduler.step()
+            with stepper.micro_batch(step, steps_per_epoch):
+                with autocast_for(ctx.device, amp):
+                    raw = net(step_inputs(batch["inputs"], ctx.device, pre, train=True))
+                loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
+                stepper.backward(loss)
             running += float(loss.detach())
             seen += 1
             bar.update()
@@ -288,7 +289,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 extra = dict(provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
                              best_score=best_score,
                              best_epoch=best_epoch, history=history, metrics=result.to_dict(),
-                             train_config=cfg.to_dict())
+                             train_config=cfg.to_dict(), batching=batching.to_dict(), amp=amp)
                 if improved:
                     save_checkpoint(best_path, model, au_thresholds=result.au_thresholds,
                                     ah_threshold=result.ah_threshold, trained=True, **extra)
