@@ -23,9 +23,11 @@ Prints, side by side:
    with its preprocessing (augmentation, resize, normalization) run here in the main
    process (on this machine's CPU; on a GPU it is a few ms per batch);
 4. a full-scale epoch: input CPU-minutes vs what 8 cores deliver, against a GPU that
-   trains at ``--gpu-img-s`` frames/s (assumption: timm's published mobilenetv4_conv_small
-   benchmark, about 32.5k img/s AMP inference at 224 on an RTX 4090; training costs about
-   3x inference, so 10k img/s).
+   trains at ``--gpu-img-s`` frames/s (assumption: timm's published benchmark,
+   ``results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv`` in
+   huggingface/pytorch-image-models, gives mobilenetv4_conv_small 32,546 img/s AMP
+   inference at 224 on an RTX 4090; a training step costs about 3 forward passes
+   (forward + backward), so 10k img/s).
 
 Ends with ``worker_cpu_ms_per_frame=<x> batch_mb=<y> cache_gb_full_scale=<z>`` (device
 pipeline; cache for ``freeze: paper`` at one level, AU train + validation, full scale).

@@ -55,7 +55,8 @@ def resolve_batching(cfg: TrainConfig, world_size: int, device: torch.device) ->
                          f"{cfg.batch_size} x {world_size} = {per_step}")
     sync = cfg.sync_bn == "on" or (cfg.sync_bn == "auto" and world_size > 1 and cfg.batch_size < effective)
     if sync and world_size > 1 and device.type == "cpu":
-        # torch's SyncBatchNorm synchronizes CUDA (and XPU/HPU) tensors only
+        # torch's SyncBatchNorm synchronizes CUDA (and XPU/HPU) tensors only: its forward
+        # raises "SyncBatchNorm expected input tensor to be on GPU" (torch/nn/modules/batchnorm.py)
         log.warning("sync_bn: SyncBatchNorm needs GPUs; on CPU every process normalizes its own batch")
         sync = False
     return Batching(cfg.batch_size, world_size, effective // per_step, effective, sync)
