@@ -62,12 +62,12 @@ from abaw_ros.training.feature_cache import (
     DiskFeatures,
     build_feature_cache,
     cache_key,
-    cache_plan,
     finish_video,
     frames_by_video,
     open_video_maps,
     write_manifest,
 )
+from abaw_ros.training.frozen_split import cache_plan
 from abaw_ros.training.input_pipeline import batch_bytes, device_preprocess, worker_transforms
 
 AU_VIDEOS = {"Train_Set": 295, "Validation_Set": 105, "test": 142}  # ABAW AU split, 542 videos

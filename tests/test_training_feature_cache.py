@@ -22,11 +22,10 @@ from abaw_ros.models import AffectNet, load_checkpoint
 from abaw_ros.training import load_train_config, train
 from abaw_ros.training.device_preprocess import DevicePreprocess
 from abaw_ros.training.feature_cache import (
-    FrozenTrunk,
     build_feature_cache,
-    cache_plan,
     open_feature_cache,
 )
+from abaw_ros.training.frozen_split import FrozenTrunk, cache_plan
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_RTOL = 1e-3

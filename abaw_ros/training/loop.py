@@ -32,8 +32,9 @@ from abaw_ros.training.evaluation import (
     score,
     write_json,
 )
-from abaw_ros.training.feature_cache import CachedForward, training_feature_cache
+from abaw_ros.training.feature_cache import training_feature_cache
 from abaw_ros.training.features import encode_frames
+from abaw_ros.training.frozen_split import CachedForward
 from abaw_ros.training.input_pipeline import (
     device_preprocess,
     log_shared_memory,
