@@ -1,4 +1,4 @@
-"""``abaw-affect``: train, evaluate, export, build-engine, bench, bag-eval, predict, video-to-bag, make-fixtures, demo.
+"""``abaw-affect``: train, cache-features, evaluate, export, build-engine, bench, bag-eval, predict, video-to-bag, make-fixtures, demo.
 
 Each command lives in ``abaw_ros/commands/<module>.py`` and is imported only when it is
 run, so a missing optional dependency (TensorRT, rosbags, ROS) never breaks the others.
@@ -17,6 +17,7 @@ import sys
 # command -> (module under abaw_ros.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train the network on ABAW data (single process or torchrun DDP)"),
+    "cache-features": ("cache_features", "store the frozen backbone part's output of every frame once (disk)"),
     "evaluate": ("evaluate", "evaluate a checkpoint with the official metrics"),
     "predict-abaw": ("predict_abaw", "predict the ABAW test set (no labels) in the submission format"),
     "export": ("export", "export a checkpoint to ONNX (encoder, temporal head, fused window)"),

@@ -14,15 +14,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from abaw_ros.data.records import VideoRecord
-from abaw_ros.data.transforms import ClipTransform, read_rgb
+from abaw_ros.data.transforms import ClipTransform, CropBytes, read_rgb
 from abaw_ros.data.windows import Window, evaluation_windows, reference_scored_rows, training_windows
 from abaw_ros.tasks import normalize_tasks, output_size, output_slices
+
+
+class FeatureTable(Protocol):
+    """Stored per-frame network inputs (encoder maps, or the frozen part's output)."""
+
+    def gather(self, paths: Sequence[Path]) -> list[torch.Tensor]:
+        """One ``(T, C, H, W)`` tensor per stored output, the frames ``paths`` in order."""
 
 
 @dataclass
@@ -32,6 +40,10 @@ class FrameFeatures:
     index: dict[Path, int]
     levels: list[torch.Tensor]
 
+    def gather(self, paths: Sequence[Path]) -> list[torch.Tensor]:
+        idx = torch.as_tensor([self.index[p] for p in paths])
+        return [lvl[idx].float() for lvl in self.levels]
+
 
 class ClipDataset(Dataset):
     def __init__(
@@ -40,9 +52,9 @@ class ClipDataset(Dataset):
         tasks: Sequence[str],
         window_length: int,
         train: bool,
-        transform: ClipTransform | None = None,
+        transform: ClipTransform | CropBytes | None = None,
         eval_stride: int | None = None,
-        features: FrameFeatures | None = None,
+        features: FeatureTable | None = None,
         score_padding: bool = False,
     ) -> None:
         self.records = list(records)
@@ -90,8 +102,7 @@ class ClipDataset(Dataset):
         rec = self.records[w.video]
         paths = [rec.frames[r] for r in w.rows]
         if self.features is not None:
-            idx = torch.as_tensor([self.features.index[p] for p in paths])
-            inputs: torch.Tensor | list[torch.Tensor] = [lvl[idx].float() for lvl in self.features.levels]
+            inputs: torch.Tensor | list[torch.Tensor] = self.features.gather(paths)
         else:
             assert self.transform is not None
             decoded: dict[Path, np.ndarray] = {}  # padded windows repeat a path

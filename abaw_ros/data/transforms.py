@@ -43,33 +43,64 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _augment(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    img = image.astype(np.float32)
-    if rng.random() < cfg.hflip:
-        img = img[:, ::-1]
-    if cfg.brightness:
-        img = img * rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
-    grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if cfg.contrast:
-        f = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
-        img = img * f + (1 - f) * float(np.clip(grey, 0, 255).mean())
-    if cfg.saturation:
-        f = rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
-        grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        img = img * f + (1 - f) * grey[..., None]
-    img = np.clip(img, 0, 255)
+@dataclass
+class AugmentParams:
+    """The random draws of one frame's augmentation (what :func:`draw_augment` picks and
+    :func:`apply_augment` applies), so that another implementation of the same maths (the
+    batched one in ``training/device_preprocess.py``) can be checked on the same draws."""
+
+    flip: bool
+    brightness: float  # factor, 1 = unchanged
+    contrast: float
+    saturation: float
+    erase: tuple[int, int, int, int] | None  # (y, x, height, width), None = no erasing
+    sigma: float  # Gaussian blur sigma (3x3 kernel)
+
+
+def draw_augment(cfg: AugmentConfig, rng: np.random.Generator, height: int, width: int) -> AugmentParams:
+    """One frame's random parameters, drawn in the reference's order."""
+    flip = bool(rng.random() < cfg.hflip)
+    brightness = float(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)) if cfg.brightness else 1.0
+    contrast = float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)) if cfg.contrast else 1.0
+    saturation = float(rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)) if cfg.saturation else 1.0
+    erase = None
     if rng.random() < cfg.erase_p:
-        h, w = img.shape[:2]
-        area = cfg.erase_area * h * w
+        area = cfg.erase_area * height * width
         ratio = np.exp(rng.uniform(*np.log(cfg.erase_ratio)))
         eh, ew = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
-        if 0 < eh < h and 0 < ew < w:
-            y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
-            img = img.copy()
-            img[y:y + eh, x:x + ew] = 0
-    sigma = rng.uniform(*cfg.blur_sigma)
-    img = cv2.GaussianBlur(np.ascontiguousarray(img), (3, 3), sigma)
-    return img
+        if 0 < eh < height and 0 < ew < width:
+            y, x = int(rng.integers(0, height - eh + 1)), int(rng.integers(0, width - ew + 1))
+            erase = (y, x, eh, ew)
+    sigma = float(rng.uniform(*cfg.blur_sigma))
+    return AugmentParams(flip, brightness, contrast, saturation, erase, sigma)
+
+
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def apply_augment(image: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """HxWx3 uint8 (or float) RGB -> HxWx3 float32 augmented, values in [0, 255]."""
+    weights = np.array(GREY_WEIGHTS, dtype=np.float32)
+    img = image.astype(np.float32)
+    if params.flip:
+        img = img[:, ::-1]
+    img = img * np.float32(params.brightness)
+    grey = img @ weights
+    f = np.float32(params.contrast)
+    img = img * f + (1 - f) * np.float32(np.clip(grey, 0, 255).mean())
+    f = np.float32(params.saturation)
+    grey = img @ weights
+    img = img * f + (1 - f) * grey[..., None]
+    img = np.clip(img, 0, 255)
+    if params.erase is not None:
+        y, x, eh, ew = params.erase
+        img = img.copy()
+        img[y:y + eh, x:x + ew] = 0
+    return cv2.GaussianBlur(np.ascontiguousarray(img), (3, 3), params.sigma)
+
+
+def _augment(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    return apply_augment(image, draw_augment(cfg, rng, *image.shape[:2]))
 
 
 class ClipTransform:
@@ -107,3 +138,24 @@ class ClipTransform:
                     out.append(_augment(im, self.augment, self.rng))
                 images = out
         return torch.from_numpy(np.stack([self.frame(im) for im in images]))
+
+
+class CropBytes:
+    """List of HxWx3 uint8 RGB frames -> ``(T, size, size, 3)`` uint8 tensor: what a
+    DataLoader worker returns when the device does the preprocessing
+    (``abaw_ros.training.device_preprocess``). Crops already at ``size`` (Aff-Wild2's
+    112x112) are only stacked; others are first resized to it (INTER_AREA when shrinking)."""
+
+    def __init__(self, size: int = 112) -> None:
+        self.size = int(size)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        s = self.size
+        out = np.empty((len(images), s, s, 3), dtype=np.uint8)
+        for i, im in enumerate(images):
+            if im.shape[:2] == (s, s):
+                out[i] = im
+            else:
+                shrink = im.shape[0] > s or im.shape[1] > s
+                out[i] = cv2.resize(im, (s, s), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return torch.from_numpy(out)

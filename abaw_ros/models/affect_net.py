@@ -357,6 +357,16 @@ class AffectNet(nn.Module):
             module.eval()
         return self
 
+    def convert_sync_batchnorm(self) -> AffectNet:
+        """Every BatchNorm (timm's BatchNormAct2d included) computes its training statistics
+        over all DDP processes; the freeze policy is applied again to the new layers (state
+        dict keys and values are unchanged)."""
+        from abaw_ros._compat import import_timm
+
+        import_timm().layers.convert_sync_batchnorm(self)
+        self._frozen = apply_freeze(self.encoder.backbone, self.cfg.freeze)
+        return self
+
     def forward_features(self, clips: torch.Tensor) -> list[torch.Tensor]:
         """``(B, T, 3, S, S)`` -> one ``(B, T, C, H, W)`` window per level."""
         if clips.ndim != 5 or clips.shape[1] != self.cfg.window_length:

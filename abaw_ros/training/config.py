@@ -53,7 +53,7 @@ class TrainConfig:
     cache_features: bool = False  # freeze="all" only: encode every frame once, train the head on maps
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on GPU) | bf16 | none
+    amp: str = "auto"  # auto (bf16 where the GPU has it, else fp16 + GradScaler; none on CPU) | bf16 | fp16 | none
     seed: int = 1
     resume: str | None = None  # checkpoint written by a previous run (last.pt)
     log_every: int = 50  # steps
@@ -63,6 +63,13 @@ class TrainConfig:
     # clipping, no dropped last batch). See docs/TRAINING.md.
     protocol: str = "frames"
     dead_output_std: float = 1e-3  # warn when a task's validation outputs vary less than this
+    # -- input pipeline and scale (docs/TRAINING.md, "Training at full scale")
+    preprocess: str = "device"  # device: workers hand over uint8 crops, the step resizes/augments; worker: all in workers
+    crop_size: int = 112  # stored crop size the workers hand over (preprocess: device)
+    prefetch_factor: int = 2  # batches each worker keeps ready (in shared memory)
+    feature_cache: str | None = None  # folder of the frozen part's outputs on disk (freeze paper/all, no augment)
+    effective_batch_size: int | None = None  # windows per optimizer step over all processes; None = batch_size x world
+    sync_bn: str | bool = "auto"  # auto (on when several processes share the batch) | on | off
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -71,8 +78,8 @@ class TrainConfig:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction={self.train_fraction}: must be in (0, 1]")
-        if self.amp not in ("auto", "bf16", "none"):
-            raise ValueError(f"amp={self.amp!r}: choose auto, bf16 or none")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ValueError(f"amp={self.amp!r}: choose auto, bf16, fp16 or none")
         if self.cache_features and (self.model.freeze != "all" or self.augment):
             raise ValueError(
                 f"cache_features needs model.freeze='all' and augment=false (got freeze={self.model.freeze!r}, "
@@ -85,6 +92,27 @@ class TrainConfig:
                              f"(stride {self.model.window_length})")
         if self.data.missing_frames not in ("nearest", "skip", "error"):
             raise ValueError(f"data.missing_frames={self.data.missing_frames!r}: choose nearest, skip or error")
+        self._check_scale()
+
+    def _check_scale(self) -> None:
+        if self.preprocess not in ("device", "worker"):
+            raise ValueError(f"preprocess={self.preprocess!r}: choose device or worker")
+        if self.crop_size < 16:
+            raise ValueError(f"crop_size={self.crop_size}: must be >= 16 (Aff-Wild2 crops are 112)")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor={self.prefetch_factor}: must be >= 1")
+        if self.feature_cache and (self.model.freeze not in ("paper", "all") or self.augment or self.cache_features):
+            raise ValueError(
+                f"feature_cache needs model.freeze paper or all, augment=false and cache_features=false (got "
+                f"freeze={self.model.freeze!r}, augment={self.augment}, cache_features={self.cache_features}): the "
+                f"cache holds the frozen part's output of the unaugmented crops")
+        if self.effective_batch_size is not None and self.effective_batch_size < self.batch_size:
+            raise ValueError(f"effective_batch_size={self.effective_batch_size}: must be >= batch_size="
+                             f"{self.batch_size} (a multiple of batch_size x processes)")
+        if isinstance(self.sync_bn, bool):  # YAML reads on/off as true/false
+            self.sync_bn = "on" if self.sync_bn else "off"
+        if self.sync_bn not in ("auto", "on", "off"):
+            raise ValueError(f"sync_bn={self.sync_bn!r}: choose auto, on or off")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

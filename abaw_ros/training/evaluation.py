@@ -63,8 +63,11 @@ def to_device(inputs, device: torch.device):
     return inputs.to(device, non_blocking=True)
 
 
-def autocast_for(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp else nullcontext()
+def autocast_for(device: torch.device, amp: bool | str):
+    """``amp``: False / ``"none"`` (float32), True / ``"bf16"``, or ``"fp16"``."""
+    if amp in (False, None, "none"):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 @torch.no_grad()
@@ -74,7 +77,7 @@ def predict(
     ctx: DistContext,
     batch_size: int = 32,
     num_workers: int = 0,
-    amp: bool = False,
+    amp: bool | str = False,
     progress: bool = True,
 ) -> list[np.ndarray]:
     """Activated predictions ``(N, D)`` for every row of every record of ``dataset``."""

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
-from abaw_ros.data.transforms import AugmentConfig, ClipTransform
+from abaw_ros.data.transforms import ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
 from abaw_ros.tasks import AU_NAMES, output_slices
 from abaw_ros.training.config import TrainConfig
@@ -31,13 +31,22 @@ from abaw_ros.training.evaluation import (
     metrics_table,
     predict,
     score,
-    to_device,
     write_json,
 )
+from abaw_ros.training.feature_cache import training_feature_cache
 from abaw_ros.training.features import encode_frames
+from abaw_ros.training.frozen_split import CachedForward
+from abaw_ros.training.input_pipeline import (
+    device_preprocess,
+    log_shared_memory,
+    step_inputs,
+    with_preprocess,
+    worker_transforms,
+)
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
 from abaw_ros.training.run_dir import check_run_dir, hold_run_dir
+from abaw_ros.training.scaling import GradientAccumulator, grad_scaler, resolve_amp, resolve_batching
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +69,6 @@ def _seed_worker(_worker_id: int) -> None:
         ds.transform.rng = np.random.default_rng(info.seed % 2**32)
 
 
-def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-
-
 def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tuple[ClipDataset, ClipDataset]:
     tasks, mc = cfg.model.tasks, cfg.model
     train_records = [r for recs in load_split(cfg.data, tasks, "train", cfg.protocol).values() for r in recs]
@@ -76,8 +81,13 @@ def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tupl
         return (ClipDataset(train_records, tasks, mc.window_length, True, features=features),
                 ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
                             features=features, score_padding=reference))
-    augment = AugmentConfig(per_frame=cfg.per_frame_augment) if cfg.augment else None
-    train_tf = ClipTransform(mc.input_size, mc.mean, mc.std, augment, seed=cfg.seed + ctx.rank)
+    if cfg.feature_cache:
+        table = training_feature_cache(cfg.feature_cache, model, [p for r in train_records + val_records for p in r.frames],
+                                       cfg.crop_size, ctx, cfg.num_workers)
+        return (ClipDataset(train_records, tasks, mc.window_length, True, features=table),
+                ClipDataset(val_records, tasks, mc.window_length, False, eval_stride=cfg.eval_stride,
+                            features=table, score_padding=reference))
+    train_tf, plain = worker_transforms(cfg, seed=cfg.seed + ctx.rank)
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
             ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
                         score_padding=reference))
@@ -181,12 +191,17 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 "far below the paper: the paper starts from an AffectNet-pretrained MobileNetV4 (timm "
                 "model_best.pth.tar); set model.backbone_weights to that file")
     model = AffectNet(cfg.model).to(ctx.device)
+    batching = resolve_batching(cfg, ctx.world_size, ctx.device)
+    if batching.sync_bn:
+        model.convert_sync_batchnorm()
     provenance = training_provenance(cfg)
     train_ds, val_ds = build_datasets(cfg, model, ctx)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
     # With cached maps only the temporal head runs (and trains).
     trainable: torch.nn.Module = model.head if cfg.cache_features else model
+    if cfg.feature_cache:  # only what follows the stored outputs runs (and trains)
+        trainable = CachedForward(model, train_ds.features.plan)
     net: torch.nn.Module = trainable
     if ctx.distributed:
         net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -196,8 +211,13 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
     drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
     grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
+    cached = cfg.cache_features or cfg.feature_cache
+    pre = None if cached else device_preprocess(cfg, cfg.seed + ctx.rank, ctx.device)
+    if ctx.is_main:
+        log_shared_memory(cfg, train_ds.features.plan.frame_bytes if cfg.feature_cache else None)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         worker_init_fn=_seed_worker, drop_last=drop_last,
+                        prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
@@ -216,7 +236,9 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.restart_steps,
                                                                      T_mult=1, eta_min=cfg.min_lr)
-    amp = use_amp(cfg, ctx.device)
+    amp = resolve_amp(cfg.amp, ctx.device)
+    stepper = GradientAccumulator(net, params, optimizer, scheduler, batching.accum_steps, grad_clip,
+                                  grad_scaler(amp, ctx.device))
 
     start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
     dead_tasks: set[str] = set()  # tasks whose outputs stopped varying at some evaluation
@@ -236,7 +258,10 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     if ctx.is_main:
         log.info("%d training windows (%d steps/epoch x %d processes), %d validation windows, tasks %s, device %s%s",
                  len(train_ds), steps_per_epoch, ctx.world_size, len(val_ds), list(cfg.model.tasks),
-                 ctx.device, ", bf16" if amp else "")
+                 ctx.device, "" if amp == "none" else f", {amp}")
+        log.info("batch: %d windows x %d processes x %d accumulated = %d per optimizer step; SyncBatchNorm %s; "
+                 "precision %s (amp=%s)", batching.batch_size, batching.world_size, batching.accum_steps,
+                 batching.effective_batch_size, "on" if batching.sync_bn else "off", amp, cfg.amp)
 
     for epoch in range(start_epoch, cfg.epochs):
         if isinstance(sampler, DistributedSampler):
@@ -248,15 +273,11 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
         for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
                 break
-            with autocast_for(ctx.device, amp):
-                raw = net(to_device(batch["inputs"], ctx.device))
-            loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            scheduler.step()
+            with stepper.micro_batch(step, steps_per_epoch):
+                with autocast_for(ctx.device, amp):
+                    raw = net(step_inputs(batch["inputs"], ctx.device, pre, train=True))
+                loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
+                stepper.backward(loss)
             running += float(loss.detach())
             seen += 1
             bar.update()
@@ -270,7 +291,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             model.eval()
             # The unwrapped module: ranks may run different numbers of evaluation batches,
             # and DDP's forward would wait for the others (buffer broadcast).
-            result, spread = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            result, spread = evaluate_model(with_preprocess(trainable, pre, ctx.device), val_ds, cfg, ctx, amp)
             entry["val"] = result.to_dict()
             entry["output_std"] = spread
             dead = sorted(t for t, v in spread.items() if v < cfg.dead_output_std)
@@ -294,7 +315,7 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                 extra = dict(provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
                              best_score=best_score,
                              best_epoch=best_epoch, history=history, metrics=result.to_dict(),
-                             train_config=cfg.to_dict())
+                             train_config=cfg.to_dict(), batching=batching.to_dict(), amp=amp)
                 if improved:
                     save_checkpoint(best_path, model, au_thresholds=result.au_thresholds,
                                     ah_threshold=result.ah_threshold, trained=True, **extra)
