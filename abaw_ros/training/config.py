@@ -2,6 +2,10 @@
 ``model:``, ``data:``, ``loss:`` and ``train:`` sections (see ``config/train_*.yaml``)."""
 from __future__ import annotations
 
+import math
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -104,11 +108,17 @@ class TrainConfig:
         bad = set(train) - known
         if bad:
             raise ValueError(f"unknown train key(s) {sorted(bad)}: known keys are {sorted(known)}")
+        for section in ("model", "data", "loss"):
+            if not isinstance(raw.get(section) or {}, dict):
+                raise ValueError(f"{section}={raw[section]!r}: expected a mapping of {section} keys")
+        model = raw.get("model") or {}
+        if set(model) - {f.name for f in fields(ModelConfig)}:
+            ModelConfig.from_dict(model)  # names the unknown field
         return cls(
-            model=ModelConfig.from_dict(raw.get("model") or {}),
+            model=ModelConfig.from_dict(typed_values(ModelConfig, model, "model")),
             data=_build(DataConfig, raw.get("data") or {}, "data"),
             loss=_build(LossConfig, raw.get("loss") or {}, "loss"),
-            **train,
+            **typed_values(cls, train, "train"),
         )
 
 
@@ -117,7 +127,82 @@ def _build(cls, values: dict[str, Any], section: str):
     bad = set(values) - known
     if bad:
         raise ValueError(f"unknown {section} key(s) {sorted(bad)}: known keys are {sorted(known)}")
-    return cls(**values)
+    return cls(**typed_values(cls, values, section))
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` and ``5E-4`` as strings: a float needs a dot there.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def typed_values(cls: type, values: dict[str, Any], section: str) -> dict[str, Any]:
+    """``values`` converted to the field types of dataclass ``cls`` (numbers in any YAML
+    spelling, ``au`` or ``[au, va]`` for a tuple of names, ``true``/``false``); a value that
+    cannot be converted raises one ValueError naming ``section.key``, the value and the type."""
+    hints = typing.get_type_hints(cls)
+    return {name: _typed(hints[name], value, f"{section}.{name}") if name in hints else value
+            for name, value in values.items()}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + (_describe(args[0]) + "s" if args else "values")
+    if origin is dict:
+        return "a mapping of " + _describe(args[1]) + "s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _typed(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ValueError(f"{key}={value!r}: expected {_describe(hint)}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _typed(arg, value, key)
+            except ValueError:
+                continue
+        raise bad
+    if origin is tuple:
+        if isinstance(value, str):  # "au" or "va,au" from a command line
+            value = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise bad
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            raise ValueError(f"{key}={value!r}: expected {len(item_types)} values")
+        return tuple(_typed(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _typed(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.strip().lower() in ("true", "yes", "on")
+        raise bad
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            number = float(value)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+            raise bad
+        if hint is int:
+            if float(number) != int(number):
+                raise ValueError(f"{key}={value!r}: expected an integer")
+            return int(number)
+        return float(number)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # out_dir=2024 from a command line
+        raise bad
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
