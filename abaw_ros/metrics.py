@@ -165,6 +165,14 @@ def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> d
     return {"ah_f1_macro": macro, "ah_f1_weighted": weighted, "ah_f1_hesitant": f1_pos, "ah_f1_not_hesitant": f1_neg}
 
 
+def ah_video_metrics(video_probs: np.ndarray, video_labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Ambivalence/hesitancy per video, as the 10th ABAW (CVPR 2026) ranks it: one
+    probability (the mean over the video's frames) and one 0/1 label per video, macro F1
+    over the videos (arXiv 2605.27451)."""
+    m = ah_metrics(video_probs, video_labels, threshold)
+    return {"ah_f1_macro_video": m["ah_f1_macro"], "ah_f1_weighted_video": m["ah_f1_weighted"]}
+
+
 def task_metrics(
     task: str,
     pred: np.ndarray,

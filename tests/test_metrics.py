@@ -151,3 +151,25 @@ def test_tuned_ah_threshold_finds_the_separating_value():
     assert th == pytest.approx(0.2)
     assert metrics.ah_metrics(probs, true, th)["ah_f1_macro"] == pytest.approx(1.0)
     assert metrics.ah_metrics(probs, true)["ah_f1_macro"] < 0.5
+
+
+def test_ah_is_also_scored_per_video_with_the_split_label(tmp_path):
+    """10th ABAW: one 0/1 per video (mean frame probability at 0.5), macro F1 over videos."""
+    from pathlib import Path
+
+    from abaw_ros.data.dataset import ClipDataset
+    from abaw_ros.data.records import VideoRecord
+    from abaw_ros.data.transforms import ClipTransform
+    from abaw_ros.training.evaluation import score
+
+    frame_probs = ([0.9, 0.5], [0.1, 0.3], [0.3, 0.5, 0.4])  # means 0.7, 0.2, 0.4 -> 1, 0, 0
+    video_labels = (1, 0, 1)
+    records = [VideoRecord("ah", f"v{i}", [Path(f"v{i}/frame-{k}.jpg") for k in range(len(p))],
+                           np.full((len(p), 1), lab, np.float32), np.ones(len(p), bool), np.arange(len(p)),
+                           Path("annotation.yml"), extra={"video_label": lab})
+               for i, (p, lab) in enumerate(zip(frame_probs, video_labels, strict=True))]
+    ds = ClipDataset(records, ["ah"], 4, train=False, transform=ClipTransform(64))
+    result = score(ds, [np.asarray(p, np.float32)[:, None] for p in frame_probs])
+    # videos: class 1 F1 = 2/3 (1 of 2 found, no false alarm), class 0 F1 = 2/3
+    assert result.metrics["ah"]["ah_f1_macro_video"] == pytest.approx(2 / 3)
+    assert result.metrics["ah"]["ah_f1_macro"] != pytest.approx(2 / 3)  # the per-frame score differs

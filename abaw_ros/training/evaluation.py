@@ -22,6 +22,7 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.metrics import (
     PRIMARY_METRIC,
     ah_metrics,
+    ah_video_metrics,
     au_metrics,
     task_metrics,
     tune_ah_threshold,
@@ -150,10 +151,20 @@ def score(
             au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
         if task == "ah" and ah_threshold is not None:
             metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
+        if task == "ah":
+            metrics[task].update(ah_video_metrics(
+                np.array([pr[rows][:, slices[task]].mean() for _, pr, rows in picked if len(rows)]),
+                np.array([_video_label(r, rows) for r, _, rows in picked if len(rows)])))
         frames[task] = len(set(ids)) if task == "emi" else int(p.shape[0])
     primaries = [m[PRIMARY_METRIC[t]] for t, m in metrics.items()]
     total = float(np.mean(primaries)) if primaries else float("nan")
     return EvalResult(metrics, total, used_thresholds, ah_threshold, frames, au_f1_thresholded)
+
+
+def _video_label(record, rows: np.ndarray) -> float:
+    """A BAH video's own label (the split file's column), else whether any scored frame is hesitant."""
+    label = record.extra.get("video_label")
+    return float(label) if label is not None else float(record.labels[rows].max())
 
 
 def metrics_table(result: EvalResult) -> str:
