@@ -66,7 +66,13 @@ class TrainConfig:
     # image-less rows dropped before windowing, padding copies scored, no gradient
     # clipping, no dropped last batch). See docs/TRAINING.md.
     protocol: str = "frames"
+    # sigmoid outputs' starting bias: prior (log-odds of the training labels) or default
+    # (nn.Linear's own init, as the reference); None: the protocol's choice
+    output_bias_init: str | None = None
     dead_output_std: float = 1e-3  # warn when a task's validation outputs vary less than this
+    checkpoint_every: int = 0  # also write the recovery checkpoint (last.pt) every N steps; 0 = at epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps in all (a time-boxed run); 0 = no limit
+    track: bool = True  # steps.csv / epochs.csv in out_dir (and TensorBoard when installed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -87,6 +93,19 @@ class TrainConfig:
         if self.protocol == "reference" and self.eval_stride not in (None, self.model.window_length):
             raise ValueError(f"eval_stride={self.eval_stride}: protocol reference scores non-overlapping windows "
                              f"(stride {self.model.window_length})")
+        reference = self.protocol == "reference"
+        # protocol presets fill what the user left open and never replace a given value
+        if self.output_bias_init is None:
+            self.output_bias_init = "default" if reference else "prior"
+        if self.output_bias_init not in ("prior", "default"):
+            raise ValueError(f"output_bias_init={self.output_bias_init!r}: choose prior or default")
+        if self.loss.va_margin_weight is None:
+            self.loss.va_margin_weight = 0.0 if reference else 1.0
+        if self.loss.va_unbiased is None:
+            self.loss.va_unbiased = reference
+        for name in ("checkpoint_every", "max_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if self.data.missing_frames not in ("nearest", "skip", "error"):
             raise ValueError(f"data.missing_frames={self.data.missing_frames!r}: choose nearest, skip or error")
 

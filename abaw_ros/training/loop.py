@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
@@ -36,6 +37,7 @@ from abaw_ros.training.evaluation import (
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
+from abaw_ros.training.tracking import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,70 @@ def _seed_worker(_worker_id: int) -> None:
     ds = getattr(ds, "dataset", ds)
     if getattr(ds, "transform", None) is not None:  # each worker its own augmentation stream
         ds.transform.rng = np.random.default_rng(info.seed % 2**32)
+
+
+class EpochSampler(Sampler[int]):
+    """The training order of one epoch as a function of (seed, epoch) alone, sharded over
+    ranks as DistributedSampler does, so that a resumed run sees exactly the order the
+    interrupted one would have; ``skip`` leaves out the samples a resumed epoch has done.
+
+    It yields ``epoch * n + i`` for window ``i``: :class:`EpochItems` decodes the epoch, so
+    each window's augmentation is seeded by (seed, epoch, i) even inside persistent
+    DataLoader workers, and no worker's RNG stream has to be saved or replayed.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.per_rank = math.ceil(n / world_size)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        order += order[: self.per_rank * self.world_size - self.n]  # pad so every rank gets per_rank
+        return iter([self.epoch * self.n + i for i in order[self.rank::self.world_size][self.skip:]])
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.skip, 0)
+
+
+class EpochItems(Dataset):
+    """Item ``epoch * n + i`` (from :class:`EpochSampler`): window ``i`` with its
+    augmentation drawn from a stream seeded by (seed, epoch, i)."""
+
+    def __init__(self, dataset: ClipDataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int) -> dict:
+        epoch, i = divmod(int(key), len(self.dataset))
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and hasattr(transform, "rng"):
+            transform.rng = np.random.default_rng((self.seed, epoch, i))
+        return self.dataset[i]
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch (and CUDA) generator states, in types a weights-only load reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                   cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
@@ -129,6 +195,22 @@ def output_spread(dataset: ClipDataset, preds: list[np.ndarray]) -> dict[str, fl
     return spread
 
 
+def frames_view(cfg: TrainConfig, model: AffectNet, val_ds: ClipDataset, ctx: DistContext) -> ClipDataset | None:
+    """Under ``protocol: reference``, the validation set as the organisers score it (every
+    annotated frame once), evaluated and reported beside the reference's own numbers."""
+    if cfg.protocol != "reference":
+        return None
+    mc = cfg.model
+    records = [r for recs in load_split(cfg.data, mc.tasks, "val", "frames").values() for r in recs]
+    plain = ClipTransform(mc.input_size, mc.mean, mc.std)
+    features = None
+    if val_ds.features is not None:  # the frames view shows some images the reference drops
+        features = encode_frames(model.encoder, [p for r in records for p in r.frames], plain, ctx.device,
+                                 progress=False)
+    return ClipDataset(records, mc.tasks, mc.window_length, False, transform=None if features is not None else plain,
+                       features=features)
+
+
 def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool
                    ) -> tuple[EvalResult, dict[str, float]]:
     preds = predict(forward, val_ds, ctx, cfg.batch_size, cfg.num_workers, amp, progress=True)
@@ -170,21 +252,24 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     net: torch.nn.Module = trainable
     if ctx.distributed:
         net = DistributedDataParallel(trainable, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    sampler = (DistributedSampler(train_ds, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
-               if ctx.distributed else RandomSampler(train_ds))
+    sampler = EpochSampler(len(train_ds), cfg.seed, ctx.rank, ctx.world_size)
     reference = cfg.protocol == "reference"
     # the reference keeps the last, smaller batch; frames drops it (steady batch statistics)
     drop_last = not reference and len(train_ds) > cfg.batch_size * ctx.world_size
     grad_clip = 0.0 if reference else cfg.grad_clip  # the reference does not clip
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        worker_init_fn=_seed_worker, drop_last=drop_last,
-                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    # the loader's own generator: its worker base seed must not draw from the global RNG
+    loader = DataLoader(EpochItems(train_ds, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, worker_init_fn=_seed_worker, drop_last=drop_last,
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
     steps_per_epoch = max(1, math.ceil(len(loader) * cfg.train_fraction))
     loss_fn = MultiTaskLoss(cfg.model.tasks, cfg.loss, au_pos_weight(train_ds)).to(ctx.device)
-    if not cfg.resume:
+    if not cfg.resume and cfg.output_bias_init == "prior":
         biases = init_output_biases(model, train_ds, cfg.loss.au_loss)
         if biases and ctx.is_main:
             log.info("output biases at the training label priors (log-odds): %s", biases)
+    elif not cfg.resume:  # the reference: nn.Linear's own initialisation, every sigmoid output near 0.5
+        model.head.classifier.reset_parameters()
 
     # -- optimizer, schedule (per step), precision
     params = [p for p in trainable.parameters() if p.requires_grad]
@@ -195,17 +280,31 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
 
     start_epoch, best_score, best_epoch, best_metrics, history, stale = 0, -math.inf, -1, {}, [], 0
     dead_tasks: set[str] = set()  # tasks whose outputs stopped varying at some evaluation
+    start_step, global_step, resumed_running, resumed_seen = 0, 0, 0.0, 0
+    last_eval: dict = {}  # thresholds and metrics of the latest evaluation, for last.pt
     if cfg.resume:
         stored, info = load_checkpoint(cfg.resume)
         model.load_state_dict(stored.state_dict())
         optimizer.load_state_dict(info["optimizer"])
         scheduler.load_state_dict(info["scheduler"])
-        start_epoch = int(info["epoch"]) + 1
+        # where to go on: a recovery checkpoint names the epoch and step; older ones the epoch done
+        at = info.get("resume_at") or {"epoch": int(info["epoch"]) + 1, "step": 0}
+        start_epoch, start_step = int(at["epoch"]), int(at["step"])
+        global_step = int(at.get("global_step", start_epoch * steps_per_epoch + start_step))
+        resumed_running, resumed_seen = float(at.get("running", 0.0)), int(at.get("seen", 0))
         best_score, best_epoch = float(info.get("best_score", -math.inf)), int(info.get("best_epoch", -1))
         history = list(info.get("history", []))
+        stale, dead_tasks = int(info.get("stale", 0)), set(info.get("dead_tasks", []))
         # the best evaluation's metrics, so that metrics.json keeps them when no later epoch improves
         best_metrics = next((h["val"] for h in history if h.get("epoch") == best_epoch and "val" in h), {})
-        log.info("resumed from %s at epoch %d (best %.4f at epoch %d)", cfg.resume, start_epoch, best_score, best_epoch)
+        last_eval = {"au_thresholds": info.get("au_thresholds"), "ah_threshold": info.get("ah_threshold"),
+                     "metrics": info.get("metrics") or {}}
+        if info.get("rng") is not None:
+            set_rng_state(info["rng"])
+        log.info("resumed from %s at epoch %d step %d (best %.4f at epoch %d)", cfg.resume, start_epoch + 1,
+                 start_step, best_score, best_epoch + 1)
+    frames_ds = frames_view(cfg, model, val_ds, ctx)
+    runlog = RunLog(out_dir, cfg.model.tasks, global_step if cfg.resume else None) if cfg.track and ctx.is_main else None
 
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     if ctx.is_main:
@@ -213,16 +312,31 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
                  len(train_ds), steps_per_epoch, ctx.world_size, len(val_ds), list(cfg.model.tasks),
                  ctx.device, ", bf16" if amp else "")
 
+    def save_recovery(epoch: int, next_epoch: int, next_step: int, running: float, seen: int) -> None:
+        """last.pt: everything a resumed run needs to go on exactly where this one is."""
+        provenance["epochs"] = epoch + 1
+        save_checkpoint(last_path, model, au_thresholds=last_eval.get("au_thresholds"),
+                        ah_threshold=last_eval.get("ah_threshold"), trained=True,
+                        provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                        best_score=best_score, best_epoch=best_epoch, history=history,
+                        metrics=last_eval.get("metrics", {}), train_config=cfg.to_dict(),
+                        resume_at={"epoch": next_epoch, "step": next_step, "global_step": global_step,
+                                   "running": running, "seen": seen},
+                        stale=stale, dead_tasks=sorted(dead_tasks), rng=rng_state())
+
+    stopped = False
     for epoch in range(start_epoch, cfg.epochs):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
+        skip = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip * cfg.batch_size)
         model.train()
-        running, seen = 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+        running, seen = (resumed_running, resumed_seen) if skip else (0.0, 0)
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not ctx.is_main, leave=False)
-        for step, batch in enumerate(loader):
+        ready = time.perf_counter()
+        for step, batch in enumerate(loader, start=skip):
             if step >= steps_per_epoch:
                 break
+            fetched = time.perf_counter()
             with autocast_for(ctx.device, amp):
                 raw = net(to_device(batch["inputs"], ctx.device))
             loss, parts = loss_fn(raw.float(), batch["target"].to(ctx.device), batch["mask"].to(ctx.device))
@@ -231,14 +345,34 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
             scheduler.step()
-            running += float(loss.detach())
+            step_loss = float(loss.detach())  # waits for the device: the step time below is real
+            running += step_loss
             seen += 1
+            global_step += 1
+            done = time.perf_counter()
             bar.update()
             bar.set_postfix(loss=f"{running / seen:.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+            if runlog is not None:
+                runlog.step(epoch, global_step, step_loss, parts, lr, fetched - ready, done - fetched,
+                            len(batch["target"]) * ctx.world_size)
             if ctx.is_main and cfg.log_every and (step + 1) % cfg.log_every == 0:
-                log.debug("epoch %d step %d loss %.4f %s", epoch + 1, step + 1, running / seen, parts)
+                log.info("epoch %d step %d/%d: loss %.4f %s, lr %.3g, data %.3f s, step %.3f s", epoch + 1, step + 1,
+                         steps_per_epoch, running / seen, {k: round(v, 4) for k, v in parts.items()}, lr,
+                         fetched - ready, done - fetched)
+            if ctx.is_main and cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
+                save_recovery(epoch - 1, epoch, step + 1, running, seen)
+            if cfg.max_steps and global_step >= cfg.max_steps:
+                stopped = True
+                break
+            ready = time.perf_counter()
         bar.close()
+        if stopped:
+            if ctx.is_main:
+                log.info("max_steps=%d reached in epoch %d: stopping (resume from %s)", cfg.max_steps, epoch + 1,
+                         last_path)
+            break
         entry = {"epoch": epoch, "train_loss": running / max(seen, 1), "lr": scheduler.get_last_lr()[0]}
 
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -246,8 +380,13 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             # The unwrapped module: ranks may run different numbers of evaluation batches,
             # and DDP's forward would wait for the others (buffer broadcast).
             result, spread = evaluate_model(trainable, val_ds, cfg, ctx, amp)
+            last_eval = {"au_thresholds": result.au_thresholds, "ah_threshold": result.ah_threshold,
+                         "metrics": result.to_dict()}
             entry["val"] = result.to_dict()
             entry["output_std"] = spread
+            if frames_ds is not None:  # the organisers' view, beside the reference's own
+                frames_result, _ = evaluate_model(trainable, frames_ds, cfg, ctx, amp)
+                entry["val_frames"] = frames_result.to_dict()
             dead = sorted(t for t, v in spread.items() if v < cfg.dead_output_std)
             if dead:
                 entry["dead_outputs"] = dead
@@ -265,23 +404,31 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
             if ctx.is_main:
                 log.info("epoch %d: train loss %.4f, validation score %.4f%s\n%s", epoch + 1, entry["train_loss"],
                          result.score, " (best)" if improved else "", metrics_table(result))
-                provenance["epochs"] = epoch + 1
-                extra = dict(provenance=provenance, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                             best_score=best_score,
-                             best_epoch=best_epoch, history=history, metrics=result.to_dict(),
-                             train_config=cfg.to_dict())
+                if "val_frames" in entry:
+                    log.info("epoch %d, the organisers' frames (every annotated frame once): score %.4f",
+                             epoch + 1, entry["val_frames"]["score"])
                 if improved:
+                    provenance["epochs"] = epoch + 1
                     save_checkpoint(best_path, model, au_thresholds=result.au_thresholds,
-                                    ah_threshold=result.ah_threshold, trained=True, **extra)
-                save_checkpoint(last_path, model, au_thresholds=result.au_thresholds,
-                                ah_threshold=result.ah_threshold, trained=True, **extra)
+                                    ah_threshold=result.ah_threshold, trained=True, provenance=provenance,
+                                    optimizer=optimizer, scheduler=scheduler, epoch=epoch, best_score=best_score,
+                                    best_epoch=best_epoch, history=history, metrics=result.to_dict(),
+                                    train_config=cfg.to_dict())
+                best_frames = next((h.get("val_frames") for h in history if h["epoch"] == best_epoch), None)
                 write_json(out_dir / "metrics.json", {"best_epoch": best_epoch, "best": best_metrics,
+                                                      **({"best_frames": best_frames} if best_frames else {}),
                                                       "dead_outputs": sorted(dead_tasks), "history": history})
-            if cfg.patience and stale >= cfg.patience:
-                if ctx.is_main:
-                    log.info("no improvement for %d evaluations: stopping", stale)
-                break
         else:
             history.append(entry)
+        if ctx.is_main:
+            save_recovery(epoch, epoch + 1, 0, 0.0, 0)
+            if runlog is not None:
+                runlog.epochs(history, global_step)
+        if cfg.patience and stale >= cfg.patience and "val" in entry:
+            if ctx.is_main:
+                log.info("no improvement for %d evaluations: stopping", stale)
+            break
+    if runlog is not None:
+        runlog.close()
     barrier(ctx)
     return TrainResult(best_score, best_epoch, best_path, last_path, best_metrics, history)
