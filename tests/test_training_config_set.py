@@ -67,3 +67,17 @@ def test_cli_refuses_a_bad_value_in_one_line_before_reading_data(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.batch_size='abc'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (folder / "au.yaml").write_text("model:\n  backbone_weights: weights/model_best.pth.tar\n"
+                                    "data:\n  affwild2_images: ../data/affwild2\n  bah_root: /abs/bah\n"
+                                    "train:\n  out_dir: runs/au\n")
+    monkeypatch.chdir(tmp_path.parent)  # anywhere else
+    cfg = load_train_config(folder / "au.yaml", ["train.resume=here/last.pt"])
+    assert cfg.model.backbone_weights == str(folder / "weights" / "model_best.pth.tar")
+    assert cfg.data.affwild2_images == str(tmp_path / "data" / "affwild2")
+    assert cfg.data.bah_root == "/abs/bah" and cfg.out_dir == str(folder / "runs" / "au")
+    assert cfg.resume == "here/last.pt"  # a command-line path stays relative to the working directory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import types
 import typing
@@ -237,6 +238,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+# Keys holding a file or folder: in a config file they are relative to the file's folder
+# (a config names its data the same way from wherever it is run); on the command line
+# (--set, --out-dir, --resume) to the working directory, as every shell path is.
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("backbone_weights",),
+    "data": ("affwild2_images", "affwild2_annotations", "hume_root", "hume_train_csv", "hume_val_csv", "bah_root",
+             "bah_frames_root"),
+    "train": ("out_dir", "resume"),
+}
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with the relative paths of :data:`PATH_KEYS` made relative to ``base``."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section, keys in PATH_KEYS.items():
+        values = raw.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                values[key] = os.path.normpath(base / value)
+    return raw
+
+
 def load_train_config(path: Path | str | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict[str, Any] = {}
     if path is not None:
@@ -249,6 +275,7 @@ def load_train_config(path: Path | str | None, overrides: list[str] | None = Non
             raise ValueError(f"training config {path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping with model/data/loss/train sections")
+        raw = resolve_paths(raw, path.parent)
     try:
         return TrainConfig.from_dict(apply_overrides(raw, overrides or []))
     except (TypeError, ValueError) as exc:
