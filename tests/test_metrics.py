@@ -173,3 +173,17 @@ def test_ah_is_also_scored_per_video_with_the_split_label(tmp_path):
     # videos: class 1 F1 = 2/3 (1 of 2 found, no false alarm), class 0 F1 = 2/3
     assert result.metrics["ah"]["ah_f1_macro_video"] == pytest.approx(2 / 3)
     assert result.metrics["ah"]["ah_f1_macro"] != pytest.approx(2 / 3)  # the per-frame score differs
+
+
+def test_heldout_tuned_f1_labels_each_half_at_the_other_halfs_thresholds():
+    # video a: 0.9 hesitant, 0.1 not (tuned threshold 0.5); video b: 0.35 hesitant, 0.2 not
+    # (tuned threshold in (0.2, 0.35]): a at b's threshold is right, b at a's misses its positive
+    probs = np.array([0.9, 0.1, 0.35, 0.2])
+    true = np.array([1.0, 0.0, 1.0, 0.0])
+    ids = ["a", "a", "b", "b"]
+    heldout = metrics.heldout_tuned_f1("ah", probs, true, ids)
+    # pooled labels 1 0 0 0: hesitant F1 2/3, not hesitant F1 0.8
+    assert heldout == pytest.approx((2 / 3 + 0.8) / 2)
+    optimistic = metrics.ah_metrics(probs, true, metrics.tune_ah_threshold(probs, true))["ah_f1_macro"]
+    assert optimistic == pytest.approx(1.0) and heldout < optimistic
+    assert metrics.heldout_tuned_f1("ah", probs, true, ["a"] * 4) is None

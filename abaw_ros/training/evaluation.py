@@ -24,6 +24,7 @@ from abaw_ros.metrics import (
     ah_metrics,
     ah_video_metrics,
     au_metrics,
+    heldout_tuned_f1,
     task_metrics,
     tune_ah_threshold,
     tune_au_thresholds,
@@ -123,7 +124,9 @@ def score(
     The rows scored are ``dataset.scored_rows`` (the valid rows; under the reference
     protocol also the last window's padding copies). The primary metrics use threshold 0.5. Thresholds tuned on this set (when
     ``tune_thresholds``; optimistic on the set they were tuned on), else the given ones,
-    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned``.
+    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned`` (optimistic when tuned here), and,
+    when tuned here, ``*_tuned_heldout``: each half of the videos labelled at thresholds
+    tuned on the other half (:func:`abaw_ros.metrics.heldout_tuned_f1`).
     """
     slices = output_slices(dataset.tasks)
     metrics: dict[str, dict[str, float]] = {}
@@ -151,6 +154,10 @@ def score(
             au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
         if task == "ah" and ah_threshold is not None:
             metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
+        if tune_thresholds and task in ("au", "ah"):
+            heldout = heldout_tuned_f1(task, p, t, ids)
+            if heldout is not None:
+                metrics[task][f"{PRIMARY_METRIC[task]}_tuned_heldout"] = heldout
         if task == "ah":
             metrics[task].update(ah_video_metrics(
                 np.array([pr[rows][:, slices[task]].mean() for _, pr, rows in picked if len(rows)]),
@@ -183,7 +190,8 @@ def metrics_table(result: EvalResult) -> str:
                     line += f"   at th {th:.2f}: {result.au_f1_thresholded[name]:.4f}"
                 lines.append(line)
                 continue
-            lines.append(f"{'':<5} {name:<34} {value:>8.4f}")
+            note = "   (tuned on these frames: optimistic)" if name.endswith("_tuned") else ""
+            lines.append(f"{'':<5} {name:<34} {value:>8.4f}{note}")
     lines.append("-" * 49)
     lines.append(f"{'all':<5} {'mean of primary metrics (*)':<34} {result.score:>8.4f}")
     return "\n".join(lines)
