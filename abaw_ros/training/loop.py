@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, get_worker_info
 from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
@@ -37,6 +37,7 @@ from abaw_ros.training.evaluation import (
 from abaw_ros.training.features import encode_frames
 from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
 from abaw_ros.training.provenance import training_provenance
+from abaw_ros.training.resume import EpochItems, EpochSampler, rng_state, set_rng_state
 from abaw_ros.training.tracking import RunLog
 
 log = logging.getLogger(__name__)
@@ -58,70 +59,6 @@ def _seed_worker(_worker_id: int) -> None:
     ds = getattr(ds, "dataset", ds)
     if getattr(ds, "transform", None) is not None:  # each worker its own augmentation stream
         ds.transform.rng = np.random.default_rng(info.seed % 2**32)
-
-
-class EpochSampler(Sampler[int]):
-    """The training order of one epoch as a function of (seed, epoch) alone, sharded over
-    ranks as DistributedSampler does, so that a resumed run sees exactly the order the
-    interrupted one would have; ``skip`` leaves out the samples a resumed epoch has done.
-
-    It yields ``epoch * n + i`` for window ``i``: :class:`EpochItems` decodes the epoch, so
-    each window's augmentation is seeded by (seed, epoch, i) even inside persistent
-    DataLoader workers, and no worker's RNG stream has to be saved or replayed.
-    """
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.per_rank = math.ceil(n / world_size)
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        order += order[: self.per_rank * self.world_size - self.n]  # pad so every rank gets per_rank
-        return iter([self.epoch * self.n + i for i in order[self.rank::self.world_size][self.skip:]])
-
-    def __len__(self) -> int:
-        return max(self.per_rank - self.skip, 0)
-
-
-class EpochItems(Dataset):
-    """Item ``epoch * n + i`` (from :class:`EpochSampler`): window ``i`` with its
-    augmentation drawn from a stream seeded by (seed, epoch, i)."""
-
-    def __init__(self, dataset: ClipDataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: int) -> dict:
-        epoch, i = divmod(int(key), len(self.dataset))
-        transform = getattr(self.dataset, "transform", None)
-        if transform is not None and hasattr(transform, "rng"):
-            transform.rng = np.random.default_rng((self.seed, epoch, i))
-        return self.dataset[i]
-
-
-def rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) generator states, in types a weights-only load reads."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                   cached],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in state["python"]))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
@@ -235,15 +172,15 @@ def _train(cfg: TrainConfig, ctx: DistContext) -> TrainResult:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
 
     # -- model and data
+    provenance = training_provenance(cfg)
     if not cfg.model.backbone_weights and ctx.is_main:
-        # the paper configs (protocol reference) name the pretrained file; elsewhere a
-        # random backbone may be deliberate (fixtures, smoke tests)
-        log.log(logging.WARNING if cfg.protocol == "reference" else logging.INFO,
+        # on real data the pretrained file is expected; on generated fixtures a random
+        # backbone is deliberate (smoke tests)
+        log.log(logging.INFO if provenance.get("fixture") else logging.WARNING,
                 "model.backbone_weights is empty: the backbone starts from random weights, and results will be "
                 "far below the paper: the paper starts from an AffectNet-pretrained MobileNetV4 (timm "
                 "model_best.pth.tar); set model.backbone_weights to that file")
     model = AffectNet(cfg.model).to(ctx.device)
-    provenance = training_provenance(cfg)
     train_ds, val_ds = build_datasets(cfg, model, ctx)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"empty data set: {len(train_ds)} training and {len(val_ds)} validation windows")
