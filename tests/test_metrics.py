@@ -173,6 +173,8 @@ def test_ah_is_also_scored_per_video_with_the_split_label(tmp_path):
     # videos: class 1 F1 = 2/3 (1 of 2 found, no false alarm), class 0 F1 = 2/3
     assert result.metrics["ah"]["ah_f1_macro_video"] == pytest.approx(2 / 3)
     assert result.metrics["ah"]["ah_f1_macro"] != pytest.approx(2 / 3)  # the per-frame score differs
+    # reported whatever thresholds the caller uses (evaluate passes the checkpoint's)
+    assert "ah_f1_macro_tuned_heldout" in result.metrics["ah"]
 
 
 def test_heldout_tuned_f1_labels_each_half_at_the_other_halfs_thresholds():

@@ -124,9 +124,9 @@ def score(
     The rows scored are ``dataset.scored_rows`` (the valid rows; under the reference
     protocol also the last window's padding copies). The primary metrics use threshold 0.5. Thresholds tuned on this set (when
     ``tune_thresholds``; optimistic on the set they were tuned on), else the given ones,
-    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned`` (optimistic when tuned here), and,
-    when tuned here, ``*_tuned_heldout``: each half of the videos labelled at thresholds
-    tuned on the other half (:func:`abaw_ros.metrics.heldout_tuned_f1`).
+    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned`` (optimistic when tuned here); AU and
+    AH also get ``*_tuned_heldout``: each half of the videos labelled at thresholds tuned on
+    the other half (:func:`abaw_ros.metrics.heldout_tuned_f1`).
     """
     slices = output_slices(dataset.tasks)
     metrics: dict[str, dict[str, float]] = {}
@@ -154,7 +154,7 @@ def score(
             au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
         if task == "ah" and ah_threshold is not None:
             metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
-        if tune_thresholds and task in ("au", "ah"):
+        if task in ("au", "ah"):  # a property of the predictions alone, whatever thresholds are used
             heldout = heldout_tuned_f1(task, p, t, ids)
             if heldout is not None:
                 metrics[task][f"{PRIMARY_METRIC[task]}_tuned_heldout"] = heldout
