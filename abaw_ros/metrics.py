@@ -129,6 +129,28 @@ def tune_ah_threshold(probs: np.ndarray, true: np.ndarray, grid: Sequence[float]
     return float(order[int(np.argmax(scores))])
 
 
+def heldout_tuned_f1(task: str, probs: np.ndarray, true: np.ndarray, video_ids: Sequence) -> float | None:
+    """F1 at thresholds tuned on other videos: the videos split into two halves (alternating,
+    in order), each half labelled at the thresholds tuned on the other, the F1 (AU: mean
+    over the 12; AH: macro) computed over all frames. Thresholds tuned and scored on the same
+    frames are optimistic; this is the honest figure. None with fewer than two videos."""
+    videos = list(dict.fromkeys(video_ids))
+    if len(videos) < 2:
+        return None
+    fold_of = {v: i % 2 for i, v in enumerate(videos)}
+    fold = np.array([fold_of[v] for v in video_ids])
+    p = np.asarray(probs, dtype=np.float64).reshape(len(fold), -1)
+    t = np.asarray(true, dtype=np.float64).reshape(len(fold), -1)
+    labelled = np.zeros_like(p)
+    for k in (0, 1):
+        tune, apply = fold != k, fold == k
+        th = tune_au_thresholds(p[tune], t[tune]) if task == "au" else tune_ah_threshold(p[tune], t[tune])
+        labelled[apply] = (p[apply] >= th).astype(np.float64)
+    if task == "au":
+        return au_metrics(labelled, t)["au_f1_mean"]
+    return ah_metrics(labelled, t)["ah_f1_macro"]
+
+
 def video_means(frame_values: np.ndarray, video_ids: Sequence) -> tuple[list, np.ndarray]:
     """Mean of frame rows per video, videos in first-seen order -> ``(ids, (V, D))``."""
     values = np.asarray(frame_values, dtype=np.float64)
@@ -163,6 +185,14 @@ def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> d
     total = sum(support[c] for c in present)
     weighted = float(sum(scores[c] * support[c] for c in present) / total) if total > 0 else 0.0
     return {"ah_f1_macro": macro, "ah_f1_weighted": weighted, "ah_f1_hesitant": f1_pos, "ah_f1_not_hesitant": f1_neg}
+
+
+def ah_video_metrics(video_probs: np.ndarray, video_labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Ambivalence/hesitancy per video, as the 10th ABAW (CVPR 2026) ranks it: one
+    probability (the mean over the video's frames) and one 0/1 label per video, macro F1
+    over the videos (arXiv 2605.27451)."""
+    m = ah_metrics(video_probs, video_labels, threshold)
+    return {"ah_f1_macro_video": m["ah_f1_macro"], "ah_f1_weighted_video": m["ah_f1_weighted"]}
 
 
 def task_metrics(

@@ -151,3 +151,41 @@ def test_tuned_ah_threshold_finds_the_separating_value():
     assert th == pytest.approx(0.2)
     assert metrics.ah_metrics(probs, true, th)["ah_f1_macro"] == pytest.approx(1.0)
     assert metrics.ah_metrics(probs, true)["ah_f1_macro"] < 0.5
+
+
+def test_ah_is_also_scored_per_video_with_the_split_label(tmp_path):
+    """10th ABAW: one 0/1 per video (mean frame probability at 0.5), macro F1 over videos."""
+    from pathlib import Path
+
+    from abaw_ros.data.dataset import ClipDataset
+    from abaw_ros.data.records import VideoRecord
+    from abaw_ros.data.transforms import ClipTransform
+    from abaw_ros.training.evaluation import score
+
+    frame_probs = ([0.9, 0.5], [0.1, 0.3], [0.3, 0.5, 0.4])  # means 0.7, 0.2, 0.4 -> 1, 0, 0
+    video_labels = (1, 0, 1)
+    records = [VideoRecord("ah", f"v{i}", [Path(f"v{i}/frame-{k}.jpg") for k in range(len(p))],
+                           np.full((len(p), 1), lab, np.float32), np.ones(len(p), bool), np.arange(len(p)),
+                           Path("annotation.yml"), extra={"video_label": lab})
+               for i, (p, lab) in enumerate(zip(frame_probs, video_labels, strict=True))]
+    ds = ClipDataset(records, ["ah"], 4, train=False, transform=ClipTransform(64))
+    result = score(ds, [np.asarray(p, np.float32)[:, None] for p in frame_probs])
+    # videos: class 1 F1 = 2/3 (1 of 2 found, no false alarm), class 0 F1 = 2/3
+    assert result.metrics["ah"]["ah_f1_macro_video"] == pytest.approx(2 / 3)
+    assert result.metrics["ah"]["ah_f1_macro"] != pytest.approx(2 / 3)  # the per-frame score differs
+    # reported whatever thresholds the caller uses (evaluate passes the checkpoint's)
+    assert "ah_f1_macro_tuned_heldout" in result.metrics["ah"]
+
+
+def test_heldout_tuned_f1_labels_each_half_at_the_other_halfs_thresholds():
+    # video a: 0.9 hesitant, 0.1 not (tuned threshold 0.5); video b: 0.35 hesitant, 0.2 not
+    # (tuned threshold in (0.2, 0.35]): a at b's threshold is right, b at a's misses its positive
+    probs = np.array([0.9, 0.1, 0.35, 0.2])
+    true = np.array([1.0, 0.0, 1.0, 0.0])
+    ids = ["a", "a", "b", "b"]
+    heldout = metrics.heldout_tuned_f1("ah", probs, true, ids)
+    # pooled labels 1 0 0 0: hesitant F1 2/3, not hesitant F1 0.8
+    assert heldout == pytest.approx((2 / 3 + 0.8) / 2)
+    optimistic = metrics.ah_metrics(probs, true, metrics.tune_ah_threshold(probs, true))["ah_f1_macro"]
+    assert optimistic == pytest.approx(1.0) and heldout < optimistic
+    assert metrics.heldout_tuned_f1("ah", probs, true, ["a"] * 4) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from abaw_ros import metrics
 from abaw_ros.data.dataset import ClipDataset
@@ -20,6 +21,7 @@ from abaw_ros.data.sources import load_split
 from abaw_ros.data.transforms import ClipTransform
 from abaw_ros.training.config import DataConfig, TrainConfig
 from abaw_ros.training.evaluation import score
+from abaw_ros.training.losses import LossConfig, batch_ccc
 
 ROWS = [  # frame number, valence, arousal, has an image
     (1, 0.1, 0.2, True),
@@ -90,18 +92,68 @@ def test_reference_protocol_settings():
         TrainConfig(protocol="paper")
     with pytest.raises(ValueError, match="eval_stride=1"):
         TrainConfig(protocol="reference", eval_stride=1)
+    # the reference: nn.Linear's output init, plain 1 - CCC with unbiased variances
+    ref = TrainConfig(protocol="reference")
+    assert (ref.output_bias_init, ref.loss.va_margin_weight, ref.loss.va_unbiased) == ("default", 0.0, True)
+    frames = TrainConfig()
+    assert (frames.output_bias_init, frames.loss.va_margin_weight, frames.loss.va_unbiased) == ("prior", 1.0, False)
+    # a preset fills what was left open, never a value given
+    given = TrainConfig(protocol="reference", output_bias_init="prior", loss=LossConfig(va_margin_weight=0.5))
+    assert (given.output_bias_init, given.loss.va_margin_weight) == ("prior", 0.5)
+
+
+def test_unbiased_ccc_divides_the_variances_by_n_minus_1():
+    rng = np.random.default_rng(0)
+    p, t = rng.normal(size=(9, 2)), rng.normal(size=(9, 2))
+    ccc = batch_ccc(torch.as_tensor(p), torch.as_tensor(t), unbiased=True).numpy()
+    cov = ((p - p.mean(0)) * (t - t.mean(0))).mean(0)
+    expected = 2 * cov / (p.var(0, ddof=1) + t.var(0, ddof=1) + (p.mean(0) - t.mean(0)) ** 2)
+    np.testing.assert_allclose(ccc, expected, rtol=1e-6)
+    assert not np.allclose(ccc, batch_ccc(torch.as_tensor(p), torch.as_tensor(t)).numpy())
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("protocol", ["reference", "frames"])
+def test_a_run_reports_its_frames_and_starts_from_its_protocols_init(data, tmp_path, protocol):
+    """lr 0: the head keeps its initial bias. Under reference the frames the organisers
+    score are evaluated and reported beside the reference's own."""
+    import json
+
+    from abaw_ros.models import load_checkpoint
+    from abaw_ros.training import load_train_config, train
+
+    cfg = load_train_config(None, [
+        f"data.affwild2_images={data.affwild2_images}", f"data.affwild2_annotations={data.affwild2_annotations}",
+        "model.tasks=va", "model.n_levels=1", "model.window_length=4", "model.input_size=64", "model.freeze=all",
+        "train.epochs=1", "train.batch_size=2", "train.lr=0", "train.min_lr=0", "train.num_workers=0",
+        "train.device=cpu", "train.augment=false", f"train.protocol={protocol}", f"train.out_dir={tmp_path}"])
+    train(cfg)
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    model, _ = load_checkpoint(tmp_path / "last.pt")
+    bias = model.head.classifier.bias.detach()
+    if protocol == "reference":
+        assert report["best"]["frames_scored"] == {"va": len(REFERENCE_SCORED)}
+        assert report["best_frames"]["frames_scored"] == {"va": len(FRAMES_SCORED)}
+        assert report["best_frames"]["tasks"]["va"] != report["best"]["tasks"]["va"]  # other frames, other numbers
+        bound = 1 / np.sqrt(model.head.classifier.in_features)
+        assert bool((bias != 0).all()) and float(bias.abs().max()) <= bound  # nn.Linear's uniform init
+    else:
+        assert "best_frames" not in report
+        assert report["best"]["frames_scored"] == {"va": len(FRAMES_SCORED)}
+        assert bool((bias == 0).all())
 
 
 @pytest.mark.parametrize("name", [f"train_{t}_l{n}.yaml" for t in ("au", "va") for n in (1, 2, 3)])
-def test_paper_configs_name_the_reference_protocol(name):
+def test_paper_configs_select_on_the_organisers_frames(name):
     from pathlib import Path
 
     from abaw_ros.training.config import load_train_config
 
     path = Path(__file__).resolve().parents[1] / "config" / name
     cfg = load_train_config(path)
-    assert cfg.protocol == "reference" and cfg.grad_clip == 0.0 and cfg.data.missing_frames == "skip"
-    assert cfg.model.freeze == "stem"  # the reference code's choice, kept as the default
+    assert cfg.protocol == "frames" and cfg.data.missing_frames == "nearest"
+    assert cfg.grad_clip == 0.0 and cfg.model.freeze == "stem"  # the reference code's recipe
+    assert load_train_config(path, ["train.protocol=reference"]).output_bias_init == "default"
     text = path.read_text()
     assert "backbone_weights" in text and "far below the paper" in text
     if "_va_" in name:

@@ -4,6 +4,7 @@
     abaw-affect train --config config/train_au_l3.yaml --set train.epochs=2 --set model.n_levels=1
     torchrun --nproc_per_node 4 -m abaw_ros.cli train --config config/train_au_l3.yaml
     abaw-affect train --config config/train_au_l3.yaml --resume runs/au_l3/last.pt
+    abaw-affect train --config config/train_au_l3.yaml --seeds 5     # mean and std in <out_dir>/seeds.json
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the earlier run in train.out_dir (without it, and without --resume, a "
                              "directory holding a run is refused)")
+    add_number(parser, "--seeds", kind=int, bounds=Bounds(1, 100, "seeds"), metavar="N",
+               help="train N seeds (train.seed, +1, ...) into <out_dir>/seed<k>/ and write the mean and "
+               "standard deviation of every metric to <out_dir>/seeds.json and seeds.csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +47,17 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={args.device}")
     try:
         cfg = load_train_config(args.config, overrides)
+        if args.seeds is not None:
+            from abaw_ros.training.seeds import train_seeds
+
+            summary = train_seeds(cfg, args.seeds, overwrite=args.overwrite)
+            out = Path(cfg.out_dir)
+            for name in ("score", "frames/score"):
+                if name in summary["metrics"]:
+                    m = summary["metrics"][name]
+                    print(f"{name}: {m['mean']:.4f} +- {m['std']:.4f} over {len(summary['seeds'])} seeds")
+            print(f"every metric: {out / 'seeds.json'} and {out / 'seeds.csv'}")
+            return 0
         result = train(cfg, overwrite=args.overwrite)
     except (DataFormatError, ValueError, FileNotFoundError) as exc:
         print(f"abaw-affect train: {exc}", file=sys.stderr)

@@ -152,6 +152,9 @@ def load_affwild2_test(images_root: Path | str, task: str, videos: Sequence[str]
         if not images:
             raise DataFormatError(f"test video {video!r}: no images in {folder}")
         numbers = list(frames[video]) if frames is not None and video in frames else list(range(1, max(images) + 1))
+        if max(images) > max(numbers):
+            raise DataFormatError(f"test video {video!r}: image {max(images):05d}.jpg is beyond the {max(numbers)} "
+                                  f"frames the frame list gives it: wrong frame list for these images?")
         paths, missing = resolve_missing_frames(images, numbers, "nearest", folder)
         n = len(numbers)
         records.append(VideoRecord(task=task, name=video, frames=[p for p in paths if p is not None],

@@ -2,6 +2,11 @@
 ``model:``, ``data:``, ``loss:`` and ``train:`` sections (see ``config/train_*.yaml``)."""
 from __future__ import annotations
 
+import math
+import os
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +67,9 @@ class TrainConfig:
     # image-less rows dropped before windowing, padding copies scored, no gradient
     # clipping, no dropped last batch). See docs/TRAINING.md.
     protocol: str = "frames"
+    # sigmoid outputs' starting bias: prior (log-odds of the training labels) or default
+    # (nn.Linear's own init, as the reference); None: the protocol's choice
+    output_bias_init: str | None = None
     dead_output_std: float = 1e-3  # warn when a task's validation outputs vary less than this
     # -- input pipeline and scale (docs/TRAINING.md, "Training at full scale")
     preprocess: str = "device"  # device: workers hand over uint8 crops, the step resizes/augments; worker: all in workers
@@ -70,6 +78,9 @@ class TrainConfig:
     feature_cache: str | None = None  # folder of the frozen part's outputs on disk (freeze paper/all, no augment)
     effective_batch_size: int | None = None  # windows per optimizer step over all processes; None = batch_size x world
     sync_bn: str | bool = "auto"  # auto (on when several processes share the batch) | on | off
+    checkpoint_every: int = 0  # also write the recovery checkpoint (last.pt) every N steps; 0 = at epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps in all (a time-boxed run); 0 = no limit
+    track: bool = True  # steps.csv / epochs.csv in out_dir (and TensorBoard when installed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -90,6 +101,19 @@ class TrainConfig:
         if self.protocol == "reference" and self.eval_stride not in (None, self.model.window_length):
             raise ValueError(f"eval_stride={self.eval_stride}: protocol reference scores non-overlapping windows "
                              f"(stride {self.model.window_length})")
+        reference = self.protocol == "reference"
+        # protocol presets fill what the user left open and never replace a given value
+        if self.output_bias_init is None:
+            self.output_bias_init = "default" if reference else "prior"
+        if self.output_bias_init not in ("prior", "default"):
+            raise ValueError(f"output_bias_init={self.output_bias_init!r}: choose prior or default")
+        if self.loss.va_margin_weight is None:
+            self.loss.va_margin_weight = 0.0 if reference else 1.0
+        if self.loss.va_unbiased is None:
+            self.loss.va_unbiased = reference
+        for name in ("checkpoint_every", "max_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
         if self.data.missing_frames not in ("nearest", "skip", "error"):
             raise ValueError(f"data.missing_frames={self.data.missing_frames!r}: choose nearest, skip or error")
         self._check_scale()
@@ -132,11 +156,17 @@ class TrainConfig:
         bad = set(train) - known
         if bad:
             raise ValueError(f"unknown train key(s) {sorted(bad)}: known keys are {sorted(known)}")
+        for section in ("model", "data", "loss"):
+            if not isinstance(raw.get(section) or {}, dict):
+                raise ValueError(f"{section}={raw[section]!r}: expected a mapping of {section} keys")
+        model = raw.get("model") or {}
+        if set(model) - {f.name for f in fields(ModelConfig)}:
+            ModelConfig.from_dict(model)  # names the unknown field
         return cls(
-            model=ModelConfig.from_dict(raw.get("model") or {}),
+            model=ModelConfig.from_dict(typed_values(ModelConfig, model, "model")),
             data=_build(DataConfig, raw.get("data") or {}, "data"),
             loss=_build(LossConfig, raw.get("loss") or {}, "loss"),
-            **train,
+            **typed_values(cls, train, "train"),
         )
 
 
@@ -145,7 +175,82 @@ def _build(cls, values: dict[str, Any], section: str):
     bad = set(values) - known
     if bad:
         raise ValueError(f"unknown {section} key(s) {sorted(bad)}: known keys are {sorted(known)}")
-    return cls(**values)
+    return cls(**typed_values(cls, values, section))
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` and ``5E-4`` as strings: a float needs a dot there.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def typed_values(cls: type, values: dict[str, Any], section: str) -> dict[str, Any]:
+    """``values`` converted to the field types of dataclass ``cls`` (numbers in any YAML
+    spelling, ``au`` or ``[au, va]`` for a tuple of names, ``true``/``false``); a value that
+    cannot be converted raises one ValueError naming ``section.key``, the value and the type."""
+    hints = typing.get_type_hints(cls)
+    return {name: _typed(hints[name], value, f"{section}.{name}") if name in hints else value
+            for name, value in values.items()}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + (_describe(args[0]) + "s" if args else "values")
+    if origin is dict:
+        return "a mapping of " + _describe(args[1]) + "s"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _typed(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ValueError(f"{key}={value!r}: expected {_describe(hint)}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _typed(arg, value, key)
+            except ValueError:
+                continue
+        raise bad
+    if origin is tuple:
+        if isinstance(value, str):  # "au" or "va,au" from a command line
+            value = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise bad
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            raise ValueError(f"{key}={value!r}: expected {len(item_types)} values")
+        return tuple(_typed(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _typed(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.strip().lower() in ("true", "yes", "on")
+        raise bad
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            number = float(value)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+            raise bad
+        if hint is int:
+            if float(number) != int(number):
+                raise ValueError(f"{key}={value!r}: expected an integer")
+            return int(number)
+        return float(number)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # out_dir=2024 from a command line
+        raise bad
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -161,6 +266,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+# Keys holding a file or folder: in a config file they are relative to the file's folder
+# (a config names its data the same way from wherever it is run); on the command line
+# (--set, --out-dir, --resume) to the working directory, as every shell path is.
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("backbone_weights",),
+    "data": ("affwild2_images", "affwild2_annotations", "hume_root", "hume_train_csv", "hume_val_csv", "bah_root",
+             "bah_frames_root"),
+    "train": ("out_dir", "resume"),
+}
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with the relative paths of :data:`PATH_KEYS` made relative to ``base``."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section, keys in PATH_KEYS.items():
+        values = raw.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                values[key] = os.path.normpath(base / value)
+    return raw
+
+
 def load_train_config(path: Path | str | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict[str, Any] = {}
     if path is not None:
@@ -173,6 +303,7 @@ def load_train_config(path: Path | str | None, overrides: list[str] | None = Non
             raise ValueError(f"training config {path}: {exc}") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping with model/data/loss/train sections")
+        raw = resolve_paths(raw, path.parent)
     try:
         return TrainConfig.from_dict(apply_overrides(raw, overrides or []))
     except (TypeError, ValueError) as exc:

@@ -144,6 +144,12 @@ class DevicePreprocess(torch.nn.Module):
         self.seed = int(seed)
         self._generator: torch.Generator | None = None
 
+    def reseed(self, seed: int) -> None:
+        """Start the draws over from ``seed``: the training loop seeds each step by (seed,
+        epoch, step, rank), so a resumed run draws what the uninterrupted one drew."""
+        self.seed = int(seed)
+        self._generator = None
+
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device)

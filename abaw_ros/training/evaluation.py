@@ -22,7 +22,9 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.metrics import (
     PRIMARY_METRIC,
     ah_metrics,
+    ah_video_metrics,
     au_metrics,
+    heldout_tuned_f1,
     task_metrics,
     tune_ah_threshold,
     tune_au_thresholds,
@@ -125,7 +127,9 @@ def score(
     The rows scored are ``dataset.scored_rows`` (the valid rows; under the reference
     protocol also the last window's padding copies). The primary metrics use threshold 0.5. Thresholds tuned on this set (when
     ``tune_thresholds``; optimistic on the set they were tuned on), else the given ones,
-    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned``.
+    add ``au_f1_mean_tuned`` and ``ah_f1_macro_tuned`` (optimistic when tuned here); AU and
+    AH also get ``*_tuned_heldout``: each half of the videos labelled at thresholds tuned on
+    the other half (:func:`abaw_ros.metrics.heldout_tuned_f1`).
     """
     slices = output_slices(dataset.tasks)
     metrics: dict[str, dict[str, float]] = {}
@@ -153,10 +157,24 @@ def score(
             au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
         if task == "ah" and ah_threshold is not None:
             metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
+        if task in ("au", "ah"):  # a property of the predictions alone, whatever thresholds are used
+            heldout = heldout_tuned_f1(task, p, t, ids)
+            if heldout is not None:
+                metrics[task][f"{PRIMARY_METRIC[task]}_tuned_heldout"] = heldout
+        if task == "ah":
+            metrics[task].update(ah_video_metrics(
+                np.array([pr[rows][:, slices[task]].mean() for _, pr, rows in picked if len(rows)]),
+                np.array([_video_label(r, rows) for r, _, rows in picked if len(rows)])))
         frames[task] = len(set(ids)) if task == "emi" else int(p.shape[0])
     primaries = [m[PRIMARY_METRIC[t]] for t, m in metrics.items()]
     total = float(np.mean(primaries)) if primaries else float("nan")
     return EvalResult(metrics, total, used_thresholds, ah_threshold, frames, au_f1_thresholded)
+
+
+def _video_label(record, rows: np.ndarray) -> float:
+    """A BAH video's own label (the split file's column), else whether any scored frame is hesitant."""
+    label = record.extra.get("video_label")
+    return float(label) if label is not None else float(record.labels[rows].max())
 
 
 def metrics_table(result: EvalResult) -> str:
@@ -175,7 +193,8 @@ def metrics_table(result: EvalResult) -> str:
                     line += f"   at th {th:.2f}: {result.au_f1_thresholded[name]:.4f}"
                 lines.append(line)
                 continue
-            lines.append(f"{'':<5} {name:<34} {value:>8.4f}")
+            note = "   (tuned on these frames: optimistic)" if name.endswith("_tuned") else ""
+            lines.append(f"{'':<5} {name:<34} {value:>8.4f}{note}")
     lines.append("-" * 49)
     lines.append(f"{'all':<5} {'mean of primary metrics (*)':<34} {result.score:>8.4f}")
     return "\n".join(lines)

@@ -27,10 +27,11 @@ def _zero(x: torch.Tensor) -> torch.Tensor:
     return x.sum() * 0.0
 
 
-def batch_ccc(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """CCC of each column of ``(N, D)`` tensors -> ``(D,)``."""
+def batch_ccc(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8, unbiased: bool = False) -> torch.Tensor:
+    """CCC of each column of ``(N, D)`` tensors -> ``(D,)``; ``unbiased``: the variances
+    divide by N - 1 (``torch.var``'s default, as the reference code's loss computes them)."""
     mp, mt = pred.mean(0), true.mean(0)
-    vp, vt = pred.var(0, unbiased=False), true.var(0, unbiased=False)
+    vp, vt = pred.var(0, unbiased=unbiased), true.var(0, unbiased=unbiased)
     cov = ((pred - mp) * (true - mt)).mean(0)
     return 2 * cov / (vp + vt + (mp - mt) ** 2 + eps)
 
@@ -42,11 +43,11 @@ def batch_pearson(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) -> 
     return (dp * dt).sum(0) / torch.sqrt((dp * dp).sum(0) * (dt * dt).sum(0) + eps)
 
 
-def ccc_loss(raw: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def ccc_loss(raw: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """``1 - mean CCC`` over the valid rows of ``(N, 2)`` raw VA outputs."""
     if int(mask.sum()) < 2:
         return _zero(raw)
-    return 1.0 - batch_ccc(torch.tanh(raw[mask]), true[mask]).mean()
+    return 1.0 - batch_ccc(torch.tanh(raw[mask]), true[mask], unbiased=unbiased).mean()
 
 
 def saturation_penalty(raw: torch.Tensor, mask: torch.Tensor, margin: float) -> torch.Tensor:
@@ -115,9 +116,13 @@ class LossConfig:
     focal_alpha: float = 0.75
     focal_gamma: float = 2.0
     weights: dict[str, float] = field(default_factory=dict)  # per task, default 1.0
-    # VA pre-activations beyond +-va_margin are pulled back (see saturation_penalty); 0 = off
+    # VA pre-activations beyond +-va_margin are pulled back (see saturation_penalty); 0 = off.
+    # None: the protocol's choice (frames 1.0; reference 0, as the reference trains on plain 1 - CCC)
     va_margin: float = 2.5
-    va_margin_weight: float = 1.0
+    va_margin_weight: float | None = None
+    # VA CCC variances over N - 1 (the reference's torch.var) or N; None: unbiased under
+    # protocol reference, else biased (the metric's definition)
+    va_unbiased: bool | None = None
 
 
 class MultiTaskLoss(torch.nn.Module):
@@ -151,9 +156,10 @@ class MultiTaskLoss(torch.nn.Module):
             s, m = self.slices[task], mask[:, k]
             r, t = raw[:, s], target[:, s]
             if task == "va":
-                parts[task] = ccc_loss(r, t, m)
-                if self.cfg.va_margin_weight > 0:
-                    parts[task] = parts[task] + self.cfg.va_margin_weight * saturation_penalty(r, m, self.cfg.va_margin)
+                parts[task] = ccc_loss(r, t, m, unbiased=bool(self.cfg.va_unbiased))
+                margin_weight = 1.0 if self.cfg.va_margin_weight is None else self.cfg.va_margin_weight
+                if margin_weight > 0:
+                    parts[task] = parts[task] + margin_weight * saturation_penalty(r, m, self.cfg.va_margin)
             elif task == "au":
                 if self.cfg.au_loss == "focal":
                     parts[task] = sigmoid_focal_loss(r, t, m, self.cfg.focal_alpha, self.cfg.focal_gamma)
