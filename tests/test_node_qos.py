@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
 from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
-from abaw_ros.ros.transport import PROFILE_VARIABLE  # noqa: E402
+from abaw_ros.ros.transport import PROFILE_VARIABLES  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 WINDOW = 8
@@ -79,7 +79,8 @@ CAMERA = textwrap.dedent(
 
 def _no_profile_env() -> dict[str, str]:
     env = dict(os.environ, RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
-    env.pop(PROFILE_VARIABLE, None)
+    for variable in PROFILE_VARIABLES.values():
+        env.pop(variable, None)
     env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     return env
 
