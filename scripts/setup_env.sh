@@ -7,20 +7,21 @@
 #               share one venv through $ABAW_VENV, each with its own build and sources).
 # Idempotent: each step is skipped when the inputs it depends on are unchanged.
 #
-# ROS_DISTRO=jazzy bash scripts/setup_env.sh builds a second, separate environment with the
-# ROS 2 Jazzy wheels (scripts/requirements-jazzy.txt: rclpy 7.1, Fast DDS 2.14) in place of
-# the Kilted ones: its own venv ($ABAW_VENV-jazzy when $ABAW_VENV is set), build-jazzy/,
+# ABAW_ROS_DISTRO=jazzy bash scripts/setup_env.sh builds a second, separate environment with
+# the ROS 2 Jazzy wheels (scripts/requirements-jazzy.txt: rclpy 7.1, Fast DDS 2.14) in place
+# of the Kilted ones: its own venv ($ABAW_VENV-jazzy when $ABAW_VENV is set), build-jazzy/,
 # install-jazzy/, log-jazzy/ and .abaw_env_jazzy; the Kilted environment is left as it is.
-# Unset (or kilted), everything is as described above.
+# Unset (or kilted), everything is as described above. Not ROS_DISTRO: every shell that
+# sourced a ROS installation has that set (ros_environment), and it must not switch this.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 log() { printf '[setup] %s\n' "$*"; }
-DISTRO="${ROS_DISTRO:-kilted}"
+DISTRO="${ABAW_ROS_DISTRO:-kilted}"
 case "$DISTRO" in
   kilted) SUFFIX="" ; ROS_REQUIREMENTS="" ;;
   jazzy)  SUFFIX="-jazzy" ; ROS_REQUIREMENTS="scripts/requirements-jazzy.txt" ;;
-  *) printf 'ROS_DISTRO=%q: this script builds with the kilted (default) or jazzy ROS 2 wheels from the package registry; set ROS_DISTRO=jazzy or unset it\n' "$DISTRO" >&2
+  *) printf 'ABAW_ROS_DISTRO=%q: this script builds with the kilted (default) or jazzy ROS 2 wheels from the package registry (none exist for other distros)\n' "$DISTRO" >&2
      exit 2 ;;
 esac
 # The venv lives outside the source tree: CMake rejects exported include directories

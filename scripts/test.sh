@@ -3,7 +3,7 @@
 #   bash scripts/test.sh                     the whole suite on ROS 2 Kilted, then the ROS-facing
 #                                            tests (node, lifecycle, QoS, messages, bags) on Jazzy
 #   bash scripts/test.sh [pytest args]       those tests on Kilted only
-#   ROS_DISTRO=jazzy bash scripts/test.sh [pytest args]   on Jazzy only (default: the ROS-facing tests)
+#   ABAW_ROS_DISTRO=jazzy bash scripts/test.sh [pytest args]   on Jazzy only (default: the ROS-facing tests)
 # Each distro has its own environment (scripts/setup_env.sh), and its tests run in a shell
 # of their own, so nothing of one leaks into the other.
 set -euo pipefail
@@ -16,7 +16,7 @@ run_on() {  # run_on DISTRO ENV_FILE PYTEST_ARGS...
   local distro="$1" env_file="$2"
   shift 2
   local start=$SECONDS
-  ROS_DISTRO="$distro" bash "$ROOT/scripts/setup_env.sh" || return $?
+  ABAW_ROS_DISTRO="$distro" bash "$ROOT/scripts/setup_env.sh" || return $?
   local status=0
   (
     set +u
@@ -29,16 +29,16 @@ run_on() {  # run_on DISTRO ENV_FILE PYTEST_ARGS...
   return "$status"
 }
 
-case "${ROS_DISTRO:-}" in
+case "${ABAW_ROS_DISTRO:-}" in
   jazzy)
     if [ $# -gt 0 ]; then run_on jazzy "$ROOT/.abaw_env_jazzy" "$@"; else run_on jazzy "$ROOT/.abaw_env_jazzy" "${JAZZY_TESTS[@]}"; fi
     exit $? ;;
   ""|kilted) ;;
-  *) printf 'ROS_DISTRO=%q: the tests run on kilted (default) or jazzy\n' "$ROS_DISTRO" >&2; exit 2 ;;
+  *) printf 'ABAW_ROS_DISTRO=%q: the tests run on kilted (default) or jazzy\n' "$ABAW_ROS_DISTRO" >&2; exit 2 ;;
 esac
 
 status=0
-ROS_DISTRO=kilted bash "$ROOT/scripts/setup_env.sh"
+ABAW_ROS_DISTRO=kilted bash "$ROOT/scripts/setup_env.sh"
 ( set +u; . "$ROOT/.abaw_env"; set -u; ruff check . ) || status=$?  # once: the sources are the same
 if [ $# -gt 0 ]; then
   run_on kilted "$ROOT/.abaw_env" "$@" || status=$?
