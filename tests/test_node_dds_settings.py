@@ -26,6 +26,7 @@ from abaw_ros.ros.transport import (
 )
 
 FASTRTPS, FASTDDS = PROFILE_VARIABLES[2], PROFILE_VARIABLES[3]
+SEGMENT_PREFIXES = ("fastrtps_", "fastdds_")
 
 
 def _profile(path: Path, segment: int, default: bool = True, name: str = "p") -> Path:
@@ -189,7 +190,9 @@ def _largest_own_segment(pid: int, older: set[str]) -> int:
     sizes: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split()
-        if len(parts) >= 6 and parts[-1].startswith("/dev/shm/fastdds_") and "_port" not in parts[-1]:
+        name = parts[-1].rsplit("/", 1)[-1] if len(parts) >= 6 else ""
+        # Segments are /dev/shm/fastrtps_<id> (Fast DDS 2.x) or fastdds_<id> (3.x), beside *_port* files.
+        if parts[-1].startswith("/dev/shm/") and name.startswith(SEGMENT_PREFIXES) and "_port" not in name:
             if Path(parts[-1]).name in older:
                 continue
             start, end = (int(x, 16) for x in parts[0].split("-"))
@@ -234,7 +237,7 @@ def test_diagnostics_report_the_profile_the_nodes_fast_dds_really_uses(case, pro
     namespace = unique_namespace("dds")
     params = params_file(tmp_path, model_file_path=str(model_bundle), backend="onnxruntime", diagnostics_period=0.5)
     client = FrameClient(namespace, domain_id=ros_domain_id)
-    older = {p.name for p in Path("/dev/shm").glob("fastdds_*")}
+    older = {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(SEGMENT_PREFIXES)}
     node = NodeProcess(params, tmp_path / "node.log", namespace, env=env)
     try:
         def report() -> dict[str, str] | None:
