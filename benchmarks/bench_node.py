@@ -43,8 +43,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rclpy.utilities import get_rmw_implementation_identifier  # noqa: E402
+
 from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
-from abaw_ros.ros.transport import PROFILE_VARIABLE  # noqa: E402
+from abaw_ros.ros.transport import PROFILE_VARIABLES, dds_settings_in_force  # noqa: E402
 
 
 def export_untrained_bundle(out_dir: Path, window_length: int) -> Path:
@@ -237,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.no_profile:  # before this process's first participant; the node inherits it
-        os.environ.pop(PROFILE_VARIABLE, None)
+        for variable in PROFILE_VARIABLES.values():  # both Fast DDS generations' names
+            os.environ.pop(variable, None)
 
     import yaml
 
@@ -258,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     client.image_pub = camera_publisher(client, args.camera_qos[0])
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
-        "fastdds_profile": os.environ.get(PROFILE_VARIABLE, "") or "none (Fast DDS defaults)",
+        # What this process's DDS layer really uses (the node inherits the same variables).
+        "fastdds_profile": dds_settings_in_force(get_rmw_implementation_identifier()).describe().get(
+            "dds_profile", ""),
         "node_parameters": {k: settings[k] for k in ("backend", "num_threads", "detector", "detection_interval",
                                                      "window_length", "max_faces", "min_face_size")},
         "model": str(model),

@@ -108,7 +108,8 @@ def test_registered_types_hash_like_the_ros_build():
     store = affect_typestore()
     json_files = [Path(p) / "share" / "abaw_ros" / "msg" / "FaceAffectArray.json"
                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    json_files.append(ROOT / "install" / "abaw_ros" / "share" / "abaw_ros" / "msg" / "FaceAffectArray.json")
+    install = Path(os.environ.get("ABAW_INSTALL_BASE", ROOT / "install"))  # set by setup_env.sh
+    json_files.append(install / "abaw_ros" / "share" / "abaw_ros" / "msg" / "FaceAffectArray.json")
     built = next((p for p in json_files if p.is_file()), None)
     if built is None:
         pytest.skip("no colcon build of abaw_ros (share/abaw_ros/msg/FaceAffectArray.json)")

@@ -50,8 +50,9 @@ class _Lifecycle:
     def state(self) -> int:
         return self._call(self.get, GetState.Request()).current_state.id
 
-    def transition(self, transition_id: int) -> bool:
-        return self._call(self.change, ChangeState.Request(transition=Transition(id=transition_id))).success
+    def transition(self, transition_id: int, label: str = "") -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition_id, label=label))
+        return self._call(self.change, request).success
 
     def request(self, transition_id: int) -> None:
         """Ask for a transition without waiting for the answer."""
@@ -132,6 +133,46 @@ def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_p
     log = node.log()
     assert code == 0, log[-3000:]
     assert "Traceback" not in log
+
+
+def test_a_transition_invalid_in_the_current_state_is_refused_and_the_node_keeps_running(
+        tmp_path, ros_domain_id, model_bundle):
+    """A raw ChangeState call (another process, as ``ros2 service call`` or a lifecycle
+    manager sends it) naming a transition the current state does not have: answered
+    success=false with one warning line, whatever the rclpy version (Humble's and Jazzy's
+    let rcl's error end the process)."""
+    node, name = _managed_node(tmp_path, model_file_path=str(model_bundle), precision="fp32")
+    client = FrameClient(unique_namespace("unused"), domain_id=ros_domain_id)
+    try:
+        lifecycle = _Lifecycle(client, name)
+        assert not lifecycle.transition(Transition.TRANSITION_ACTIVATE), node.log()[-3000:]  # while unconfigured
+        assert node.alive(), node.log()[-3000:]
+        assert lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert not lifecycle.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)  # only from active
+        assert not lifecycle.transition(0, label="activate")  # by label: rclpy's own check
+        assert not lifecycle.transition(200)  # no such transition at all
+        assert node.alive() and lifecycle.state() == State.PRIMARY_STATE_UNCONFIGURED
+
+        assert lifecycle.transition(Transition.TRANSITION_CONFIGURE), node.log()[-3000:]  # still managed
+        assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)  # inactive: already configured
+        assert not lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+        assert lifecycle.state() == State.PRIMARY_STATE_INACTIVE
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert not lifecycle.transition(Transition.TRANSITION_ACTIVATE)  # active: already active
+        assert lifecycle.state() == State.PRIMARY_STATE_ACTIVE
+    finally:
+        client.close()
+        code = node.stop()
+    log = node.log()
+    assert code == 0, f"exit code {code}:\n{log[-3000:]}"
+    assert "Traceback" not in log and "RCLError" not in log, log[-3000:]
+    refused = [line for line in log.splitlines() if "answered success=false" in line]
+    assert len(refused) == 6, log[-3000:]  # the label request is refused by rclpy, silently
+    assert "[WARN]" in refused[0] and "transition 3 (activate) is not valid in state unconfigured" in refused[0], refused
+    assert "valid here: 1 (configure), 5 (shutdown)" in refused[0], refused
+    assert "transition 200 is not valid in state unconfigured" in refused[2], refused
+    assert "transition 3 (activate) is not valid in state active" in refused[-1], refused
+    assert "stopped by SIGINT in state active" in log, log[-3000:]
 
 
 def test_sigterm_while_unconfigured_is_one_line_and_exit_0(tmp_path, ros_domain_id):

@@ -10,7 +10,9 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL = ROOT / "install" / "abaw_ros"
+# The colcon install space of the environment in use (setup_env.sh exports it: install/ for
+# Kilted, install-jazzy/ for Jazzy).
+INSTALL = Path(os.environ.get("ABAW_INSTALL_BASE", ROOT / "install")) / "abaw_ros"
 
 
 def _run(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

@@ -14,6 +14,13 @@ manager (``ros2 lifecycle set``, nav2's lifecycle manager, a launch file's
   running node refuses, and a new configure reads them);
 - shutdown: from any state, as cleanup.
 
+A transition that is not valid in the current state (activate while unconfigured, from a
+raw ``ChangeState`` call or a lifecycle manager) is answered ``success=false`` with one
+warning line, and the node carries on. rclpy does that itself only from Kilted (9.x,
+ros2/rclpy#1319): on Humble (3.3) and Jazzy (7.1) ``LifecycleNodeMixin.__change_state``
+lets rcl's ``RCLError`` escape the service callback and so the spin, which ended the
+process (``rclpy/lifecycle/node.py`` on the humble and jazzy branches).
+
 The process (stop signals, the log, exit codes) is :mod:`abaw_ros.ros.node_process`'s,
 as for the plain node.
 """
@@ -23,6 +30,7 @@ import sys
 import traceback
 from typing import Any
 
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from abaw_ros.ros.affect_node import NODE_NAME, AffectNodeBase
@@ -38,6 +46,7 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
         LifecycleNode.__init__(self, node_name, **kwargs)
         self._init_affect()
         self._active = False
+        self._guard_change_state()
 
     @property
     def state_label(self) -> str:
@@ -47,6 +56,41 @@ class AffectLifecycleNode(AffectNodeBase, LifecycleNode):
     def stop(self) -> None:
         """Stop the worker (after its current frame); the process is ending."""
         self._stop_input()
+
+    def _guard_change_state(self) -> None:
+        """Answer ``~/change_state`` requests for transitions the current state does not
+        have with ``success=false`` before rclpy sees them (see the module docstring). The
+        executor calls the service's ``callback`` attribute (``Executor._execute_service``
+        on Humble, Jazzy and Kilted), so wrapping it covers every rclpy version."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:  # enable_communication_interface=False: no service to guard
+            return
+        answer = service.callback
+
+        def change_state(request: Any, response: Any) -> Any:
+            transition = request.transition
+            name = repr(transition.label) if transition.label else self._transition_name(transition.id)
+            if not transition.label:  # rclpy checks a label itself and answers false
+                valid = {t[0]: t[1] for t in self._state_machine.available_transitions}
+                if transition.id not in valid:
+                    listed = ", ".join(f"{i} ({label})" for i, label in sorted(valid.items()))
+                    return self._refuse(response, name, f"valid here: {listed or 'none'}")
+            try:
+                return answer(request, response)
+            except _rclpy.RCLError as exc:  # a state machine error rclpy < 9 does not catch
+                return self._refuse(response, name, f"rcl: {' '.join(str(exc).split())}")
+
+        service.callback = change_state
+
+    def _transition_name(self, transition_id: int) -> str:
+        names = {t[0]: t[1] for t in self._state_machine.transition_graph}
+        return f"{transition_id} ({names[transition_id]})" if transition_id in names else str(transition_id)
+
+    def _refuse(self, response: Any, transition: str, why: str) -> Any:
+        self.get_logger().warning(f"change_state: transition {transition} is not valid in state "
+                                  f"{self.state_label}; answered success=false ({why})")
+        response.success = False
+        return response
 
     def _make_publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
         pub = self.create_lifecycle_publisher(msg_type, topic, qos)

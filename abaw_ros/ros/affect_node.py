@@ -29,6 +29,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -51,7 +52,7 @@ from abaw_ros.ros.input_qos import MatchedSubscription
 from abaw_ros.ros.node_logging import WarningThrottle, warning_kind
 from abaw_ros.ros.node_process import EXIT_STARTUP_FAILED, NODE_NAME  # noqa: F401 - re-exported
 from abaw_ros.ros.requirements_check import missing_requirements
-from abaw_ros.ros.transport import shm_segment_size
+from abaw_ros.ros.transport import dds_settings_in_force
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import PerceptionPipeline
@@ -127,7 +128,10 @@ class AffectNodeBase:
         self._worker: threading.Thread | None = None
         self._info: dict[str, str] = {}
         self._weights_trained = False
-        self._segment_bytes: int | None = None
+        # What the DDS layer really runs with (this process loaded its RMW at rclpy.init):
+        # the library decides which profile variable counts, not what was asked for.
+        self._dds = dds_settings_in_force(get_rmw_implementation_identifier())
+        self._segment_bytes = self._dds.segment_bytes
         self.model_id = ""
         self._input: MatchedSubscription | None = None
         self._timers: list[Any] = []
@@ -241,7 +245,6 @@ class AffectNodeBase:
         assert self.config is not None and self.pipeline is not None
         metadata = self.pipeline.metadata
         self._weights_trained = bool(metadata.trained)
-        self._segment_bytes = shm_segment_size()
         model = self.config.model_file_path or "(none: untrained network built at start)"
         self.model_id = _model_id(self.config)
         self._info = {
@@ -257,9 +260,7 @@ class AffectNodeBase:
             "tasks": ",".join(metadata.tasks),
             "max_image_pixels": str(self.config.max_image_pixels),
             "ros4hri": self.config.ros4hri_faces if self.config.publish_ros4hri else "off",
-            "largest_deliverable_frame": (
-                f"{self._segment_bytes} bytes (Fast DDS shared-memory segment; larger frames are "
-                f"mostly lost)" if self._segment_bytes else "not set by a Fast DDS profile"),
+            **self._dds.describe(),  # rmw_implementation, fast_dds_version, dds_profile, largest_deliverable_frame
         }
         if self._weights_trained:
             self.get_logger().info(f"model {model} ({self.model_id}): {provenance_summary(True, metadata.provenance)}")

@@ -164,9 +164,13 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
     from rclpy.executors import ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 
     from abaw_ros.ros.node_logging import RosLogHandler
+    from abaw_ros.ros.transport import share_profile_across_generations
 
     stop = stop_signals.install()
     stop.activity = "starting"
+    # A Fast DDS profile the user gave under one generation's variable name is in force on
+    # every distro (Fast DDS reads it once, at rclpy.init; see ros/transport.py).
+    share_profile_across_generations()
     try:
         try:
             rclpy.init(args=args)
