@@ -69,13 +69,15 @@ def setup(tmp_path_factory):
 
 def run(setup, task: str, seed: int, *extra: str):
     root, paths, weights = setup
+    # each call is a run of its own: a run directory is never reused (train refuses to)
+    out = root / f"{task}_{seed}_{len(list(root.glob(f'{task}_{seed}*')))}"
     cfg = load_train_config(None, [
         f"data.affwild2_images={paths.affwild2_images}", f"data.affwild2_annotations={paths.affwild2_annotations}",
         f"model.backbone_weights={weights}", f"model.input_size={INPUT_SIZE}", f"model.tasks=[{task}]",
         "model.n_levels=1", "model.window_length=8", "model.freeze=all",
         "train.cache_features=true", "train.augment=false", "train.num_workers=0", "train.device=cpu",
         "train.epochs=20", "train.eval_every=5", "train.batch_size=8", "train.lr=0.001", "train.restart_steps=1000",
-        "loss.au_loss=bce", f"train.seed={seed}", f"train.out_dir={root / f'{task}_{seed}'}", *extra,
+        "loss.au_loss=bce", f"train.seed={seed}", f"train.out_dir={out}", *extra,
     ])
     return cfg, train(cfg)
 

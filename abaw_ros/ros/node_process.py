@@ -187,15 +187,15 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
             core_log.addHandler(RosLogHandler(node))
             core_log.setLevel(logging.INFO)
             core_log.propagate = False
-            if managed:  # the model loads in on_configure, inside the spin
-                node.get_logger().info("unconfigured: waiting for configure (lifecycle ~/change_state)")
-            else:
+            if not managed:  # the managed node loads the model in on_configure, inside the spin
                 code = _start(node, stop)
             if code is None:
                 stop.activity = "running"
                 stop.interrupting = False  # from here rclpy's shutdown ends the spin
                 if stop.received is not None:
                     raise StopRequested(stop.received, stop.activity)
+                if managed:  # said only now: a stop after this line is one "in state unconfigured"
+                    node.get_logger().info("unconfigured: waiting for configure (lifecycle ~/change_state)")
                 executor = SingleThreadedExecutor()
                 executor.add_node(node)
                 try:
