@@ -15,7 +15,14 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
 from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, send_stream, unique_namespace  # noqa: E402
+from abaw_ros.ros.testing import (  # noqa: E402
+    FrameClient,
+    NodeProcess,
+    params_file,
+    send_stream,
+    set_parameters,
+    unique_namespace,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,19 +47,6 @@ def running(model_bundle, tmp_path_factory):
             node.stop()
 
 
-def _set(client: FrameClient, namespace: str, **values):
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    cli = client.node.create_client(SetParameters, f"{namespace}/abaw_affect/set_parameters")
-    assert cli.wait_for_service(timeout_sec=10)
-    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-    future = cli.call_async(request)
-    assert client.wait_for(future.done, timeout=10)
-    client.node.destroy_client(cli)
-    return future.result().results
-
-
 def _diagnostics_count(client: FrameClient) -> int:
     return len(client.diagnostics("affect pipeline"))
 
@@ -66,7 +60,7 @@ def _diagnostics_count(client: FrameClient) -> int:
 ])
 def test_a_runtime_value_outside_its_range_is_refused_and_the_node_runs_on(running, name, value, allowed):
     node, client, namespace = running
-    (result,) = _set(client, namespace, **{name: value})
+    (result,) = set_parameters(client, namespace, **{name: value})
     assert not result.successful, f"{name}={value!r} was accepted"
     assert name in result.reason and allowed in result.reason, result.reason
     # Frames keep flowing through the loss estimate and the tracker; the node must answer
@@ -80,7 +74,7 @@ def test_a_runtime_value_outside_its_range_is_refused_and_the_node_runs_on(runni
 
 def test_a_runtime_value_inside_its_range_is_applied(running):
     node, client, namespace = running
-    results = _set(client, namespace, expected_input_rate=15.0, track_max_misses=1000)
+    results = set_parameters(client, namespace, expected_input_rate=15.0, track_max_misses=1000)
     assert all(r.successful for r in results), [r.reason for r in results]
     assert client.wait_for(lambda: "expected_input_rate 0.0 -> 15.0" in node.log(), timeout=5), node.log()[-2000:]
     send_stream(client, DemoScene(faces=1), 20, rate=15)

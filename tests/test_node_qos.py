@@ -23,7 +23,13 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
+from abaw_ros.ros.testing import (  # noqa: E402
+    FrameClient,
+    NodeProcess,
+    params_file,
+    set_parameters,
+    unique_namespace,
+)
 from abaw_ros.ros.transport import PROFILE_VARIABLES, prefer_large_frame_transport  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -211,33 +217,20 @@ def test_stamps_far_from_the_clock_are_clock_skew_not_latency(running):
     assert report["level"] == "1"
 
 
-def _set(client: FrameClient, namespace: str, **values):
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    cli = client.node.create_client(SetParameters, f"{namespace}/abaw_affect/set_parameters")
-    assert cli.wait_for_service(timeout_sec=10)
-    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-    future = cli.call_async(request)
-    assert client.wait_for(future.done, timeout=10)
-    client.node.destroy_client(cli)
-    return future.result().results
-
-
 def test_runtime_changes_the_node_cannot_apply_are_refused(running):
     node, client, namespace = running
-    (result,) = _set(client, namespace, window_length=12)
+    (result,) = set_parameters(client, namespace, window_length=12)
     assert not result.successful
     assert "window_length" in result.reason and "restart" in result.reason
-    (result,) = _set(client, namespace, detection_threshold=2.0)
+    (result,) = set_parameters(client, namespace, detection_threshold=2.0)
     assert not result.successful and "detection_threshold=2.0" in result.reason
-    (result,) = _set(client, namespace, detection_interval=3)
+    (result,) = set_parameters(client, namespace, detection_interval=3)
     assert result.successful, result.reason
     assert client.wait_for(lambda: "applied at run time: detection_interval 5 -> 3" in node.log(), timeout=5)
-    (result,) = _set(client, namespace, detection_threshold=0.8)  # the detector is rebuilt
+    (result,) = set_parameters(client, namespace, detection_threshold=0.8)  # the detector is rebuilt
     assert result.successful, result.reason
     assert client.wait_for(lambda: "detection_threshold 0.6 -> 0.8" in node.log(), timeout=10)
-    (result,) = _set(client, namespace, window_length=6)  # invalid as well as fixed
+    (result,) = set_parameters(client, namespace, window_length=6)  # invalid as well as fixed
     assert not result.successful and "window_length" in result.reason
     assert "window_length 8 -> 12" not in node.log()
     assert node.alive()

@@ -280,6 +280,23 @@ class FrameClient:
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
+def set_parameters(client: FrameClient, namespace: str, **values: Any) -> list:
+    """Set the node's parameters through its SetParameters service, as `ros2 param set`
+    does; the per-parameter results (successful, reason)."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    cli = client.node.create_client(SetParameters, f"{namespace}/abaw_affect/set_parameters")
+    if not cli.wait_for_service(timeout_sec=10):
+        raise TimeoutError(f"{namespace}/abaw_affect/set_parameters: no service within 10 s")
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    future = cli.call_async(request)
+    if not client.wait_for(future.done, timeout=10):
+        raise TimeoutError(f"{namespace}/abaw_affect/set_parameters: no answer within 10 s")
+    client.node.destroy_client(cli)
+    return future.result().results
+
+
 def unique_namespace(prefix: str = "test") -> str:
     """A namespace no other run on this machine uses, so parallel runs never cross-talk
     even when they share a ROS_DOMAIN_ID."""
