@@ -16,6 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from abaw_ros.commands.options import add_number
+from abaw_ros.config import Bounds
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="the training config (config/train_*.yaml)")
@@ -23,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config value (repeatable)")
     parser.add_argument("--out", type=Path, help="cache folder (train.feature_cache)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="train.device")
-    parser.add_argument("--batch-size", type=int, default=256, help="frames per encoder batch")
+    add_number(parser, "--batch-size", kind=int, bounds=Bounds(1, 65536, "frames"), default=256,
+               help="frames per encoder batch")
 
 
 def run(args: argparse.Namespace) -> int:
