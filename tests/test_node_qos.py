@@ -257,6 +257,7 @@ def test_best_effort_640x480_camera_with_the_large_frame_profile_is_nearly_all_a
         answered = len(client.results_for(sent))
         print(f"best-effort 640x480 at 15 Hz with the profile: {answered} of {len(sent)} answered")
         assert answered >= 0.9 * len(sent), f"{answered} of {len(sent)} frames answered:\n{node.log()[-3000:]}"
-        report = client.diagnostics()[-1]
-        assert report["input_reliability"] == "best_effort"
-        assert report["largest_deliverable_frame"].startswith("16777216 bytes"), report
+        reports = client.diagnostics()
+        # while the camera ran (after it leaves, the subscription may follow the publishers again)
+        assert any(r["input_reliability"] == "best_effort" for r in reports), reports
+        assert reports[-1]["largest_deliverable_frame"].startswith("16777216 bytes"), reports[-1]

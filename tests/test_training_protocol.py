@@ -126,10 +126,10 @@ def test_a_run_reports_its_frames_and_starts_from_its_protocols_init(data, tmp_p
         f"data.affwild2_images={data.affwild2_images}", f"data.affwild2_annotations={data.affwild2_annotations}",
         "model.tasks=va", "model.n_levels=1", "model.window_length=4", "model.input_size=64", "model.freeze=all",
         "train.epochs=1", "train.batch_size=2", "train.lr=0", "train.min_lr=0", "train.num_workers=0",
-        "train.device=cpu", "train.augment=false", f"train.protocol={protocol}", f"train.out_dir={tmp_path}"])
+        "train.device=cpu", "train.augment=false", f"train.protocol={protocol}", f"train.out_dir={tmp_path / 'run'}"])
     train(cfg)
-    report = json.loads((tmp_path / "metrics.json").read_text())
-    model, _ = load_checkpoint(tmp_path / "last.pt")
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    model, _ = load_checkpoint(tmp_path / "run" / "last.pt")
     bias = model.head.classifier.bias.detach()
     if protocol == "reference":
         assert report["best"]["frames_scored"] == {"va": len(REFERENCE_SCORED)}

@@ -169,8 +169,10 @@ def frames_view(cfg: TrainConfig, model: AffectNet, val_ds: ClipDataset, ctx: Di
     if val_ds.features is not None:  # the frames view shows some images the reference drops
         features = encode_frames(model.encoder, [p for r in records for p in r.frames], plain, ctx.device,
                                  progress=False)
-    return ClipDataset(records, mc.tasks, mc.window_length, False, transform=None if features is not None else plain,
-                       features=features)
+    if features is not None:
+        return ClipDataset(records, mc.tasks, mc.window_length, False, features=features)
+    # the validation set's own input form (uint8 crops when the step preprocesses on the device)
+    return ClipDataset(records, mc.tasks, mc.window_length, False, transform=worker_transforms(cfg, cfg.seed)[1])
 
 
 def evaluate_model(forward, val_ds: ClipDataset, cfg: TrainConfig, ctx: DistContext, amp: bool
