@@ -25,25 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from abaw_ros.commands.predict_abaw import read_test_videos
+    from abaw_ros.commands.predict_abaw import expected_frames_from_args, read_test_videos
     from abaw_ros.data.records import DataFormatError
-    from abaw_ros.data.sources import read_sample_file, read_video_list
-    from abaw_ros.data.submission import (
-        check_submission,
-        expected_frames,
-        frame_counts_from_videos,
-        read_frame_counts,
-    )
+    from abaw_ros.data.submission import check_submission
 
     try:
         if args.task in ("va", "au"):
-            videos = read_video_list(args.videos) if args.videos else None
-            counts = read_frame_counts(args.frame_counts) if args.frame_counts else None
-            if args.raw_videos is not None:
-                if videos is None:
-                    raise ValueError("--raw-videos needs --videos (the test-set video list)")
-                counts = frame_counts_from_videos(args.raw_videos, videos)
-            expected = expected_frames(videos, read_sample_file(args.sample) if args.sample else None, counts)
+            expected = expected_frames_from_args(args)
             size = f"{sum(len(v) for v in expected.values())} frames of {len(expected)} videos"
         else:
             if args.videos is None:

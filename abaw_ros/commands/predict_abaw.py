@@ -93,11 +93,17 @@ def read_test_videos(path: Path, task: str) -> list[str]:
 
 def affwild2_frames(args: argparse.Namespace) -> dict[str, list[int]]:
     """The frames every VA/AU test video must list (refused when no source gives them)."""
+    if args.affwild2_images is None:
+        raise ValueError(f"--task {args.task} needs --affwild2-images (the folder holding cropped_aligned/)")
+    return expected_frames_from_args(args)
+
+
+def expected_frames_from_args(args: argparse.Namespace) -> dict[str, list[int]]:
+    """The frames each VA/AU test video must list, from whichever of --sample,
+    --frame-counts or --raw-videos (with --videos) was given; one of them at most."""
     from abaw_ros.data.sources import read_sample_file, read_video_list
     from abaw_ros.data.submission import expected_frames, frame_counts_from_videos, read_frame_counts
 
-    if args.affwild2_images is None:
-        raise ValueError(f"--task {args.task} needs --affwild2-images (the folder holding cropped_aligned/)")
     given = [name for name, v in (("--sample", args.sample), ("--frame-counts", args.frame_counts),
                                   ("--raw-videos", args.raw_videos)) if v is not None]
     if len(given) > 1:
