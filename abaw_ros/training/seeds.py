@@ -11,6 +11,7 @@ Metrics at thresholds tuned on the validation set they are reported on are flagg
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import replace
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from abaw_ros.outputs import write_bytes
 from abaw_ros.training.config import TrainConfig
 from abaw_ros.training.evaluation import write_json
 
@@ -68,10 +70,12 @@ def train_seeds(cfg: TrainConfig, n: int, overwrite: bool = False) -> dict[str, 
         reports[seed] = json.loads((Path(run.out_dir) / "metrics.json").read_text())
     summary = summarize_seeds(reports)
     write_json(out / "seeds.json", summary)
-    with (out / "seeds.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["metric", "mean", "std", "n", "optimistic", *(f"seed{s}" for s in reports)])
-        for name, m in summary["metrics"].items():
-            writer.writerow([name, f"{m['mean']:.6g}", f"{m['std']:.6g}", len(reports), int(m["optimistic"]),
-                             *(f"{v:.6g}" for v in m["values"].values())])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["metric", "mean", "std", "n", "optimistic", *(f"seed{s}" for s in reports)])
+    for name, m in summary["metrics"].items():
+        writer.writerow([name, f"{m['mean']:.6g}", f"{m['std']:.6g}", len(reports), int(m["optimistic"]),
+                         *(f"{v:.6g}" for v in m["values"].values())])
+    # staged like seeds.json: a crash or a full disk leaves the earlier table whole
+    write_bytes(out / "seeds.csv", table.getvalue().encode("utf-8"), "seeds.csv")
     return summary
