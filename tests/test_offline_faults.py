@@ -236,6 +236,19 @@ def test_train_never_replaces_an_earlier_run_without_resume_or_overwrite(tmp_pat
     assert digest(run_dir) == {**before, **digest(run_dir / "thesis.tex")}
 
 
+def test_train_overwrite_takes_a_tracked_run_as_ours(tmp_path):
+    """A run writes steps.csv and epochs.csv beside its checkpoints: --overwrite may replace
+    such a run (and still refuses a folder with a user's file, above)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("train_config.json", "best.pt", "last.pt", "metrics.json", "steps.csv", "epochs.csv"):
+        (run_dir / name).write_text(f"epoch 12 {name}\n")
+    one_error(cli("train", "--config", ROOT / "config" / "train_au_l3.yaml", "--out-dir", run_dir),
+              "holds an earlier run", "steps.csv")
+    run = cli("train", "--config", ROOT / "config" / "train_au_l3.yaml", "--out-dir", run_dir, "--overwrite")
+    assert "not a training run's" not in run.stderr, run.stderr
+
+
 # -- two runs onto one output; the leftovers of a killed run ------------------------------------
 def _fake_staging(target: Path, pid: int) -> Path:
     """The staging folder a run of ``pid`` on this host holds for ``target``."""

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from abaw_ros.outputs import OutputError, Staging, write_faults
+from abaw_ros.training.tracking import EPOCHS_FILE, STEPS_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("train_config.json", "best.pt", "last.pt", "metrics.json")
+# What a run writes into its directory (the tracking CSVs included), and so what --overwrite
+# may remove.
+RUN_FILES = ("train_config.json", "best.pt", "last.pt", "metrics.json", STEPS_FILE, EPOCHS_FILE)
 
 
 def check_run_dir(out_dir: str | Path, resume: str | None, overwrite: bool) -> list[Path]:

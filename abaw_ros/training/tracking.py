@@ -15,13 +15,18 @@ repeat (those after the checkpoint it resumes from).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from abaw_ros.outputs import write_bytes
+
 log = logging.getLogger(__name__)
 
+STEPS_FILE = "steps.csv"
+EPOCHS_FILE = "epochs.csv"
 STEP_COLUMNS = ("epoch", "step", "loss", "lr", "data_time_s", "step_time_s", "samples_per_s")
 
 
@@ -49,7 +54,7 @@ class RunLog:
                  tensorboard: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.columns = step_columns(tasks)
-        self.steps_path = self.out_dir / "steps.csv"
+        self.steps_path = self.out_dir / STEPS_FILE
         kept: list[list[str]] = []
         if resume_step is not None and self.steps_path.is_file():
             with self.steps_path.open(newline="") as f:
@@ -88,12 +93,11 @@ class RunLog:
         columns: list[str] = []
         for row in rows:
             columns += [c for c in row if c not in columns]
-        tmp = self.out_dir / "epochs.csv.partial"
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            writer.writerows([[_fmt(row.get(c)) for c in columns] for row in rows])
-        tmp.replace(self.out_dir / "epochs.csv")
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        writer.writerow(columns)
+        writer.writerows([[_fmt(row.get(c)) for c in columns] for row in rows])
+        write_bytes(self.out_dir / EPOCHS_FILE, table.getvalue().encode("utf-8"), EPOCHS_FILE)
         if self._tb is not None and rows:
             for name, value in rows[-1].items():
                 if name != "epoch" and isinstance(value, int | float):
