@@ -131,7 +131,6 @@ class AffectNodeBase:
         # What the DDS layer really runs with (this process loaded its RMW at rclpy.init):
         # the library decides which profile variable counts, not what was asked for.
         self._dds = dds_settings_in_force(get_rmw_implementation_identifier())
-        self._segment_bytes = self._dds.segment_bytes
         self.model_id = ""
         self._input: MatchedSubscription | None = None
         self._timers: list[Any] = []
@@ -389,7 +388,7 @@ class AffectNodeBase:
         pipeline, affect_pub = self.pipeline, self._affect_pub
         if pipeline is None or affect_pub is None:
             return
-        segment = self._segment_bytes
+        segment = self._dds.segment_bytes
         if segment and len(msg.data) > segment:
             # This one arrived; most frames this large do not (see ros/transport.py).
             self._warnings.warn(
