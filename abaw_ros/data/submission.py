@@ -135,11 +135,12 @@ def frame_lines(task: str, video: str, numbers: Sequence[int], values: np.ndarra
 
 
 def write_lines(path: Path, header: str, lines: Sequence[str]) -> Path:
-    """Write via a temporary file and rename: a crash never leaves a half-written file."""
+    """Write through a staging name and rename (:func:`abaw_ros.outputs.write_bytes`): a
+    crash or a full disk never leaves a half-written file, and two runs never share one."""
+    from abaw_ros.outputs import write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("\n".join([header, *lines]) + "\n")
-    tmp.replace(path)
+    write_bytes(path, ("\n".join([header, *lines]) + "\n").encode("utf-8"), path.name)
     return path
 
 
