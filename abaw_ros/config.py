@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abaw_ros.share import NODE_NAME
+
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
 DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
@@ -24,7 +26,7 @@ BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
 IMAGE_QOS_MODES: tuple[str, ...] = ("auto", "reliable", "best_effort")
 ROS4HRI_FACE_SOURCES: tuple[str, ...] = ("own", "follow")
-DEFAULT_NODE_NAME = "abaw_affect"
+DEFAULT_NODE_NAME = NODE_NAME
 
 
 # Field annotations are strings under `from __future__ import annotations`.

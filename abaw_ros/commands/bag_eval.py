@@ -32,7 +32,6 @@ from abaw_ros.offline.report import MISSING_POLICIES
 from abaw_ros.offline.track import FACE_LARGEST, FACE_MOST_CONFIDENT
 
 log = logging.getLogger("abaw_ros.bag_eval")
-ROOT = Path(__file__).resolve().parents[2]
 # A label row belongs to the image whose stamp is this close; beyond a second it would
 # pair frames with the labels of others at any usual camera rate.
 STAMP_TOLERANCE = Bounds(0.0, 1.0, "seconds")
@@ -120,18 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_params_file() -> Path | None:
     """config/affect.yaml of the source tree, else of the colcon or pip install, else None."""
-    source = ROOT / "config" / "affect.yaml"
-    if source.is_file():
-        return source
-    import os
+    from abaw_ros.share import find_share_file
 
-    from abaw_ros.offline.bag_io import install_prefixes
-
-    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
-        candidate = Path(prefix) / "share" / "abaw_ros" / "config" / "affect.yaml"
-        if prefix and candidate.is_file():
-            return candidate
-    return None
+    return find_share_file("config/affect.yaml")
 
 
 def build_config(args: argparse.Namespace):

@@ -12,7 +12,6 @@ ROS (the command then says what to do).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -21,8 +20,8 @@ from pathlib import Path
 
 from abaw_ros.commands.options import FPS, add_number
 from abaw_ros.config import Bounds
+from abaw_ros.share import SOURCE_ROOT, find_share_file, installed_executable
 
-ROOT = Path(__file__).resolve().parents[2]
 UNTRAINED_SUMMARY = (
     "The model weights are UNTRAINED: face boxes and ids are real, the affect values are "
     "placeholders. Train a model (abaw-affect train), export it (abaw-affect export) and "
@@ -49,27 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _executable(name: str) -> list[str]:
     """The installed executable (lib/abaw_ros/<name>), else the module run by this Python."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-
-        try:
-            path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / name
-            if os.access(path, os.X_OK):
-                return [str(path)]
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return [sys.executable, "-m", f"abaw_ros.ros.{name}"]
+    path = installed_executable(name)
+    return [str(path)] if path is not None else [sys.executable, "-m", f"abaw_ros.ros.{name}"]
 
 
 def _default_params_file() -> Path:
-    source = ROOT / "config" / "affect.yaml"
-    if source.is_file():
-        return source
-    from ament_index_python.packages import get_package_share_directory
-
-    return Path(get_package_share_directory("abaw_ros")) / "config" / "affect.yaml"
+    return find_share_file("config/affect.yaml") or SOURCE_ROOT / "config" / "affect.yaml"
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:

@@ -51,19 +51,8 @@ from abaw_ros.models.backbone import (
 )
 from abaw_ros.models.mixer import TemporalMixer3D
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LEVELS",
-    "OUTPUT_MODES",
-    "ModelConfig",
-    "FrameEncoder",
-    "TemporalHead",
-    "AffectNet",
-    "activate",
-    "broadcast_to_frames",
-    "create_affect_net",
-]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LEVELS", "OUTPUT_MODES", "ModelConfig", "FrameEncoder",
+           "TemporalHead", "AffectNet", "activate", "broadcast_to_frames", "create_affect_net"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from abaw_ros._compat import import_timm
+from abaw_ros.errors import one_line
 
 __all__ = [
     "FREEZE_POLICIES",
@@ -168,7 +169,7 @@ def read_checkpoint(path: str | Path, what: str = "weights") -> Any:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointReadError(f"{what} {path}: not a readable .safetensors file ({_one_line(exc)})") from None
+            raise CheckpointReadError(f"{what} {path}: not a readable .safetensors file ({one_line(exc, 160)})") from None
     try:
         with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -183,14 +184,9 @@ def read_checkpoint(path: str | Path, what: str = "weights") -> Any:
                 f"{what} {path}: refusing to unpickle {', '.join(refused)} (only tensors, plain containers "
                 f"and argparse.Namespace load safely); re-save the weights as a state dict or .safetensors"
             ) from None
-        raise CheckpointReadError(f"{what} {path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
+        raise CheckpointReadError(f"{what} {path}: not a PyTorch checkpoint ({one_line(exc, 160)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as exc:
-        raise CheckpointReadError(f"{what} {path}: not a PyTorch checkpoint ({_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise CheckpointReadError(f"{what} {path}: not a PyTorch checkpoint ({one_line(exc, 160)})") from None
 
 
 def _is_tensor_dict(obj: Any) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -43,6 +42,7 @@ from abaw_ros.perception.image import (
     encode_compressed,
     encode_image,
 )
+from abaw_ros.share import PACKAGE, share_dirs
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGE = "abaw_ros"
 FACE_AFFECT = "abaw_ros/msg/FaceAffect"
 FACE_AFFECT_ARRAY = "abaw_ros/msg/FaceAffectArray"
 IMAGE = "sensor_msgs/msg/Image"
@@ -88,25 +87,13 @@ class BagReadError(BagError):
 # ---------------------------------------------------------------------------------------
 # Message types
 # ---------------------------------------------------------------------------------------
-def install_prefixes() -> list[str]:
-    """Where ``pip install`` puts this package's data files (``setup.py`` data_files)."""
-    import site
-    import sys
-
-    return list(dict.fromkeys([sys.prefix, site.getuserbase()]))
-
-
 def find_msg_dir() -> Path:
     """The folder holding ``FaceAffect.msg`` and ``FaceAffectArray.msg``.
 
-    Looked up in the source tree next to this package, then in the ``share/abaw_ros/msg``
-    folder of every prefix on ``AMENT_PREFIX_PATH`` (a colcon install) and of the Python
-    environment (``pip install``).
+    Looked up where :func:`abaw_ros.share.share_dirs` looks: the source tree, a colcon
+    install, the Python environment (``pip install``).
     """
-    candidates = [Path(__file__).resolve().parents[2] / "msg"]
-    for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
-        if prefix:
-            candidates.append(Path(prefix) / "share" / PACKAGE / "msg")
+    candidates = [folder / "msg" for folder in share_dirs()]
     for folder in candidates:
         if all((folder / f"{name}.msg").is_file() for name in _OUR_MESSAGES):
             return folder

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from abaw_ros.config import DEFAULT_MAX_IMAGE_PIXELS
+from abaw_ros.errors import shown
 
 __all__ = [
     "COMPRESSED_FORMATS",
@@ -53,19 +54,6 @@ class CorruptImageError(ValueError):
 
 class ImageTooLargeError(CorruptImageError):
     """One image larger than the pixel limit (``max_image_pixels``); it is not decoded."""
-
-
-# Values taken from a message (encodings, formats) are shown at most this long in errors:
-# a stream of frames with megabyte-long encoding strings must not become megabytes of log.
-_SHOWN_CHARS = 40
-
-
-def shown(text: object, limit: int = _SHOWN_CHARS) -> str:
-    """``repr(text)``, cut to about ``limit`` characters with the full length noted."""
-    text = str(text)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} chars)"
 
 
 # encoding -> (channels, bytes per channel, cv2 conversion to BGR or None)

@@ -37,7 +37,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-NODE_NAME = "abaw_affect"
+from abaw_ros.errors import one_line
+from abaw_ros.share import NODE_NAME
+
 EXIT_STARTUP_FAILED = 2  # bad parameters or a model that cannot be loaded
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -142,13 +144,8 @@ def describe_startup_failure(exc: BaseException) -> str | None:
     if isinstance(exc, ModelFileError):
         return f"cannot load the perception pipeline: {exc}"
     if isinstance(exc, (OSError, EOFError, pickle.UnpicklingError, MemoryError)):
-        return f"cannot load the perception pipeline: {type(exc).__name__}: {_one_line(exc)}"
+        return f"cannot load the perception pipeline: {type(exc).__name__}: {one_line(exc, 500)}"
     return None
-
-
-def _one_line(exc: BaseException, limit: int = 500) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _say(level: str, text: str) -> None:
@@ -177,7 +174,7 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         except StopRequested:
             raise
         except Exception as exc:  # e.g. a missing or malformed --params-file: rcl says which
-            _say("FATAL", f"cannot start: {_one_line(exc)}")
+            _say("FATAL", f"cannot start: {one_line(exc, 500)}")
             return EXIT_STARTUP_FAILED
         node: Any = None
         code: int | None = None

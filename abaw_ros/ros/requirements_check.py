@@ -16,21 +16,15 @@ import sysconfig
 from pathlib import Path
 
 from abaw_ros.config import PipelineConfig
+from abaw_ros.share import SOURCE_ROOT, find_share_file
 
 VENV_DIR = "~/abaw_venv"
 
 
 def _requirements_dir() -> Path:
-    """``share/abaw_ros`` of the install, else the source tree."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("abaw_ros"))
-        if (share / "requirements-robot.txt").is_file():
-            return share
-    except Exception:  # not installed with colcon
-        pass
-    return Path(__file__).resolve().parents[2]
+    """The source tree, else ``share/abaw_ros`` of the install (:mod:`abaw_ros.share`)."""
+    found = find_share_file("requirements-robot.txt")
+    return found.parent if found is not None else SOURCE_ROOT
 
 
 def _missing_modules(config: PipelineConfig) -> tuple[list[str], list[str]]:

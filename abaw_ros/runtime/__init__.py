@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from abaw_ros.errors import one_line
+
 from .base import (
     PRECISIONS,
     BackendOptions,
@@ -83,10 +85,6 @@ _AUTO_PRECISION_FALLBACK: dict[str, dict[str, str]] = {
 }
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _backend_module(name: str) -> ModuleType:
     """Import a backend's module. Whatever goes wrong there (a missing package, a
     TensorRT whose API lacks what the module uses, a shared library that fails to load)
@@ -97,7 +95,7 @@ def _backend_module(name: str) -> ModuleType:
         raise
     except Exception as exc:
         raise BackendUnavailableError(
-            _one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc}")
+            one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc}")
         ) from exc
 
 
@@ -108,12 +106,12 @@ def _check_available(name: str, module: ModuleType, options: BackendOptions) -> 
     try:
         module.check_available(options)
     except BackendUnavailableError as exc:
-        raise BackendUnavailableError(_one_line(str(exc))) from exc
+        raise BackendUnavailableError(one_line(str(exc))) from exc
     except ValueError:
         raise
     except Exception as exc:
         raise BackendUnavailableError(
-            _one_line(f"backend {name!r} availability check failed: {type(exc).__name__}: {exc}")
+            one_line(f"backend {name!r} availability check failed: {type(exc).__name__}: {exc}")
         ) from exc
 
 
@@ -142,7 +140,7 @@ def available_backends(precision: str = "fp32", device: str | None = None) -> di
             _check_available(name, _backend_module(name), opts)
             result[candidate] = None
         except (BackendUnavailableError, ValueError) as exc:
-            result[candidate] = _one_line(str(exc))
+            result[candidate] = one_line(str(exc))
     return result
 
 
@@ -201,7 +199,7 @@ def load_backend(
                 chosen = replace(chosen, precision=fallback)
                 _check_available(name, module, chosen)
         except (BackendUnavailableError, ValueError) as exc:
-            reason = _one_line(str(exc))
+            reason = one_line(str(exc))
             skipped.append(f"{candidate}: {reason}")
             # The install hint is long and the next backend usually runs: say it once, short.
             LOG.info("auto backend: skipping %s: %s (to install it: docs/RUNTIME.md)", candidate,
@@ -215,7 +213,7 @@ def load_backend(
         try:
             instance = module.create_backend(source, chosen)
         except BackendUnavailableError as exc:  # e.g. the CUDA provider could not start
-            reason = _one_line(str(exc))
+            reason = one_line(str(exc))
             skipped.append(f"{candidate}: {reason}")
             LOG.info("auto backend: skipping %s: %s", candidate, reason)
             continue

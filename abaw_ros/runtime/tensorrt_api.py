@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from abaw_ros.errors import one_line
+
 from .base import BackendUnavailableError
 
 LOG = logging.getLogger(__name__)
@@ -48,17 +50,13 @@ INSTALL_HELP = (
 )
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 try:
     import tensorrt as trt
 except ImportError as exc:  # pragma: no cover - depends on the machine
     raise BackendUnavailableError(f"TensorRT is not installed (import tensorrt: {exc}). {INSTALL_HELP}") from exc
 except Exception as exc:  # e.g. OSError: a libnvinfer that does not load
     raise BackendUnavailableError(
-        _one_line(f"TensorRT is installed but does not import ({type(exc).__name__}: {exc}). {INSTALL_HELP}")
+        one_line(f"TensorRT is installed but does not import ({type(exc).__name__}: {exc}). {INSTALL_HELP}")
     ) from exc
 
 
@@ -130,7 +128,7 @@ except ImportError as exc:
     ) from exc
 except Exception as exc:  # a cuda-python that does not load (driver/runtime mismatch)
     raise BackendUnavailableError(
-        _one_line(f"TensorRT {FEATURES.version} found, but cuda-python does not import ({type(exc).__name__}: "
+        one_line(f"TensorRT {FEATURES.version} found, but cuda-python does not import ({type(exc).__name__}: "
                   f"{exc}). {INSTALL_HELP}")
     ) from exc
 
