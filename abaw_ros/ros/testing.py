@@ -39,15 +39,10 @@ prefer_large_frame_transport()
 
 def node_executable(name: str = "affect_node", module: str = "abaw_ros.ros.affect_node") -> list[str]:
     """``lib/abaw_ros/<name>`` of the colcon install space, else the module."""
-    try:
-        from ament_index_python.packages import get_package_prefix
+    from abaw_ros.share import installed_executable
 
-        path = Path(get_package_prefix("abaw_ros")) / "lib" / "abaw_ros" / name
-        if os.access(path, os.X_OK):
-            return [str(path)]
-    except Exception:  # not built with colcon: run the module with this interpreter
-        pass
-    return [sys.executable, "-m", module]
+    path = installed_executable(name)  # not built with colcon: run the module with this interpreter
+    return [str(path)] if path is not None else [sys.executable, "-m", module]
 
 
 class NodeProcess:
