@@ -59,7 +59,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = REFERENCE_SIZE) -> np.ndarray:
     """The ``size`` x ``size`` aligned crop of the face with these five landmarks (image
-    pixels, LANDMARK_NAMES order); same channel order as ``image``, black outside it."""
+    pixels, in the detectors' order, perception/detection.py); same channel order as
+    ``image``, black outside it."""
     matrix = similarity_transform(landmarks, template(size))
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LANDMARK_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
 
 @dataclass(frozen=True)
 class FaceDetection:
@@ -24,7 +22,7 @@ class FaceDetection:
 
     box: np.ndarray  # (4,) float: x1, y1, x2, y2
     score: float  # detector confidence in [0, 1]
-    landmarks: np.ndarray  # (5, 2) float: x, y in LANDMARK_NAMES order
+    landmarks: np.ndarray  # (5, 2) float: x, y of the five points in the order above
 
     @property
     def width(self) -> float:
@@ -46,13 +44,21 @@ class LandmarkStage(ABC):
 
 
 class FaceDetector(ABC):
-    """Finds faces in a BGR uint8 image ``(H, W, 3)``."""
+    """Finds faces in a BGR uint8 image ``(H, W, 3)`` of any size.
+
+    The contract every detector keeps (tests/test_perception_detector_contract.py checks
+    each registered one): ``detect`` returns a list, most confident first; each face has a
+    box ``x1 < x2, y1 < y2`` in pixels, inside the image when the face is in view (a face cut
+    by the edge may reach past it; the pipeline clips what it publishes), a score in [0, 1]
+    and five landmarks in the order above; a frame without a face, or smaller than the
+    detector's window, gives an empty list. ``name`` is the detector's registry name.
+    """
 
     name: str = "detector"
 
     @abstractmethod
     def detect(self, image_bgr: np.ndarray) -> list[FaceDetection]:
-        """Faces in the image, most confident first."""
+        """Faces in the image, most confident first (see the class's contract)."""
 
     def landmark_stage(self) -> LandmarkStage | None:
         """The detector's cheap per-face stage for frames between detector runs, or None

@@ -42,7 +42,7 @@ MOUTH_LEFT_CORNER = 291
 
 
 def five_points(mesh: np.ndarray) -> np.ndarray:
-    """``(..., 468, >=2)`` mesh -> ``(..., 5, 2)`` points in LANDMARK_NAMES order (image
+    """``(..., 468, >=2)`` mesh -> ``(..., 5, 2)`` points in the detectors' order (image
     left eye, image right eye, nose, image-left and image-right mouth corner)."""
     xy = np.asarray(mesh)[..., :2]
     return np.stack([
