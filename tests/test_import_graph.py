@@ -61,9 +61,12 @@ KNOWN_CIRCLES: dict[frozenset[str], str] = {
 # Floors, lowest first (docs/ARCHITECTURE.md). A module may import from its own floor or any
 # floor below it, never from one above. The key is the module's name below ``abaw_ros.``
 # (a sub-package, or a top-level module); the value its floor.
+# backend_registry, parameter_spec and model_metadata are the homes issue 23 gives the
+# backend table, the parameter spec and the metadata schema (listed before they land).
 FLOORS: dict[str, int] = {
     "_compat": 0, "_lazy": 0, "errors": 0, "share": 0, "safe_yaml": 0, "tasks": 0,
-    "config": 1, "outputs": 1,
+    "backend_registry": 0, "parameter_spec": 0,
+    "config": 1, "outputs": 1, "model_metadata": 1,
     "metrics": 2, "data": 2, "models": 2,
     "runtime": 3, "training": 3,
     "perception": 4,
