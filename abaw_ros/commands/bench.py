@@ -1,7 +1,8 @@
 """``abaw-affect bench``: every backend available here, side by side, in one run.
 
 For each backend/precision: encoder milliseconds per frame and temporal-head milliseconds
-per window at batch 1 and batched, and frames per second (one face streaming: one encoder
+per window at batch 1 and batched (the head as the pipeline runs it: the new frame's
+projection plus the tubelet head), and frames per second (one face streaming: one encoder
 pass plus one head pass per frame; and batched encoder throughput). Then the accuracy of
 every other backend/precision against ONNX Runtime fp32 (parity) on the same real face
 crops, and the speed-up over the same backend's fp32. ``--json`` also records build times
@@ -103,18 +104,30 @@ def measure(backend, batch: int, iterations: int, warmup: int, crops: np.ndarray
 
     one, many = frames(1), frames(batch)
     maps = backend.encode(many)
-    t = backend.metadata.window_length
-    win1 = [np.ascontiguousarray(np.resize(m, (1, t, *m.shape[1:]))) for m in maps]
-    winb = [np.ascontiguousarray(np.resize(m, (batch, t, *m.shape[1:]))) for m in maps]
+    head1, headb = _head_pass(backend, maps, 1), _head_pass(backend, maps, batch)
     return BenchRow(
         backend=backend.name,
         precision=backend.precision,
         device=backend.device,
         encoder_ms_per_frame_b1=_time_ms(lambda: backend.encode(one), iterations, warmup, stat),
         encoder_ms_per_frame_batched=_time_ms(lambda: backend.encode(many), iterations, warmup, stat) / batch,
-        head_ms_per_window_b1=_time_ms(lambda: backend.temporal(win1), iterations, warmup, stat),
-        head_ms_per_window_batched=_time_ms(lambda: backend.temporal(winb), iterations, warmup, stat) / batch,
+        head_ms_per_window_b1=_time_ms(head1, iterations, warmup, stat),
+        head_ms_per_window_batched=_time_ms(headb, iterations, warmup, stat) / batch,
     )
+
+
+def _head_pass(backend, maps: list[np.ndarray], n: int):
+    """One head pass for ``n`` faces on the path the pipeline runs: each face's new frame
+    projected and the tubelet head on the tubelet sums; whole windows through the fused
+    head where the backend does not stream tubelets."""
+    if not backend.streams_tubelets:
+        t = backend.metadata.window_length
+        windows = [np.ascontiguousarray(np.resize(m, (n, t, *m.shape[1:]))) for m in maps]
+        return lambda: backend.temporal(windows)
+    frame = [np.ascontiguousarray(np.resize(m, (n, *m.shape[1:]))) for m in maps]
+    sums = [np.ascontiguousarray(np.resize(p, (n, *s))) for p, s in
+            zip(backend.project(frame), backend.metadata.tubelet_shapes, strict=True)]
+    return lambda: (backend.project(frame), backend.temporal_tubelets(sums))
 
 
 def format_table(rows: list[BenchRow], batch: int) -> str:

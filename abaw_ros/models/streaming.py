@@ -1,12 +1,17 @@
 """Per-face ring buffers of encoded frames, feeding the temporal head while streaming.
 
-Each frame's crop goes through the encoder once; its feature maps are pushed into that
-face's :class:`FeatureRingBuffer`. The temporal head then runs on the buffer's last T
-frames, so a new frame costs one encoder pass plus one head pass, whatever T is, instead
-of T encoder passes. The window the buffer hands out is exactly the clip the fused window
-model would see, so both give the same outputs (tested).
+Each frame's crop goes through the encoder once, and the frame enters that face's ring
+buffer; the temporal head then runs on the buffer's last T frames, so a new frame costs
+one encoder pass plus one head pass, whatever T is, instead of T encoder passes. What
+the head sees is exactly the clip the fused window model would see, so both give the
+same outputs (tested). :class:`FaceWindows` keeps one buffer per face, all of one kind:
 
-Storage trick: each level keeps ``2T`` slots and every frame is written twice, at slot
+- :class:`TubeletRingBuffer` (projected frames, below): the path the pipeline runs on
+  every backend;
+- :class:`FeatureRingBuffer` (the feature maps themselves, whole windows for the fused
+  head): only for bundles without the streaming graphs.
+
+Storage trick (feature maps): each level keeps ``2T`` slots and every frame is written twice, at slot
 ``i`` and ``i + T``; the last T frames in time order are then always the contiguous slice
 ``[i + 1, i + 1 + T)``, a zero-copy view, instead of a roll/concatenate per frame.
 
@@ -100,6 +105,16 @@ class _RingBuffer:
         self._slot = -1
         self.frames_pushed = 0
 
+    # What FaceWindows asks of every kind of buffer: the temporal head's input per level.
+    @property
+    def head_input_shapes(self) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+    def head_input(self, out: Sequence[np.ndarray]) -> None:
+        """Write this face's head input into ``out`` (one array per level, of
+        :attr:`head_input_shapes`)."""
+        raise NotImplementedError
+
 
 class FeatureRingBuffer(_RingBuffer):
     """The last ``window_length`` encoded frames of one face, one array per feature level.
@@ -144,6 +159,14 @@ class FeatureRingBuffer(_RingBuffer):
             raise RuntimeError("window() before any push: the buffer is empty")
         start = self._slot + 1
         return [store[start:start + self.window_length] for store in self._store]
+
+    @property
+    def head_input_shapes(self) -> list[tuple[int, ...]]:
+        return [(self.window_length, *s) for s in self.feature_shapes]
+
+    def head_input(self, out: Sequence[np.ndarray]) -> None:
+        for dst, src in zip(out, self.window(), strict=True):
+            np.copyto(dst, src)
 
 
 class TubeletRingBuffer(_RingBuffer):
@@ -213,9 +236,22 @@ class TubeletRingBuffer(_RingBuffer):
                 dst += store[slots[k], k]
         return list(out)
 
+    @property
+    def head_input_shapes(self) -> list[tuple[int, ...]]:
+        return self.tubelet_shapes
+
+    def head_input(self, out: Sequence[np.ndarray]) -> None:
+        self.tubelet_sums(out)
+
 
 class FaceWindows:
-    """One ring buffer per face id, batched for the temporal head.
+    """One ring buffer per face id, all of one kind, batched for the temporal head.
+
+    The kind is fixed at construction: the pipeline's path is projected frames
+    (``projected=True``, :class:`TubeletRingBuffer`, the head takes :meth:`tubelet_sums`);
+    feature maps (:class:`FeatureRingBuffer`, the head takes :meth:`windows`) serve only the
+    fused head on whole windows, for bundles without the streaming graphs.
+    :meth:`head_inputs` gives whichever the kind feeds the head.
 
     Args:
         feature_shapes: ``(C, H, W)`` per level (``ModelMetadata``/``model.feature_shapes``);
@@ -224,9 +260,7 @@ class FaceWindows:
         window_length: T.
         head_interval: a face is :meth:`due` for a head pass once this many frames arrived
             since its last :meth:`mark_run` (its first frame is always due).
-        projected: keep per-frame tubelet projections (:class:`TubeletRingBuffer`,
-            :meth:`tubelet_sums`) instead of feature maps (:class:`FeatureRingBuffer`,
-            :meth:`windows`).
+        projected: keep per-frame tubelet projections instead of feature maps.
     """
 
     def __init__(self, feature_shapes: Sequence[Sequence[int]], window_length: int,
@@ -238,8 +272,10 @@ class FaceWindows:
         self.dtype = dtype
         self.head_interval = head_interval
         self.projected = projected
-        if projected:  # validate the shapes now, not at the first face
-            TubeletRingBuffer(self.feature_shapes, window_length, dtype)
+        self._kind: type[FeatureRingBuffer] | type[TubeletRingBuffer] = (
+            TubeletRingBuffer if projected else FeatureRingBuffer)
+        # validates the shapes now, not at the first face, and gives the head's input shapes
+        self.head_input_shapes = self._kind(self.feature_shapes, window_length, dtype).head_input_shapes
         self._buffers: dict[str, FeatureRingBuffer | TubeletRingBuffer] = {}
         self._last_run: dict[str, int] = {}  # face id -> frames_pushed at its last head pass
 
@@ -255,17 +291,16 @@ class FaceWindows:
 
     def buffer(self, face_id: str) -> FeatureRingBuffer | TubeletRingBuffer:
         if face_id not in self._buffers:
-            kind = TubeletRingBuffer if self.projected else FeatureRingBuffer
-            self._buffers[face_id] = kind(self.feature_shapes, self.window_length, self.dtype)
+            self._buffers[face_id] = self._kind(self.feature_shapes, self.window_length, self.dtype)
         return self._buffers[face_id]
 
     def push(self, face_id: str, features: Sequence) -> None:
-        """Append one frame of one face (``(C, H, W)`` per level)."""
+        """Append one frame of one face (one array per level)."""
         self.buffer(face_id).push(features)
 
     def push_batch(self, face_ids: Sequence[str], batch_features: Sequence) -> None:
-        """Append a batch encoded together: row ``i`` of each ``(N, C, H, W)`` level is
-        ``face_ids[i]``'s frame."""
+        """Append a batch computed together: row ``i`` of each level's ``(N, ...)`` array
+        is ``face_ids[i]``'s frame."""
         arrays = [_as_numpy(x) for x in batch_features]
         for level, a in enumerate(arrays):
             if a.shape[0] != len(face_ids):
@@ -276,35 +311,29 @@ class FaceWindows:
     def frames_observed(self, face_id: str) -> int:
         return self._buffers[face_id].frames_observed if face_id in self._buffers else 0
 
-    def _check_known(self, face_ids: Sequence[str]) -> None:
+    def head_inputs(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """What the temporal head takes for these faces, stacked ``(B, ...)`` per level and
+        written straight into the batch arrays: tubelet sums for projected frames, whole
+        windows for feature maps."""
         missing = [f for f in face_ids if f not in self._buffers]
         if missing:
             raise KeyError(f"no frames pushed for face ids {missing}")
-
-    def windows(self, face_ids: Sequence[str]) -> list[np.ndarray]:
-        """Stacked windows ``(B, T, C, H, W)`` per level for the temporal head."""
-        if self.projected:
-            raise TypeError("these buffers hold projected frames: use tubelet_sums(), not windows()")
-        self._check_known(face_ids)
-        per_face = [self._buffers[f].window() for f in face_ids]
-        return [np.stack(level) for level in zip(*per_face, strict=True)]
-
-    def tubelet_sums(self, face_ids: Sequence[str]) -> list[np.ndarray]:
-        """Stacked tubelet sums ``(B, T/pt, dim, h, w)`` per level (``projected=True``),
-        written straight into the batch arrays."""
-        if not self.projected:
-            raise TypeError("these buffers hold feature maps: use windows(), not tubelet_sums()")
-        self._check_known(face_ids)
-        t = self.window_length
-        out = [np.empty((len(face_ids), t // s[0], *s[1:]), dtype=self.dtype) for s in self.feature_shapes]
+        out = [np.empty((len(face_ids), *s), dtype=self.dtype) for s in self.head_input_shapes]
         for row, face_id in enumerate(face_ids):
-            self._buffers[face_id].tubelet_sums([level[row] for level in out])
+            self._buffers[face_id].head_input([level[row] for level in out])
         return out
 
-    def head_inputs(self, face_ids: Sequence[str]) -> list[np.ndarray]:
-        """What the temporal head takes for these faces: :meth:`tubelet_sums` for
-        projected buffers, :meth:`windows` otherwise."""
-        return self.tubelet_sums(face_ids) if self.projected else self.windows(face_ids)
+    def windows(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """Stacked windows ``(B, T, C, H, W)`` per level (feature-map buffers)."""
+        if self.projected:
+            raise TypeError("these buffers hold projected frames: use tubelet_sums(), not windows()")
+        return self.head_inputs(face_ids)
+
+    def tubelet_sums(self, face_ids: Sequence[str]) -> list[np.ndarray]:
+        """Stacked tubelet sums ``(B, T/pt, dim, h, w)`` per level (``projected=True``)."""
+        if not self.projected:
+            raise TypeError("these buffers hold feature maps: use windows(), not tubelet_sums()")
+        return self.head_inputs(face_ids)
 
     def due(self, face_id: str) -> bool:
         """Whether ``face_id`` needs a head pass now (see ``head_interval``)."""

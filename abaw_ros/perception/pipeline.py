@@ -12,12 +12,14 @@ so what is measured offline is what runs on the robot. Per frame:
    one batch, normalised in place;
 4. encode all crops in one batched encoder call;
 5. project each face's feature maps by the head's tubelet-embedding slices (one batched
-   call; models exported with the streaming graphs) and push them into its ring buffer
-   (buffers of dead tracks are freed);
-6. run the temporal head over the tubelet sums (or, without the streaming graphs, the
-   windows of feature maps) of the faces that are due (``head_interval``) in one batched
-   call; the others keep their latest estimate;
+   call) and push them into its ring buffer (buffers of dead tracks are freed);
+6. run the temporal head over the tubelet sums of the faces that are due
+   (``head_interval``) in one batched call; the others keep their latest estimate;
 7. split the activated outputs per task and apply the model's decision thresholds.
+
+Steps 5-6 are :class:`~abaw_ros.perception.head_path.HeadPath`, the one place the head's
+path is chosen: tubelet streaming on every backend, the fused head on whole windows of
+feature maps only for a model exported without the streaming graphs.
 
 Faces tracked elsewhere (a ROS4HRI face detector) replace steps 1-2: ``process(...,
 given=faces, tracked=ids)`` skips our detector and tracker, takes landmarks inside each
@@ -27,18 +29,18 @@ ids, so the results carry that system's ids.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from abaw_ros.config import PipelineConfig
-from abaw_ros.models.streaming import FaceWindows, default_head_interval, newest_frame
+from abaw_ros.models.streaming import FaceWindows, default_head_interval
 from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector
 from abaw_ros.perception.detectors import create_detector
 from abaw_ros.perception.given_faces import GivenFace, given_face_tracks
+from abaw_ros.perception.head_path import HeadPath
 from abaw_ros.perception.image import as_bgr_image
 from abaw_ros.perception.tracking import DetectAndTrack, Track
 from abaw_ros.runtime import InferenceBackend, normalize_crops
@@ -110,29 +112,26 @@ class PerceptionPipeline:
         self.faces = DetectAndTrack.from_config(config, self.detector)
         self.tracker = self.faces.tracker
         t = self.metadata.window_length
-        head_interval = config.head_interval or default_head_interval(t)
-        # Streaming graphs: buffer per-frame projections and sum them per tubelet; without
-        # them (bundles exported earlier, backends that lack the graphs) whole windows of
-        # feature maps go to the head.
-        self.streams_tubelets = bool(getattr(backend, "streams_tubelets", False))
-        shapes = self.metadata.projection_shapes if self.streams_tubelets else self.metadata.feature_shapes
-        self.buffers = FaceWindows(shapes, t, head_interval=head_interval, projected=self.streams_tubelets)
-        self._latest: dict[str, np.ndarray] = {}  # face id -> latest head output row
-        # face id -> stamps of the frames in its window; -> oldest stamp behind its latest row
-        self._stamps: dict[str, deque[int]] = {}
-        self._window_start: dict[str, int] = {}
+        self.head = HeadPath(backend, t, config.head_interval or default_head_interval(t))
         self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
         self._crops = np.empty((0, 0, 0, 3), np.uint8)
         self._batch = np.empty((0, 3, 0, 0), np.float32)
 
+    @property
+    def buffers(self) -> FaceWindows:
+        """Every face's window (projected frames on the streaming path)."""
+        return self.head.buffers
+
+    @property
+    def streams_tubelets(self) -> bool:
+        """Whether the head runs on tubelet sums (every backend) rather than whole windows."""
+        return self.head.streams_tubelets
+
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
         self.faces.reset()
-        self.buffers.keep_only(())
-        self._latest.clear()
-        self._stamps.clear()
-        self._window_start.clear()
+        self.head.reset()
         self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int, given: Sequence[GivenFace] | None = None,
@@ -159,10 +158,7 @@ class PerceptionPipeline:
             keep = list(dict.fromkeys([*(tracked if tracked is not None else ()), *(t.face_id for t in tracks)]))
             tracked_ids = keep
         self.frame_index += 1
-        for gone in self.buffers.keep_only(keep):
-            self._latest.pop(gone, None)
-            self._stamps.pop(gone, None)
-            self._window_start.pop(gone, None)
+        self.head.keep_only(keep)
 
         faces: list[FaceResult] = []
         if tracks:
@@ -171,8 +167,7 @@ class PerceptionPipeline:
             timings["align"] = _ms(t)
             ids = [track.face_id for track in tracks]
             self.encode(ids, batch, timings)
-            for face_id in ids:  # the stamps of each face's buffered frames (window start)
-                self._stamps.setdefault(face_id, deque(maxlen=self.metadata.window_length)).append(int(stamp_ns))
+            self.head.stamp(ids, stamp_ns)
             outputs = self.temporal(ids, timings)
             faces = [self._face_result(track, row, width, height) for track, row in zip(tracks, outputs, strict=True)]
         timings["total"] = _ms(start)
@@ -186,32 +181,25 @@ class PerceptionPipeline:
         return normalize_crops(crops, self.metadata, out=batch, bgr=True)
 
     def encode(self, ids: list[str], batch: np.ndarray, timings: dict[str, float]) -> None:
-        """Encode the faces (batched) and push each one's frame into its ring buffer:
-        the per-frame projections when the backend streams tubelets, else the maps."""
+        """Encode the faces (batched) and push each one's frame into its ring buffer
+        (projected first on the streaming path, counted as head time)."""
         for first in range(0, len(ids), MAX_BATCH):
             chunk = slice(first, first + MAX_BATCH)
             t = time.perf_counter()
             features = self.backend.encode(batch[chunk])
             timings["encode"] += _ms(t)
             t = time.perf_counter()
-            if self.streams_tubelets:  # the head's per-frame share, counted as head time
-                features = self.backend.project(features)
-            self.buffers.push_batch(ids[chunk], features)
+            self.head.push(ids[chunk], features)
             timings["temporal"] += _ms(t)
 
     def temporal(self, ids: list[str], timings: dict[str, float]) -> list[np.ndarray]:
         """Run the head (batched) for the faces that are due; every face's latest output."""
-        due = [face_id for face_id in ids if self.buffers.due(face_id)]
-        run_head = self.backend.temporal_tubelets if self.streams_tubelets else self.backend.temporal
+        due = self.head.due(ids)
         for first in range(0, len(due), MAX_BATCH):
-            chunk = due[first:first + MAX_BATCH]
             t = time.perf_counter()
-            out = newest_frame(np.asarray(run_head(self.buffers.head_inputs(chunk))))
-            self.buffers.mark_run(chunk)
-            self._latest.update(zip(chunk, out, strict=True))
-            self._window_start.update((face_id, self._stamps[face_id][0]) for face_id in chunk)
+            self.head.run(due[first:first + MAX_BATCH])
             timings["temporal"] += _ms(t)
-        return [self._latest[face_id] for face_id in ids]
+        return [self.head.latest(face_id) for face_id in ids]
 
     def _batch_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The aligned-crop (uint8 BGR) and network-input (float32) batches for ``n`` faces:
@@ -234,12 +222,12 @@ class PerceptionPipeline:
             box=_clipped_box(track.box, width, height),
             confidence=float(track.score),
             window_length=self.metadata.window_length,
-            frames_observed=self.buffers.frames_observed(track.face_id),
+            frames_observed=self.head.frames_observed(track.face_id),
             outputs=outputs,
             au_active=au_active,
             hesitant=hesitant,
             landmarks=track.landmarks.copy(),
-            window_start_ns=self._window_start.get(track.face_id, 0),
+            window_start_ns=self.head.window_start(track.face_id),
         )
 
 

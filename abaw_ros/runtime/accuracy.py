@@ -70,6 +70,7 @@ class AccuracyReport:
     n_windows: int
     maps: tuple[MapError, ...]
     tasks: tuple[TaskError, ...]
+    head_paths: tuple[str, str] = ("", "")  # reference's, candidate's (see head_path)
 
     @property
     def min_cosine(self) -> float:
@@ -79,10 +80,16 @@ class AccuracyReport:
     def max_output_error(self) -> float:
         return max(t.max_abs for t in self.tasks)
 
+    def _paths(self) -> str:
+        ref, cand = self.head_paths
+        if not ref:
+            return ""
+        return f"; head on {cand}" if ref == cand else f"; head on {cand} ({ref} for the reference)"
+
     def format(self) -> str:
         lines = [
             f"accuracy of {self.candidate} against {self.reference} "
-            f"({self.n_crops} face crops, {self.n_windows} windows)",
+            f"({self.n_crops} face crops, {self.n_windows} windows{self._paths()})",
             f"  {'feature map':<12} {'cos mean':>9} {'cos min':>9} {'rel L2':>9} {'max |d|':>10}",
         ]
         lines += [
@@ -110,7 +117,7 @@ def _project_all(backend: InferenceBackend, maps: list[np.ndarray], chunk: int) 
     return [np.concatenate(level) for level in zip(*parts, strict=True)]
 
 
-def _tubelet_sums(projections: list[np.ndarray], starts: list[int], t: int) -> list[np.ndarray]:
+def tubelet_sums(projections: list[np.ndarray], starts: list[int], t: int) -> list[np.ndarray]:
     """Per level ``(B, T/pt, dim, h, w)``: tubelet g of the window starting at s sums slice k
     of frame s + g*pt + k (what the streaming ring buffer hands the head)."""
     out = []
@@ -121,13 +128,37 @@ def _tubelet_sums(projections: list[np.ndarray], starts: list[int], t: int) -> l
     return out
 
 
+def head_path(backend: InferenceBackend) -> str:
+    """The temporal-head path the pipeline runs on ``backend``: ``"tubelets"`` (per-frame
+    projections summed per tubelet) where it streams them, ``"windows"`` (the fused head on
+    whole windows of feature maps) otherwise."""
+    return "tubelets" if backend.streams_tubelets else "windows"
+
+
+def _head_outputs(backend: InferenceBackend, maps: list[np.ndarray], starts: list[int], t: int,
+                  chunk: int) -> np.ndarray:
+    """The head's outputs for the windows of T frames starting at ``starts``, through
+    ``backend``'s own head path (so a reduced-precision projection is part of the check)."""
+    streaming = head_path(backend) == "tubelets"
+    projections = _project_all(backend, maps, chunk) if streaming else None
+    out = []
+    for i in range(0, len(starts), chunk):
+        part = starts[i : i + chunk]
+        if projections is not None:
+            out.append(backend.temporal_tubelets(tubelet_sums(projections, part, t)))
+        else:
+            out.append(backend.temporal(_windows(maps, part, t)))
+    return np.concatenate(out)
+
+
 def compare_backends(
     reference: InferenceBackend, candidate: InferenceBackend, crops: np.ndarray, chunk: int = 8
 ) -> AccuracyReport:
     """Run both backends on ``crops`` (preprocessed, ``(N, 3, S, S)``, N >= T): every
     crop through each encoder, then windows of T consecutive crops (stride T/2) through
-    each backend's head on its own features, as the streaming node would (through the
-    per-frame projections and the tubelet head when both backends stream tubelets)."""
+    each backend's head on its own features, on the path the pipeline runs with that
+    backend (:func:`head_path`: per-frame projections and the tubelet head where it
+    streams them, whole windows otherwise)."""
     meta = reference.metadata
     t = meta.window_length
     if len(crops) < t:
@@ -146,21 +177,8 @@ def compare_backends(
             max_abs=float(np.abs(cf - rf).max()),
         ))
     starts = list(range(0, len(crops) - t + 1, max(1, t // 2)))
-    # Judge the path the pipeline runs: per-frame projections summed per tubelet when both
-    # backends stream them (a reduced-precision projection is then part of the check).
-    streaming = reference.streams_tubelets and candidate.streams_tubelets
-    if streaming:
-        ref_proj, cand_proj = _project_all(reference, ref_maps, chunk), _project_all(candidate, cand_maps, chunk)
-    ref_out, cand_out = [], []
-    for i in range(0, len(starts), chunk):
-        part = starts[i : i + chunk]
-        if streaming:
-            ref_out.append(reference.temporal_tubelets(_tubelet_sums(ref_proj, part, t)))
-            cand_out.append(candidate.temporal_tubelets(_tubelet_sums(cand_proj, part, t)))
-        else:
-            ref_out.append(reference.temporal(_windows(ref_maps, part, t)))
-            cand_out.append(candidate.temporal(_windows(cand_maps, part, t)))
-    r_all, c_all = np.concatenate(ref_out), np.concatenate(cand_out)
+    r_all = _head_outputs(reference, ref_maps, starts, t, chunk)
+    c_all = _head_outputs(candidate, cand_maps, starts, t, chunk)
     thresholds = {"au": np.asarray(meta.au_thresholds), "ah": np.asarray([meta.ah_threshold])}
     task_errors = []
     for task, sl in meta.output_slices.items():
@@ -170,7 +188,8 @@ def compare_backends(
             agreement = float(((r >= thresholds[task]) == (c >= thresholds[task])).mean())
         task_errors.append(TaskError(task, float(np.abs(c - r).max()), float(np.abs(c - r).mean()), agreement))
     return AccuracyReport(reference.name + f" {reference.precision}", candidate.name + f" {candidate.precision}",
-                          len(crops), len(starts), tuple(maps), tuple(task_errors))
+                          len(crops), len(starts), tuple(maps), tuple(task_errors),
+                          (head_path(reference), head_path(candidate)))
 
 
 # -- the precision gate (see the module docstring) ---------------------------------------
