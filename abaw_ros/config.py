@@ -246,6 +246,11 @@ class PipelineConfig:
         is read when the model loads."""
         return frozenset(spec.name for spec in cls.parameters() if spec.runtime)
 
+    def load_time_changes(self, other: PipelineConfig) -> list[str]:
+        """The parameters, read when the model loads, whose values differ from ``other``'s."""
+        return [spec.name for spec in self.parameters()
+                if not spec.runtime and getattr(self, spec.name) != getattr(other, spec.name)]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
