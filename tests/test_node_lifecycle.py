@@ -19,9 +19,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (so
 import fault_files  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     node_executable,
@@ -29,6 +27,8 @@ from abaw_ros.ros.testing import (  # noqa: E402
     send_in_lockstep,
     unique_namespace,
 )
+
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -71,7 +71,7 @@ def _managed_node(tmp: Path, **overrides) -> tuple[NodeProcess, str]:
     untrained model), and its fully qualified name."""
     params = params_file(tmp, **{"backend": "onnxruntime", **overrides})
     env = dict(os.environ, ABAW_ROS_CACHE=str(tmp / "cache"))
-    executable = node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node")
+    executable = node_executable("affect_lifecycle_node")
     namespace = unique_namespace("lifecycle")
     node = NodeProcess(params, tmp / "node.log", namespace, env=env, executable=executable)
     return node, f"{namespace}/abaw_affect"
@@ -88,7 +88,7 @@ def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_p
     namespace = unique_namespace("lifecycle")
     params = params_file(tmp_path, model_file_path=str(model_bundle), backend="onnxruntime", window_length=8,
                          diagnostics_period=0.5)
-    executable = node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node")
+    executable = node_executable("affect_lifecycle_node")
     node = NodeProcess(params, tmp_path / "node.log", namespace, executable=executable)
     client = FrameClient(namespace, domain_id=ros_domain_id)
     scene = DemoScene(faces=1)
