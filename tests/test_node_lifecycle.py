@@ -240,3 +240,37 @@ def test_configure_with_a_garbage_model_fails_naming_the_file_and_the_node_stays
     assert "[ERROR]" in failed[0] and "garbage.pt" in failed[0] and "not a PyTorch checkpoint" in failed[0], failed
     assert "Traceback" not in log and "[FATAL]" not in log, log[-3000:]
     assert "stopped by SIGINT in state unconfigured" in log, log[-3000:]
+
+
+def test_one_node_class_autostarted_offers_no_lifecycle_services(ros_domain_id):
+    """Both executables run the one lifecycle node class. affect_node's (autostart) starts
+    without the lifecycle services, as the plain node always had none; the managed one has
+    ~/change_state and ~/get_state. Both start unconfigured until something drives them."""
+    import rclpy
+    from rclpy.node import Node
+
+    from abaw_ros.ros.affect_node import AffectNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[])
+    nodes = []
+    try:
+        plain = AffectNode("plain_affect", autostart=True, context=context)
+        managed = AffectNode("managed_affect", context=context)
+        observer = Node("observer", context=context)
+        nodes = [plain, managed, observer]
+        assert plain.state_label == managed.state_label == "unconfigured"
+
+        def services(name: str) -> set[str]:
+            return {s for s, _ in observer.get_service_names_and_types_by_node(name, "/")}
+
+        deadline = time.monotonic() + 20
+        while "/managed_affect/change_state" not in services("managed_affect") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {"/managed_affect/change_state", "/managed_affect/get_state"} <= services("managed_affect")
+        assert not {s for s in services("plain_affect") if s.endswith(("/change_state", "/get_state"))}
+        assert "/plain_affect/set_parameters" in services("plain_affect")  # parameters as before
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        context.try_shutdown()

@@ -2,43 +2,22 @@
 lifecycle (managed) node, behind both executables:
 
 - ``affect_node`` starts it with ``autostart``: the process configures and activates it
-  itself before it spins, as Nav2 nodes do with ``autostart_node`` (``nav2::LifecycleNode``
-  in ros-navigation/navigation2 ``nav2_ros_common/include/nav2_ros_common/lifecycle_node.hpp``:
-  configure, then activate only when configure reached inactive), and without the
-  lifecycle services (Nav2's ``enable_lifecycle_services: false``), so a fault at start
-  ends the process in one line with exit code 2;
-- ``affect_lifecycle_node`` starts it unconfigured, for a lifecycle manager
-  (``ros2 lifecycle set``, nav2's lifecycle manager, a launch file's ``LifecycleNode``);
-  services ``~/change_state`` and ``~/get_state``.
+  before it spins, as Nav2 nodes do with ``autostart_node`` (``nav2::LifecycleNode`` in
+  ros-navigation/navigation2 ``nav2_ros_common/include/nav2_ros_common/lifecycle_node.hpp``:
+  configure, then activate only if configure reached inactive), without the lifecycle
+  services (Nav2's ``enable_lifecycle_services: false``); a fault at start ends the
+  process in one line with exit code 2;
+- ``affect_lifecycle_node`` starts it unconfigured, for a lifecycle manager (services
+  ``~/change_state`` and ``~/get_state``); a fault fails the transition, the node stays up.
 
-The transitions (``rclpy.lifecycle``):
-
-- configure: read and check the parameters, load the model (a bad parameter or model
-  file fails the transition and the managed node stays unconfigured, with the reason in
-  one error line; a stop signal during the load ends the process in one line, exit 0);
-- activate: subscribe to the camera, start the worker and ``/diagnostics``;
-- deactivate: unsubscribe and stop the worker; nothing is published while inactive;
-- cleanup: free the model and the publishers (parameters may then change, also those a
-  running node refuses, and a new configure reads them);
-- shutdown: from any state, as cleanup.
-
-Topics (relative, so namespaces and remaps apply):
-
-- ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage),
-  chosen by the ``image_transport`` parameter, QoS matched to the camera
-  (:mod:`abaw_ros.ros.input_qos`);
-- ``affect`` (abaw_ros/FaceAffectArray, reliable), stamped with the source image's stamp
-  and frame_id;
-- ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period`` seconds;
-- ``~/debug_image`` (sensor_msgs/Image) when ``publish_debug_image`` is true;
-- with ``publish_ros4hri``, the ROS4HRI (REP-155) face topics (:mod:`abaw_ros.ros.ros4hri`);
-- ``~/transition_event`` (lifecycle_msgs/TransitionEvent), which rcl creates for every
-  lifecycle node.
-
-Every parameter is a field of :class:`abaw_ros.config.PipelineConfig`
-(:mod:`abaw_ros.ros.node_parameters`); the frames go through
-:class:`abaw_ros.ros.frame_worker.FrameWorker`. The process (stop signals, the log, exit
-codes) is :mod:`abaw_ros.ros.node_process`'s.
+configure reads and checks the parameters and loads the model; activate subscribes to the
+camera and starts the worker and ``/diagnostics``; deactivate unsubscribes (nothing is
+published while inactive); cleanup frees the model and the publishers (then any parameter
+may change); shutdown works from any state. Topics (relative, so namespaces and remaps
+apply): ``image`` or ``image/compressed`` (``image_transport``), QoS matched to the camera;
+``affect`` (FaceAffectArray, reliable, the image's stamp and frame_id); ``/diagnostics``;
+``~/debug_image`` (``publish_debug_image``); the ROS4HRI topics (``publish_ros4hri``); and
+``~/transition_event``, which rcl creates for every lifecycle node. docs/NODE.md has it all.
 """
 from __future__ import annotations
 
