@@ -60,7 +60,8 @@ def _executable(name: str) -> list[str]:
             pass
     except ImportError:
         pass
-    return [sys.executable, "-m", f"abaw_ros.ros.{name}"]
+    module = "node_process" if name == "affect_node" else name  # the node's process runs it
+    return [sys.executable, "-m", f"abaw_ros.ros.{module}"]
 
 
 def _default_params_file() -> Path:

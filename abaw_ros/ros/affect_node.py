@@ -21,7 +21,6 @@ apply): ``image`` or ``image/compressed`` (``image_transport``), QoS matched to 
 """
 from __future__ import annotations
 
-import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -396,9 +395,3 @@ def _model_id(config: PipelineConfig) -> str:
         return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
     except OSError:
         return ""
-
-
-if __name__ == "__main__":  # python -m abaw_ros.ros.affect_node: the autostarted node
-    from abaw_ros.ros.node_process import run_node
-
-    sys.exit(run_node())

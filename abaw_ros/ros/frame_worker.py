@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -23,15 +23,30 @@ from abaw_ros.ros.diagnostics import NodeStats
 from abaw_ros.ros.handoff import LatestSlot
 from abaw_ros.ros.node_logging import warning_kind
 
-if TYPE_CHECKING:
-    from abaw_ros.ros.affect_node import AffectNode
+
+class Node(Protocol):
+    """What the worker reads of its node (:class:`abaw_ros.ros.affect_node.AffectNode`)."""
+
+    pipeline: Any  # PerceptionPipeline, None while unconfigured
+    config: Any  # PipelineConfig, None while unconfigured
+    affect_pub: Any
+    debug_pub: Any
+    dds: Any  # transport.DdsSettings
+    followed: Any  # ros4hri.FollowedFaces or None
+    ros4hri: Any  # ros4hri.Ros4hriOutput or None
+    weights_trained: bool
+    model_id: str
+    context: Any
+
+    def warn(self, kind: str, text: str) -> None: ...
+    def get_clock(self) -> Any: ...
 
 
 class FrameWorker:
     """The mailbox, the worker thread and the counts behind ``/diagnostics`` of one node.
     Reads the node's pipeline, publishers and ROS4HRI outputs as they are at each frame."""
 
-    def __init__(self, node: AffectNode) -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
         self.slot: LatestSlot[tuple[str, Any]] = LatestSlot()
         self.stats = NodeStats()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 from abaw_ros.ros.node_startup import (
@@ -123,3 +124,8 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         done = "done" if request.activity == "running" else "nothing was published"
         say("INFO", f"stopped by {request} while {request.activity}; {done}")
         return 0
+
+
+if __name__ == "__main__":  # python -m abaw_ros.ros.node_process [--managed] --ros-args ...
+    managed = "--managed" in sys.argv[1:sys.argv.index("--ros-args") if "--ros-args" in sys.argv else None]
+    sys.exit(run_node(managed=managed))
