@@ -9,14 +9,31 @@ never reads ROS parameters itself.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The spec and the ranges live in parameter_spec; imported from here by most of the package.
+from abaw_ros.parameter_spec import (  # noqa: F401 - re-exported
+    CROP_SIZE_RANGE,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DIAGNOSTICS_PERIOD_RANGE,
+    FRAME_RATE,
+    FRAME_RATE_RANGE,
+    MAX_FACES,
+    MAX_IMAGE_PIXELS_RANGE,
+    ROS4HRI_ROI_MAX_AGE_RANGE,
+    STAMP_SECONDS,
+    STAMP_SECONDS_RANGE,
+    Bounds,
+    ConfigError,
+    ParameterSpec,
+    coerce,
+    spec_field,
+)
 from abaw_ros.share import NODE_NAME
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
@@ -33,10 +50,6 @@ DEFAULT_NODE_NAME = NODE_NAME
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
-class ConfigError(ValueError):
-    """A parameter has a value the node cannot run with; the message names it."""
-
-
 class ModelFileError(ValueError):
     """A model file (checkpoint, ONNX graph, bundle, detector model) that exists but cannot
     be used: empty, truncated, not the format it claims, refused as unsafe, or describing
@@ -51,70 +64,6 @@ class MissingPackageError(ModuleNotFoundError):
 
     def __init__(self, message: str, name: str) -> None:
         super().__init__(message, name=name)
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The values a number may take: ``low`` to ``high`` (both included), finite, and
-    optionally one value outside them (``off``) with its meaning. Every numeric node
-    parameter and command-line option declares one beside its description: values the
-    libraries accept can still break the node (a 1e308 Hz rate overflows the loss
-    estimate, 2**63-1 missed detections keep every face that ever passed)."""
-
-    low: float
-    high: float
-    unit: str = ""
-    off: float | None = None
-    off_means: str = ""
-
-    def __contains__(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        return value == self.off or self.low <= value <= self.high
-
-    def describe(self) -> str:
-        """``"0.1 to 1000 Hz, or 0 (estimate from the image stamps)"``."""
-        text = f"{_shown(self.low)} to {_shown(self.high)}" + (f" {self.unit}" if self.unit else "")
-        if self.off is not None:
-            text += f", or {_shown(self.off)}" + (f" ({self.off_means})" if self.off_means else "")
-        return text
-
-    def check(self, name: str, value: Any) -> None:
-        """Raise ConfigError ``"name=value: must be <describe()>"`` unless ``value`` is in."""
-        if value not in self:
-            raise ConfigError(f"{name}={value!r}: must be {self.describe()}")
-
-
-# Ranges whose extreme values are accepted by the libraries but break the node: a timer
-# period of 1e-9 s floods /diagnostics and starves the worker, `inf` overflows the timer;
-# an 8000-pixel crop allocates ~190 MB per face per frame.
-DIAGNOSTICS_PERIOD_RANGE = (0.1, 3600.0)  # seconds
-CROP_SIZE_RANGE = (32, 1024)  # pixels; crops are resized to the model input (224) anyway
-# The largest decoded frame the node and the offline tools accept: 7680x4320 (8K UHD, four
-# times 4K UHD), i.e. at most 95 MiB of BGR pixels per frame. A compressed image's header
-# gives its size before decoding, so a small file that would decode to gigabytes is
-# refused unread.
-DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
-MAX_IMAGE_PIXELS_RANGE = (64 * 64, 16384 * 16384)
-# How far (seconds) a followed ROS4HRI face's roi stamp may be from a frame's stamp: above a
-# few seconds the box no longer says where the face is in that frame.
-ROS4HRI_ROI_MAX_AGE_RANGE = (0.0, 5.0)
-# Camera frame rates, for the node's expected_input_rate and the tools' --fps: beyond
-# 1000 Hz the nanosecond stamps of consecutive frames stop being distinct enough to
-# measure loss; below 0.01 Hz (one frame in 100 s) nothing temporal is left to estimate.
-FRAME_RATE_RANGE = (0.01, 1000.0)  # Hz
-# ROS 2 stamps (builtin_interfaces/Time) hold the seconds in an int32: from 1970-01-01 to
-# 2038-01-19 03:14:07 UTC (ros2/rcl_interfaces builtin_interfaces/msg/Time.msg: int32 sec);
-# bag log times are unsigned (MCAP log_time uint64), so stamps before 1970 are refused too.
-STAMP_SECONDS_RANGE = (0, 2**31 - 1)
-# Most faces processed per frame. Also the most hidden tracks (faces missed by the latest
-# detector runs, kept with their windows until track_max_misses) the tracker holds, so the
-# memory of hidden faces stays bounded whatever the parameters.
-MAX_FACES = 64
-FRAME_RATE = Bounds(*FRAME_RATE_RANGE, "Hz")
-STAMP_SECONDS = Bounds(*STAMP_SECONDS_RANGE, "seconds since the epoch")
 
 
 def usable_cores() -> int:
@@ -137,144 +86,122 @@ def describe_file_kind(path: str | Path) -> str | None:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def _param(default: Any, description: str, choices: tuple[str, ...] | None = None,
-           bounds: Bounds | None = None) -> Any:
-    metadata: dict[str, Any] = {"description": description}
-    if choices is not None:
-        metadata["choices"] = choices
-    if bounds is not None:
-        metadata["bounds"] = bounds
-    return field(default=default, metadata=metadata)
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter as the ROS node declares it."""
-
-    name: str
-    type: type
-    default: Any
-    description: str
-    choices: tuple[str, ...] | None = None
-    bounds: Bounds | None = None  # every int and float parameter has one
-
-
 @dataclass
 class PipelineConfig:
     """Node and pipeline parameters (all scalars, so each maps to one ROS parameter)."""
 
     # --- model and runtime -------------------------------------------------------------
-    model_file_path: str = _param(
+    model_file_path: str = spec_field(
         "", "Checkpoint (.pt) or exported ONNX bundle directory. Empty: an untrained network "
             "is built on the fly (outputs are meaningless; a warning is logged).")
-    engine_file_path: str = _param(
+    engine_file_path: str = spec_field(
         "", "Where compiled TensorRT engines are cached: a directory, or a file whose directory "
             "is used (engines are named by a key of ONNX hash, precision, shapes, TensorRT version "
             "and GPU). Empty: ~/.cache/abaw_ros/engines.")
-    force_engine_update: bool = _param(
+    force_engine_update: bool = spec_field(
         False, "Rebuild the TensorRT engine even when a matching cached engine exists.")
-    backend: str = _param(
+    backend: str = spec_field(
         "auto", "Inference runtime: auto picks tensorrt on a GPU, else onnxruntime.", BACKENDS)
-    precision: str = _param(
+    precision: str = spec_field(
         "auto", "Inference precision. auto: int8 (the encoder and the per-frame projection) where "
                 "it passes the accuracy gate against fp32, else fp32; the choice is logged.", PRECISIONS)
-    num_threads: int = _param(
+    num_threads: int = spec_field(
         2, "CPU threads per inference session (encoder, temporal head, face detector).",
         bounds=Bounds(1, 256, "threads"))
-    warmup: bool = _param(True, "Run one dummy inference at start so the first frame is not slow.")
-    window_length: int = _param(
+    warmup: bool = spec_field(True, "Run one dummy inference at start so the first frame is not slow.")
+    window_length: int = spec_field(
         8, "Frames per temporal window T; a multiple of 4 and equal to the model's T.",
         bounds=Bounds(4, 256, "frames"))
-    head_interval: int = _param(
+    head_interval: int = spec_field(
         0, "Frames between temporal-head passes per face; every frame is still encoded and "
            "buffered. 0: T/8 (every frame at T=8, every 4th at T=32), which keeps the cost per "
            "frame flat in T; 1: every frame.",
         bounds=Bounds(0, 256, "frames"))
 
     # --- face detection ----------------------------------------------------------------
-    detector: str = _param(
+    detector: str = spec_field(
         "blazeface", "Face detector: blazeface (MediaPipe BlazeFace + face mesh, LiteRT), mtcnn (ONNX, "
                  "5 landmarks), yunet (OpenCV, needs detector_model_path), haar (OpenCV cascade, "
                  "landmarks estimated from the box).",
         DETECTORS)
-    blazeface_range: str = _param(
+    blazeface_range: str = spec_field(
         "full", "BlazeFace model: full (192x192 input, faces up to about 5 m, robots) or short "
                 "(128x128, faces within about 2 m, faster).", BLAZEFACE_RANGES)
-    detector_model_path: str = _param(
+    detector_model_path: str = spec_field(
         "", "YuNet ONNX model file (face_detection_yunet_*.onnx); required when detector=yunet.")
-    detection_interval: int = _param(
+    detection_interval: int = spec_field(
         5, "Run the face detector every N frames; in between, each tracked face is refined by "
            "the detector's landmark stage (see refine_threshold).",
-        bounds=Bounds(1, 1000, "frames"))
-    refine_landmarks: bool = _param(
+        bounds=Bounds(1, 1000, "frames"), runtime=True)
+    refine_landmarks: bool = spec_field(
         True, "Between detector runs, refresh every tracked face's box, landmarks and confidence "
               "with the detector's cheap landmark stage (blazeface: face mesh, mtcnn: O-Net); "
               "false, or a detector without one: tracks keep their last box and landmarks.")
-    refine_threshold: float = _param(
+    refine_threshold: float = spec_field(
         0.5, "A refined face whose landmark-stage confidence falls below this (in [0, 1]) makes "
              "the full detector run on that frame.",
         bounds=Bounds(0.0, 1.0))
-    detection_threshold: float = _param(
+    detection_threshold: float = spec_field(
         0.6, "Minimum detector confidence in [0, 1] for a face to be tracked. The detectors' "
              "scores differ in scale: 0.6 is MediaPipe's cut-off for BlazeFace (full range; "
              "BlazeFace never goes below MediaPipe's own 0.6 / 0.5); MTCNN's last stage already "
              "requires 0.7 and its faces mostly score above 0.99.",
-        bounds=Bounds(0.0, 1.0))
-    min_face_size: int = _param(
+        bounds=Bounds(0.0, 1.0), runtime=True)
+    min_face_size: int = spec_field(
         40, "Smallest face side in pixels that is detected and tracked (also bounds the "
             "MTCNN image pyramid, so larger values are faster).",
-        bounds=Bounds(12, 4096, "pixels"))
-    max_faces: int = _param(
+        bounds=Bounds(12, 4096, "pixels"), runtime=True)
+    max_faces: int = spec_field(
         4, "Most faces processed per frame; the largest, most confident ones are kept.",
-        bounds=Bounds(1, MAX_FACES, "faces"))
+        bounds=Bounds(1, MAX_FACES, "faces"), runtime=True)
 
     # --- tracking ----------------------------------------------------------------------
-    track_iou_threshold: float = _param(
+    track_iou_threshold: float = spec_field(
         0.3, "A detection may continue a track when their boxes overlap at least this much (IoU).",
-        bounds=Bounds(0.0, 1.0))
-    track_distance_threshold: float = _param(
+        bounds=Bounds(0.0, 1.0), runtime=True)
+    track_distance_threshold: float = spec_field(
         0.5, "A detection may also continue a track when their centres are closer than this "
              "fraction of the track's box size (fast moves, where boxes stop overlapping).",
-        bounds=Bounds(0.0, 10.0, "box sizes"))
-    track_min_hits: int = _param(
+        bounds=Bounds(0.0, 10.0, "box sizes"), runtime=True)
+    track_min_hits: int = spec_field(
         2, "Birth hysteresis: frames in a row on which a new face must be found (by the detector "
            "or, between detector runs, the landmark stage) before it is published.",
-        bounds=Bounds(1, 1000, "frames"))
-    track_max_misses: int = _param(
+        bounds=Bounds(1, 1000, "frames"), runtime=True)
+    track_max_misses: int = spec_field(
         5, "Death hysteresis: detector runs without a match that a track survives (keeping its "
            "id and buffer, unpublished); one more drops it.",
-        bounds=Bounds(0, 1000, "detector runs"))
+        bounds=Bounds(0, 1000, "detector runs"), runtime=True)
 
     # --- alignment ---------------------------------------------------------------------
-    crop_size: int = _param(
+    crop_size: int = spec_field(
         0, "0: warp each face straight to the model's input size (one resampling). N > 0: "
            "sample the aligned face at N x N first, then resize to the input size (112 "
            "reproduces the resolution of Aff-Wild2's cropped_aligned faces).",
         bounds=Bounds(*CROP_SIZE_RANGE, "pixels", off=0, off_means="straight to the model's input size"))
 
     # --- ROS node I/O --------------------------------------------------------------------
-    image_transport: str = _param(
+    image_transport: str = spec_field(
         "raw", "Input: raw subscribes to `image` (sensor_msgs/Image), compressed to "
                "`image/compressed` (sensor_msgs/CompressedImage).", IMAGE_TRANSPORTS)
-    image_qos: str = _param(
+    image_qos: str = spec_field(
         "auto", "Input reliability: auto matches the camera's publishers (reliable when all of them "
                 "offer reliable, as REP-2003 drivers do, else best effort; re-checked as publishers "
-                "come and go), reliable or best_effort force it.", IMAGE_QOS_MODES)
-    expected_input_rate: float = _param(
+                "come and go), reliable or best_effort force it.", IMAGE_QOS_MODES, runtime=True)
+    expected_input_rate: float = spec_field(
         0.0, "Camera frame rate in Hz for the loss and rate diagnostics; 0: estimated from the "
              "image stamps.",
-        bounds=Bounds(*FRAME_RATE_RANGE, "Hz", off=0.0, off_means="estimate from the image stamps"))
-    input_loss_warn_fraction: float = _param(
+        bounds=Bounds(*FRAME_RATE_RANGE, "Hz", off=0.0, off_means="estimate from the image stamps"), runtime=True)
+    input_loss_warn_fraction: float = spec_field(
         0.1, "Share of camera frames lost before reaching the node (gaps in the stamps) above "
              "which /diagnostics goes to WARN.",
-        bounds=Bounds(0.0, 1.0))
-    publish_debug_image: bool = _param(
-        False, "Publish ~/debug_image with face boxes, ids and values drawn.")
-    diagnostics_period: float = _param(
+        bounds=Bounds(0.0, 1.0), runtime=True)
+    publish_debug_image: bool = spec_field(
+        False, "Publish ~/debug_image with face boxes, ids and values drawn.", runtime=True)
+    diagnostics_period: float = spec_field(
         1.0, f"Seconds between /diagnostics messages, {DIAGNOSTICS_PERIOD_RANGE[0]:g} to "
              f"{DIAGNOSTICS_PERIOD_RANGE[1]:g}.",
-        bounds=Bounds(*DIAGNOSTICS_PERIOD_RANGE, "seconds"))
-    max_image_pixels: int = _param(
+        bounds=Bounds(*DIAGNOSTICS_PERIOD_RANGE, "seconds"), runtime=True)
+    max_image_pixels: int = spec_field(
         DEFAULT_MAX_IMAGE_PIXELS,
         "Largest input frame, in pixels (width x height), that is decoded; larger frames are "
         "skipped with a warning naming their size and counted as bad frames. Compressed "
@@ -282,18 +209,18 @@ class PipelineConfig:
         bounds=Bounds(*MAX_IMAGE_PIXELS_RANGE, "pixels"))
 
     # --- ROS4HRI (REP-155) output ------------------------------------------------------
-    publish_ros4hri: bool = _param(
+    publish_ros4hri: bool = spec_field(
         False, "Also publish the ROS4HRI (REP-155) face topics from the same results as `affect`: "
                "/humans/faces/<id>/expression (hri_msgs/Expression: valence, arousal) and "
                "/humans/faces/<id>/facs (hri_msgs/FacialActionUnits: our 12 AUs), plus, with "
                "ros4hri_faces=own, /humans/faces/tracked and /humans/faces/<id>/roi. Needs hri_msgs.")
-    ros4hri_faces: str = _param(
+    ros4hri_faces: str = spec_field(
         "own", "Where ROS4HRI faces and their ids come from. own: our detector and tracker (the node "
                "publishes /humans/faces/tracked and each face's roi); follow: a ROS4HRI face detector "
                "already running (hri_face_detect): the node reads /humans/faces/tracked and each face's "
                "roi, keeps that detector's ids and publishes only expression and facs.",
         ROS4HRI_FACE_SOURCES)
-    ros4hri_roi_max_age: float = _param(
+    ros4hri_roi_max_age: float = spec_field(
         0.5, "ros4hri_faces=follow: a face is processed on a frame only when its latest roi's stamp "
              f"is within this many seconds of the frame's stamp ({ROS4HRI_ROI_MAX_AGE_RANGE[0]:g} to "
              f"{ROS4HRI_ROI_MAX_AGE_RANGE[1]:g}; 0: the roi of that very frame).",
@@ -311,7 +238,19 @@ class PipelineConfig:
                 description=f.metadata["description"],
                 choices=f.metadata.get("choices"),
                 bounds=f.metadata.get("bounds"),
+                runtime=f.metadata["runtime"],
             )
+
+    @classmethod
+    def runtime_parameters(cls) -> frozenset[str]:
+        """What a running node applies when set (``ros2 param set``); every other parameter
+        is read when the model loads."""
+        return frozenset(spec.name for spec in cls.parameters() if spec.runtime)
+
+    def load_time_changes(self, other: PipelineConfig) -> list[str]:
+        """The parameters, read when the model loads, whose values differ from ``other``'s."""
+        return [spec.name for spec in self.parameters()
+                if not spec.runtime and getattr(self, spec.name) != getattr(other, spec.name)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -323,7 +262,7 @@ class PipelineConfig:
         unknown = sorted(set(values) - set(specs))
         if unknown:
             raise ConfigError(f"unknown parameter(s) {unknown}: known parameters are {sorted(specs)}")
-        return cls(**{name: _coerce(specs[name], value) for name, value in values.items()})
+        return cls(**{name: coerce(specs[name], value) for name, value in values.items()})
 
     # ------------------------------------------------------------------------------------
     def validate(self, check_files: bool = True) -> PipelineConfig:
@@ -333,7 +272,7 @@ class PipelineConfig:
         """
         for spec in self.parameters():
             value = getattr(self, spec.name)
-            _coerce(spec, value)  # type check
+            coerce(spec, value)  # type check
             if spec.choices is not None and value not in spec.choices:
                 raise ConfigError(f"{spec.name}={value!r}: must be one of {list(spec.choices)}")
             if spec.bounds is not None:
@@ -439,25 +378,6 @@ class PipelineConfig:
         return text
 
 
-def _shown(number: float) -> str:
-    """An int in full (268435456, never 2.68435e+08), a float as %g."""
-    return str(number) if isinstance(number, int) else f"{number:g}"
-
-
 def _require(ok: bool, name: str, value: Any, what: str) -> None:
     if not ok:
         raise ConfigError(f"{name}={value!r}: {what}")
-
-
-def _coerce(spec: ParameterSpec, value: Any) -> Any:
-    """Check a value's type; ints are accepted for floats (YAML writes 1 for 1.0)."""
-    if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if spec.type is int and isinstance(value, bool):
-        ok = False
-    else:
-        ok = isinstance(value, spec.type)
-    if not ok:
-        raise ConfigError(f"{spec.name}={value!r}: must be of type {spec.type.__name__}, "
-                          f"got {type(value).__name__}")
-    return value

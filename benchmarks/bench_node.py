@@ -42,10 +42,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # ros_harness: the node tests' harness, not installed
 
 from rclpy.utilities import get_rmw_implementation_identifier  # noqa: E402
+from ros_harness import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
 
-from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace  # noqa: E402
 from abaw_ros.ros.transport import PROFILE_VARIABLES, dds_settings_in_force  # noqa: E402
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
                        for face in result.faces])
     json.dump({"python": platform.python_version(),
                "versions": {name: version(name) for name in DISTRIBUTIONS},
-               "detector": pipeline.detector.name, "backend": pipeline.backend.name,
+               "detector": pipeline.faces.detector.name, "backend": pipeline.backend.name,
                "precision": pipeline.backend.precision, "frames": frames}, sys.stdout)
     return 0
 

@@ -182,3 +182,17 @@ def test_the_range_table_in_the_node_docs_is_the_code():
         if len(cells) == 3 and cells[0].startswith("`") and cells[2] in ("at start", "at run time"):
             rows[cells[0].strip("`")] = cells[1]
     assert rows == {spec.name: spec.bounds.describe() for spec in NUMERIC}
+
+
+def test_the_spec_declares_which_parameters_a_running_node_applies():
+    """Declared once, on the parameter spec: the node's parameter callback and
+    PerceptionPipeline.reconfigure both read it."""
+    runtime = {spec.name for spec in PipelineConfig.parameters() if spec.runtime}
+    assert runtime == PipelineConfig.runtime_parameters() == {
+        "detection_interval", "detection_threshold", "min_face_size", "max_faces",
+        "track_iou_threshold", "track_distance_threshold", "track_min_hits", "track_max_misses",
+        "publish_debug_image", "diagnostics_period", "image_qos", "expected_input_rate",
+        "input_loss_warn_fraction",
+    }
+    changed = dataclasses.replace(PipelineConfig(), window_length=12, max_faces=2, backend="torch")
+    assert changed.load_time_changes(PipelineConfig()) == ["backend", "window_length"]

@@ -38,8 +38,6 @@ EXCEPTIONS: dict[str, str] = {
     "abaw_ros.offline.batch": "discovery, executors, summary and pooled metrics: discovery and pooled metrics "
                               "move out (offline area)",
     "abaw_ros.offline.bag_eval": "second offline frame loop: becomes source -> pipeline -> sinks (offline area)",
-    "abaw_ros.ros.affect_node": "two node classes with overridden hooks: one lifecycle node (node area)",
-    "abaw_ros.config": "parameter spec gains the runtime-changeable declaration; validation split (node area)",
     "abaw_ros.runtime.base": "options, metadata schema and interface: the schema moves to its own module "
                              "(runtime area)",
     "abaw_ros.training.loop": "per-task chains become Task lookups (tasks area)",
@@ -53,9 +51,6 @@ KNOWN_CIRCLES: dict[frozenset[str], str] = {
     frozenset({"abaw_ros.commands.bag_batch", "abaw_ros.commands.bag_eval"}):
         "bag_batch imports bag_eval's argument helpers, bag_eval hands many bags to bag_batch "
         "(function-level both ways): the shared helpers move to one module (offline area)",
-    frozenset({"abaw_ros.ros.affect_lifecycle_node", "abaw_ros.ros.affect_node", "abaw_ros.ros.node_process"}):
-        "the node classes import node_process, node_process imports the node modules (function-level and "
-        "by name through NODE_MODULES): one lifecycle node class (node area)",
 }
 
 # Floors, lowest first (docs/ARCHITECTURE.md). A module may import from its own floor or any

@@ -25,8 +25,7 @@ if not (shutil.which("ros2") and all(importlib.util.find_spec(m) for m in ("laun
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
-
-from abaw_ros.ros.testing import FrameClient, unique_namespace  # noqa: E402
+from ros_harness import FrameClient, unique_namespace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(240)

@@ -13,17 +13,17 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-
-from abaw_ros.ros.conversions import bgr_to_compressed, image_to_bgr  # noqa: E402
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     params_file,
     send_in_lockstep,
     unique_namespace,
 )
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from abaw_ros.ros.conversions import bgr_to_compressed, image_to_bgr  # noqa: E402
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 FRAME_ID = "jpeg_camera"

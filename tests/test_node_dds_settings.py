@@ -224,7 +224,7 @@ NODE_CASES = {
 def test_diagnostics_report_the_profile_the_nodes_fast_dds_really_uses(case, profiles, tmp_path, ros_domain_id,
                                                                         model_bundle):
     pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
-    from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, unique_namespace
+    from ros_harness import FrameClient, NodeProcess, params_file, unique_namespace
 
     version = _installed_fast_dds()
     given, expected = NODE_CASES[case]

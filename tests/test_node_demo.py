@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from abaw_ros.ros.testing import PACKAGE_ROOT  # noqa: E402
+from ros_harness import PACKAGE_ROOT  # noqa: E402
 
 
 @pytest.mark.timeout(150)

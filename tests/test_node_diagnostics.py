@@ -15,7 +15,7 @@ from std_msgs.msg import Header  # noqa: E402
 from abaw_ros.config import PipelineConfig  # noqa: E402
 from abaw_ros.ros import requirements_check  # noqa: E402
 from abaw_ros.ros.diagnostics import NodeStats, StampGaps, build_diagnostics, frequency_status  # noqa: E402
-from abaw_ros.ros.input_qos import choose_reliability  # noqa: E402
+from abaw_ros.ros.input_qos import Basis, choose_reliability  # noqa: E402
 
 PERIOD_NS = 66_666_667  # 15 Hz
 
@@ -109,6 +109,19 @@ def test_clock_skew_is_reported_apart_from_latency():
 ])
 def test_input_reliability_follows_the_publishers_like_rosbag2(mode, offered, expected):
     assert choose_reliability(mode, offered)[0] == expected
+
+
+@pytest.mark.parametrize(("mode", "offered", "basis"), [
+    ("auto", [], Basis.NO_PUBLISHER),
+    ("auto", [ReliabilityPolicy.RELIABLE], Basis.ALL_RELIABLE),
+    ("auto", [ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT], Basis.MIXED),
+    ("auto", [ReliabilityPolicy.BEST_EFFORT], Basis.ALL_BEST_EFFORT),
+    ("reliable", [], Basis.FORCED),
+])
+def test_input_reliability_choice_says_what_it_rests_on(mode, offered, basis):
+    """The subscription keeps its QoS when the publishers go away and warns on a mix by
+    this basis, not by searching the reason text."""
+    assert choose_reliability(mode, offered).basis is basis
 
 
 def test_missing_packages_give_the_exact_install_command(monkeypatch):

@@ -19,9 +19,7 @@ pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (so
 import fault_files  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     node_executable,
@@ -29,6 +27,8 @@ from abaw_ros.ros.testing import (  # noqa: E402
     send_in_lockstep,
     unique_namespace,
 )
+
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -71,7 +71,7 @@ def _managed_node(tmp: Path, **overrides) -> tuple[NodeProcess, str]:
     untrained model), and its fully qualified name."""
     params = params_file(tmp, **{"backend": "onnxruntime", **overrides})
     env = dict(os.environ, ABAW_ROS_CACHE=str(tmp / "cache"))
-    executable = node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node")
+    executable = node_executable("affect_lifecycle_node")
     namespace = unique_namespace("lifecycle")
     node = NodeProcess(params, tmp / "node.log", namespace, env=env, executable=executable)
     return node, f"{namespace}/abaw_affect"
@@ -88,7 +88,7 @@ def test_transitions_drive_the_node_and_an_inactive_node_publishes_nothing(tmp_p
     namespace = unique_namespace("lifecycle")
     params = params_file(tmp_path, model_file_path=str(model_bundle), backend="onnxruntime", window_length=8,
                          diagnostics_period=0.5)
-    executable = node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node")
+    executable = node_executable("affect_lifecycle_node")
     node = NodeProcess(params, tmp_path / "node.log", namespace, executable=executable)
     client = FrameClient(namespace, domain_id=ros_domain_id)
     scene = DemoScene(faces=1)
@@ -240,3 +240,37 @@ def test_configure_with_a_garbage_model_fails_naming_the_file_and_the_node_stays
     assert "[ERROR]" in failed[0] and "garbage.pt" in failed[0] and "not a PyTorch checkpoint" in failed[0], failed
     assert "Traceback" not in log and "[FATAL]" not in log, log[-3000:]
     assert "stopped by SIGINT in state unconfigured" in log, log[-3000:]
+
+
+def test_one_node_class_autostarted_offers_no_lifecycle_services(ros_domain_id):
+    """Both executables run the one lifecycle node class. affect_node's (autostart) starts
+    without the lifecycle services, as the plain node always had none; the managed one has
+    ~/change_state and ~/get_state. Both start unconfigured until something drives them."""
+    import rclpy
+    from rclpy.node import Node
+
+    from abaw_ros.ros.affect_node import AffectNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[])
+    nodes = []
+    try:
+        plain = AffectNode("plain_affect", autostart=True, context=context)
+        managed = AffectNode("managed_affect", context=context)
+        observer = Node("observer", context=context)
+        nodes = [plain, managed, observer]
+        assert plain.state_label == managed.state_label == "unconfigured"
+
+        def services(name: str) -> set[str]:
+            return {s for s, _ in observer.get_service_names_and_types_by_node(name, "/")}
+
+        deadline = time.monotonic() + 20
+        while "/managed_affect/change_state" not in services("managed_affect") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {"/managed_affect/change_state", "/managed_affect/get_state"} <= services("managed_affect")
+        assert not {s for s in services("plain_affect") if s.endswith(("/change_state", "/get_state"))}
+        assert "/plain_affect/set_parameters" in services("plain_affect")  # parameters as before
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        context.try_shutdown()

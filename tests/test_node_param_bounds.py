@@ -14,8 +14,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     params_file,
@@ -23,6 +22,8 @@ from abaw_ros.ros.testing import (  # noqa: E402
     set_parameters,
     unique_namespace,
 )
+
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 

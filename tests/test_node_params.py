@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from abaw_ros.ros.testing import NodeProcess, params_file, unique_namespace  # noqa: E402
+from ros_harness import NodeProcess, params_file, unique_namespace  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,13 +23,14 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     params_file,
     set_parameters,
     unique_namespace,
 )
+
 from abaw_ros.ros.transport import PROFILE_VARIABLES, prefer_large_frame_transport  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)

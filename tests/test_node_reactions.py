@@ -19,11 +19,7 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
 from abaw_ros.msg import FaceAffect, FaceAffectArray  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-
-from abaw_ros.ros.affect_reactions import AU12, SustainedCue  # noqa: E402
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     node_executable,
@@ -31,6 +27,10 @@ from abaw_ros.ros.testing import (  # noqa: E402
     send_stream,
     unique_namespace,
 )
+from std_msgs.msg import String  # noqa: E402
+
+from abaw_ros.ros.affect_reactions import AU12, SustainedCue  # noqa: E402
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)
 MS = 1_000_000
@@ -78,7 +78,7 @@ class _Reactions:
         self.received: list[str] = []
         self._lock = threading.Lock()
         client.node.create_subscription(String, "reactions", self._on, 10)
-        cmd = [*node_executable("affect_reactions", "abaw_ros.ros.affect_reactions"), "--ros-args",
+        cmd = [*node_executable("affect_reactions"), "--ros-args",
                "-r", f"__ns:={namespace}"]
         for name, value in params.items():
             cmd += ["-p", f"{name}:={value}"]

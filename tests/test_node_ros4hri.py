@@ -27,15 +27,15 @@ import threading  # noqa: E402
 
 from hri_msgs_build import HriMsgsUnavailable, build_hri_msgs  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
-
-from abaw_ros.ros.demo_scene import DemoScene, portrait_bgr  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     params_file,
     send_in_lockstep,
     unique_namespace,
 )
+
+from abaw_ros.ros.demo_scene import DemoScene, portrait_bgr  # noqa: E402
 from abaw_ros.tasks import AU_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -334,16 +334,15 @@ def test_without_hri_msgs_the_node_names_the_install_command_and_exits_2(domain,
 
 def test_the_managed_node_has_ros4hri_topics_only_while_active(hri, domain, flagged_bundle, tmp_path):
     from lifecycle_msgs.msg import Transition
+    from ros_harness import node_executable
     from test_node_lifecycle import _Lifecycle
-
-    from abaw_ros.ros.testing import node_executable
 
     build, msg = hri
     namespace = unique_namespace("ros4hri_managed")
     params = params_file(tmp_path, model_file_path=str(flagged_bundle), backend="onnxruntime", window_length=WINDOW,
                          detection_interval=2, publish_ros4hri=True)
     node = NodeProcess(params, tmp_path / "node.log", namespace, env=build.env(),
-                       executable=node_executable("affect_lifecycle_node", "abaw_ros.ros.affect_lifecycle_node"))
+                       executable=node_executable("affect_lifecycle_node"))
     client = FrameClient(namespace, domain_id=domain)
     try:
         lifecycle = _Lifecycle(client, f"{namespace}/abaw_affect")

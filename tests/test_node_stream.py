@@ -16,16 +16,16 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
 
-from sensor_msgs.msg import Image  # noqa: E402
-
-from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
-from abaw_ros.ros.testing import (  # noqa: E402
+from ros_harness import (  # noqa: E402
     FrameClient,
     NodeProcess,
     params_file,
     send_in_lockstep,
     unique_namespace,
 )
+from sensor_msgs.msg import Image  # noqa: E402
+
+from abaw_ros.ros.demo_scene import DemoScene  # noqa: E402
 from abaw_ros.runtime.base import ModelMetadata  # noqa: E402
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES  # noqa: E402
 

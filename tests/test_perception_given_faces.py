@@ -56,7 +56,7 @@ def test_given_faces_keep_their_ids_and_fill_their_windows(backend, astronaut_bg
             assert face.box == mine.box or np.abs(np.subtract(face.box, mine.box)).max() <= 1
             assert 0.5 < face.confidence <= 1.0  # O-Net's face probability inside the box
     # Our own tracker was not used: it never saw a face.
-    assert follow.tracker.tracks == []
+    assert follow.faces.tracker.tracks == []
 
 
 def test_a_tracked_but_unseen_face_keeps_its_window_and_a_dropped_id_frees_it(backend, astronaut_bgr):

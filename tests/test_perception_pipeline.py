@@ -195,7 +195,7 @@ def test_buffer_freed_when_the_track_dies_and_a_new_id_after(backend, astronaut_
         assert pipeline.process(blank, 10 + i).faces == []
         assert pipeline.buffers.face_ids == [first_id]
     assert pipeline.process(blank, 12).faces == []  # third miss: dead
-    assert len(pipeline.buffers) == 0 and pipeline.tracker.tracks == []
+    assert len(pipeline.buffers) == 0 and pipeline.faces.tracker.tracks == []
     (face,) = pipeline.process(scene(astronaut_bgr, 0), 13).faces
     assert face.face_id != first_id and face.frames_observed == 1
 
@@ -212,6 +212,33 @@ def test_detection_interval_skips_the_detector_but_not_the_faces(backend, astron
     assert detected == [True, False, False, True, False, False, True]
     assert refined == [not d for d in detected]
     assert observed == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_reconfigure_applies_runtime_parameters_and_keeps_the_faces(backend, astronaut_bgr):
+    pipeline = PerceptionPipeline(config(track_min_hits=1), backend=backend)
+    (first,) = pipeline.process(scene(astronaut_bgr, 0), 0).faces
+    detector = pipeline.faces.detector
+    pipeline.reconfigure(config(track_min_hits=1, detection_interval=3, track_max_misses=7, max_faces=2))
+    assert pipeline.faces.detector is detector  # threshold and face size unchanged: kept
+    assert (pipeline.faces.tracker.max_misses, pipeline.faces.tracker.max_faces) == (7, 2)
+    detected, ids = [], []
+    for i in range(1, 7):
+        result = pipeline.process(scene(astronaut_bgr, i), i)
+        detected.append(result.timings["detect"] > 0)
+        ids += [face.face_id for face in result.faces]
+    assert detected == [False, False, True, False, False, True]  # counted on from frame 0's run
+    assert ids == [first.face_id] * 6  # the same face, its window kept
+    assert pipeline.process(scene(astronaut_bgr, 7), 7).faces[0].frames_observed == 8
+
+    pipeline.reconfigure(config(track_min_hits=1, detection_interval=3, min_face_size=60))
+    assert pipeline.faces.detector is not detector and pipeline.config.min_face_size == 60
+
+
+def test_reconfigure_refuses_what_is_read_when_the_model_loads(backend):
+    pipeline = PerceptionPipeline(config(), backend=backend)
+    with pytest.raises(ConfigError, match="window_length, crop_size: read when the model loads"):
+        pipeline.reconfigure(config(window_length=12, crop_size=112, detection_interval=2))
+    assert pipeline.config == config() and pipeline.faces.interval == 1  # nothing applied
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _executable(name: str) -> list[str]:
     """The installed executable (lib/abaw_ros/<name>), else the module run by this Python."""
     path = installed_executable(name)
-    return [str(path)] if path is not None else [sys.executable, "-m", f"abaw_ros.ros.{name}"]
+    module = "node_process" if name == "affect_node" else name  # the node's process runs it
+    return [str(path)] if path is not None else [sys.executable, "-m", f"abaw_ros.ros.{module}"]
 
 
 def _default_params_file() -> Path:

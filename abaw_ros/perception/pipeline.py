@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from abaw_ros.config import PipelineConfig
+from abaw_ros.config import ConfigError, PipelineConfig
 from abaw_ros.models.streaming import FaceWindows, default_head_interval
 from abaw_ros.perception.alignment import align_faces_into
 from abaw_ros.perception.detection import FaceDetector
@@ -91,7 +91,8 @@ class PerceptionPipeline:
 
     ``backend`` is an :class:`abaw_ros.runtime.InferenceBackend`; when None it is loaded
     from ``config.model_file_path`` (an untrained network when that is empty).
-    ``detector`` replaces the one ``config.detector`` names.
+    ``detector`` replaces the one ``config.detector`` names (until :meth:`reconfigure`
+    changes the detection threshold or the face size, which builds ``config.detector``'s).
     """
 
     def __init__(self, config: PipelineConfig, backend: InferenceBackend | None = None,
@@ -108,9 +109,7 @@ class PerceptionPipeline:
             check_backend_fits(config, backend)
         self.backend = backend
         self.metadata = backend.metadata
-        self.detector = detector if detector is not None else create_detector(config)
-        self.faces = DetectAndTrack.from_config(config, self.detector)
-        self.tracker = self.faces.tracker
+        self.faces = DetectAndTrack.from_config(config, detector if detector is not None else create_detector(config))
         t = self.metadata.window_length
         self.head = HeadPath(backend, t, config.head_interval or default_head_interval(t))
         self.frame_index = 0
@@ -127,6 +126,23 @@ class PerceptionPipeline:
     def streams_tubelets(self) -> bool:
         """Whether the head runs on tubelet sums (every backend) rather than whole windows."""
         return self.head.streams_tubelets
+
+    def reconfigure(self, config: PipelineConfig) -> None:
+        """Apply a new config to the running pipeline, from the next frame on: the parameters
+        the spec declares ``runtime`` (detection interval and threshold, face size and count,
+        tracking thresholds; the node-only ones are kept in ``self.config``). The faces, their
+        ids and windows stay. A change of any other parameter raises ConfigError naming it:
+        those are read when the model loads."""
+        config.validate(check_files=False)
+        fixed = config.load_time_changes(self.config)
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)}: read when the model loads, cannot change in a "
+                              f"running pipeline (build a new one)")
+        old, self.config = self.config, config
+        detector = None
+        if (config.detection_threshold, config.min_face_size) != (old.detection_threshold, old.min_face_size):
+            detector = create_detector(config)  # the detectors take both when built
+        self.faces.reconfigure(config, detector)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
@@ -149,8 +165,8 @@ class PerceptionPipeline:
 
         if given is None:
             tracks = self.faces.step(image, timings)
-            keep = [track.face_id for track in self.tracker.tracks]
-            tracked_ids = [track.face_id for track in self.tracker.tracks if track.confirmed]
+            keep = [track.face_id for track in self.faces.tracker.tracks]
+            tracked_ids = [track.face_id for track in self.faces.tracker.tracks if track.confirmed]
         else:
             chosen = sorted(given, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
             tracks = given_face_tracks(image, chosen[:self.config.max_faces], self.faces.stage,

@@ -120,6 +120,13 @@ class FaceTracker:
         self._ids = itertools.count(1)
         _hungarian()
 
+    def reconfigure(self, config: PipelineConfig) -> None:
+        """Take the thresholds and limits of ``config``; the tracks and their ids stay."""
+        self.iou_threshold = float(config.track_iou_threshold)
+        self.distance_threshold = float(config.track_distance_threshold)
+        self.min_hits, self.max_misses = int(config.track_min_hits), int(config.track_max_misses)
+        self.max_faces, self.min_face_size = int(config.max_faces), float(config.min_face_size)
+
     @classmethod
     def from_config(cls, config: PipelineConfig) -> FaceTracker:
         return cls(iou_threshold=config.track_iou_threshold,
@@ -249,6 +256,17 @@ class DetectAndTrack:
         stage = detector.landmark_stage() if config.refine_landmarks else None
         return cls(detector, FaceTracker.from_config(config), config.detection_interval, stage,
                    config.refine_threshold)
+
+    def reconfigure(self, config: PipelineConfig, detector: FaceDetector | None = None) -> None:
+        """Take the interval and tracker settings of ``config``, and ``detector`` (with its
+        landmark stage) when given; the tracks stay."""
+        if config.detection_interval < 1:
+            raise ValueError(f"detection_interval={config.detection_interval}: must be >= 1")
+        self.interval = int(config.detection_interval)
+        self.tracker.reconfigure(config)
+        if detector is not None:  # swapped whole: a frame in progress finishes with the old one
+            self.stage = detector.landmark_stage() if config.refine_landmarks else None
+            self.detector = detector
 
     def reset(self) -> None:
         self.tracker.reset()

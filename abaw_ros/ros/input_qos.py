@@ -17,7 +17,8 @@ changes. With no publisher yet the subscription is best effort, which matches ei
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
 from rclpy.node import Node
 from rclpy.qos import (
@@ -38,23 +39,41 @@ RELIABLE_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 BEST_EFFORT_INPUT_QOS = qos_profile_sensor_data  # best effort, keep last 5
 
 
-def choose_reliability(mode: str, offered: Sequence[ReliabilityPolicy]) -> tuple[str, str]:
-    """``(reliable | best_effort, why)`` for ``image_qos=mode`` and the reliability each
-    publisher of the topic offers."""
+class Basis(Enum):
+    """What a reliability decision rests on."""
+
+    FORCED = "forced"  # image_qos=reliable or best_effort
+    NO_PUBLISHER = "no_publisher"
+    ALL_RELIABLE = "all_reliable"
+    MIXED = "mixed"  # some offer reliable, some best effort: frames of the reliable ones may be lost
+    ALL_BEST_EFFORT = "all_best_effort"
+
+
+class ReliabilityChoice(NamedTuple):
+    reliability: str  # reliable | best_effort
+    reason: str  # for the log line
+    basis: Basis
+
+
+def choose_reliability(mode: str, offered: Sequence[ReliabilityPolicy]) -> ReliabilityChoice:
+    """``(reliable | best_effort, why, basis)`` for ``image_qos=mode`` and the reliability
+    each publisher of the topic offers."""
     if mode in (RELIABLE, BEST_EFFORT):
-        return mode, f"image_qos={mode}"
+        return ReliabilityChoice(mode, f"image_qos={mode}", Basis.FORCED)
     if mode != AUTO:
         raise ValueError(f"image_qos={mode!r}: must be one of {[AUTO, RELIABLE, BEST_EFFORT]}")
     if not offered:
-        return BEST_EFFORT, "no publisher yet (best effort matches either kind)"
+        return ReliabilityChoice(BEST_EFFORT, "no publisher yet (best effort matches either kind)",
+                                 Basis.NO_PUBLISHER)
     reliable = sum(1 for r in offered if r == ReliabilityPolicy.RELIABLE)
     if reliable == len(offered):
-        return RELIABLE, f"all {len(offered)} publisher(s) offer reliable"
+        return ReliabilityChoice(RELIABLE, f"all {len(offered)} publisher(s) offer reliable", Basis.ALL_RELIABLE)
     if reliable:
-        return BEST_EFFORT, (f"{reliable} of {len(offered)} publishers offer reliable, the others best "
-                             f"effort: best effort reaches all of them, frames from the reliable ones "
-                             f"may be lost")
-    return BEST_EFFORT, f"the {len(offered)} publisher(s) offer best effort"
+        return ReliabilityChoice(BEST_EFFORT, (
+            f"{reliable} of {len(offered)} publishers offer reliable, the others best effort: best "
+            f"effort reaches all of them, frames from the reliable ones may be lost"), Basis.MIXED)
+    return ReliabilityChoice(BEST_EFFORT, f"the {len(offered)} publisher(s) offer best effort",
+                             Basis.ALL_BEST_EFFORT)
 
 
 class MatchedSubscription:
@@ -79,10 +98,10 @@ class MatchedSubscription:
 
     def update(self) -> bool:
         """(Re)subscribe when the wanted reliability changed; True when it did."""
-        wanted, reason = choose_reliability(self.mode, self.offered())
+        wanted, reason, basis = choose_reliability(self.mode, self.offered())
         if self._subscription is not None and wanted == self.reliability:
             return False
-        if self._subscription is not None and self.mode == AUTO and "no publisher" in reason:
+        if self._subscription is not None and basis is Basis.NO_PUBLISHER:
             return False  # publishers went away: keep what matched them, no flapping
         if self._subscription is not None:
             self._node.destroy_subscription(self._subscription)
@@ -90,7 +109,7 @@ class MatchedSubscription:
         self._subscription = self._node.create_subscription(self._msg_type, self._topic, self._callback, qos)
         self.reliability, self.reason = wanted, reason
         text = f"subscribed to {self.resolved_topic} {wanted.replace('_', ' ')} ({reason}; image_qos={self.mode})"
-        if "may be lost" in reason:  # a mix of reliable and best-effort publishers, as rosbag2 warns
+        if basis is Basis.MIXED:  # a mix of reliable and best-effort publishers, as rosbag2 warns
             self._node.get_logger().warning(text)
         else:
             self._log(text)

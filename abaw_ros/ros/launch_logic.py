@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from abaw_ros.ros.node_process import EXIT_STARTUP_FAILED, NODE_NAME
+from abaw_ros.ros.node_startup import EXIT_STARTUP_FAILED, NODE_NAME
 
 # launch's own boolean words (evaluate_condition_expression_impl.py, VALID_TRUE_EXPRESSIONS
 # and VALID_FALSE_EXPRESSIONS), compared after strip().lower().

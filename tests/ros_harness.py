@@ -1,5 +1,5 @@
 """Drive a running ``abaw_affect`` node from another process: the node tests and the node
-benchmark use this.
+benchmark (which puts tests/ on its path) use this; it is not installed.
 
 - :class:`NodeProcess` starts the installed ``affect_node`` executable with
   ``--ros-args --params-file ...`` (as a user would without ``ros2 launch``), keeps its log
@@ -23,26 +23,29 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from abaw_ros.msg import FaceAffectArray
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from abaw_ros.msg import FaceAffectArray
 from abaw_ros.ros.conversions import bgr_to_compressed, bgr_to_image
 from abaw_ros.ros.transport import prefer_large_frame_transport
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 # Before any rclpy.init of this process, and inherited by the node processes started here.
 prefer_large_frame_transport()
 
 
-def node_executable(name: str = "affect_node", module: str = "abaw_ros.ros.affect_node") -> list[str]:
-    """``lib/abaw_ros/<name>`` of the colcon install space, else the module."""
+def node_executable(name: str = "affect_node") -> list[str]:
+    """``lib/abaw_ros/<name>`` of the colcon install space, else ``scripts/<name>`` of this
+    checkout, run by this interpreter."""
     from abaw_ros.share import installed_executable
 
-    path = installed_executable(name)  # not built with colcon: run the module with this interpreter
-    return [str(path)] if path is not None else [sys.executable, "-m", module]
+    path = installed_executable(name)  # not built with colcon: run the script with this interpreter
+    return [str(path)] if path is not None else [sys.executable, str(PACKAGE_ROOT / "scripts" / name)]
 
 
 class NodeProcess:
@@ -272,7 +275,6 @@ class FrameClient:
 
 
 # -- helpers for tests and benchmarks ------------------------------------------------------------
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def set_parameters(client: FrameClient, namespace: str, **values: Any) -> list:
