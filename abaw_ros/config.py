@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
+from abaw_ros import backend_registry
+
+BACKENDS: tuple[str, ...] = ("auto", *backend_registry.BACKENDS)
+PRECISIONS: tuple[str, ...] = ("auto", *backend_registry.PRECISIONS)
 DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
 BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")
