@@ -33,6 +33,11 @@ class BackendSpec:
     reference: bool = False
     # what `auto` runs instead when this backend lacks the asked precision here
     auto_fallback: Mapping[str, str] = field(default_factory=dict)
+    # fp32 agreement with the checkpoint's own modules (torch) on the same crops: largest
+    # difference of the activated outputs, and of the feature maps relative to their largest
+    # magnitude (checked by tests/test_runtime_contract.py)
+    fp32_output_atol: float = 1e-4
+    fp32_feature_rtol: float = 1e-4
 
 
 # In the order of the `backend` parameter's choices.
@@ -43,10 +48,11 @@ BACKENDS: dict[str, BackendSpec] = {
                     bench_precisions=("fp32", "int8"), reference=True, auto_fallback={"fp16": "fp32"}),
         BackendSpec("torch", "abaw_ros.runtime.torch_backend", ("fp32", "fp16"),
                     "torch and timm, a checkpoint (fp16 on CUDA only)", checkpoint_only=True,
-                    reference=True, auto_fallback={"fp16": "fp32", "int8": "fp32"}),
+                    reference=True, auto_fallback={"fp16": "fp32", "int8": "fp32"},
+                    fp32_output_atol=0.0, fp32_feature_rtol=0.0),
         BackendSpec("tensorrt", "abaw_ros.runtime.tensorrt_backend", PRECISIONS,
                     "TensorRT 10+ Python bindings, cuda-python and an NVIDIA GPU", compiles=PRECISIONS,
-                    bench_precisions=PRECISIONS),
+                    bench_precisions=PRECISIONS, fp32_output_atol=1e-3, fp32_feature_rtol=1e-3),
     )
 }
 
