@@ -52,7 +52,7 @@ def backend_module(name: str) -> BackendModule:
         raise
     except Exception as exc:
         raise BackendUnavailableError(
-            _one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc}")
+            _one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc} (it needs {spec.needs})")
         ) from exc
     missing = [f for f in BACKEND_MODULE_FUNCTIONS if not callable(getattr(module, f, None))]
     if missing:
