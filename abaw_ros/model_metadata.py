@@ -204,7 +204,7 @@ class ModelMetadata:
             raise ValueError(f"model metadata lacks {missing}; present keys: {sorted(data)}")
         names = pick("feature_names") or [f"feature{i}" for i in range(len(shapes))]
         if isinstance(shapes, Mapping):  # {name: shape}
-            names = list(names) if len(names) == len(shapes) else list(shapes)
+            names = list(names) if set(names) == set(shapes) else list(shapes)  # the mapping's order otherwise
             shapes = [shapes[n] for n in names]
         au_thr = pick("au_thresholds", (0.5,) * len(task_registry.AU_NAMES))
         return cls(
