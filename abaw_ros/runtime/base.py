@@ -1,4 +1,6 @@
-"""The inference interface every backend implements, and the model metadata it carries.
+"""The inference interface every backend implements (:class:`InferenceBackend`) and the
+module contract of a backend (:class:`BackendModule`); the model metadata it carries is
+the schema of :mod:`abaw_ros.model_metadata`, its settings :mod:`.options`.
 
 A backend runs the network as two graphs: the per-frame encoder (face crops -> feature
 maps) and the temporal head (windows of feature maps -> activated task outputs). The
