@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from abaw_ros import backend_registry
+
 # The spec and the ranges live in parameter_spec; imported from here by most of the package.
 from abaw_ros.parameter_spec import (  # noqa: F401 - re-exported
     CROP_SIZE_RANGE,
@@ -36,8 +38,8 @@ from abaw_ros.parameter_spec import (  # noqa: F401 - re-exported
 )
 from abaw_ros.share import NODE_NAME
 
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "int8")
+BACKENDS: tuple[str, ...] = ("auto", *backend_registry.BACKENDS)
+PRECISIONS: tuple[str, ...] = ("auto", *backend_registry.PRECISIONS)
 DETECTORS: tuple[str, ...] = ("blazeface", "mtcnn", "yunet", "haar")
 BLAZEFACE_RANGES: tuple[str, ...] = ("full", "short")
 IMAGE_TRANSPORTS: tuple[str, ...] = ("raw", "compressed")

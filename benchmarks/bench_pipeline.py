@@ -141,7 +141,7 @@ def scene_frames(faces: int, count: int) -> list[np.ndarray]:
 def default_precision_backend(bundle: Path, threads: int, cache: Path):
     """The backend ``precision: auto`` (the shipped default) picks: int8 encoder and
     projection where they pass the accuracy gate against fp32, else fp32."""
-    from abaw_ros.perception.backend_loading import load_auto_precision
+    from abaw_ros.runtime.opening import load_auto_precision
 
     backend = load_auto_precision(bundle, backend="onnxruntime", engine_cache_dir=cache, num_threads=threads)
     return backend, f"precision auto -> {backend.precision}"

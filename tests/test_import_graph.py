@@ -37,11 +37,7 @@ EXCEPTIONS: dict[str, str] = {
                                "file: split along those concerns (offline area)",
     "abaw_ros.offline.batch": "discovery, executors, summary and pooled metrics: discovery and pooled metrics "
                               "move out (offline area)",
-    "abaw_ros.offline.bag_eval": "second offline frame loop: becomes source -> pipeline -> sinks (offline area)",
-    "abaw_ros.runtime.base": "options, metadata schema and interface: the schema moves to its own module "
-                             "(runtime area)",
     "abaw_ros.training.loop": "per-task chains become Task lookups (tasks area)",
-    "abaw_ros.models.export": "metadata writing moves to the metadata schema module (runtime area)",
 }
 
 # Import circles on main today, each being removed by the area that owns it (issue 23): the

@@ -19,7 +19,7 @@ from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.bag_io import ImageBagWriter
 from abaw_ros.offline.predict import CSV_COLUMNS
 from abaw_ros.perception.pipeline import PerceptionPipeline
-from abaw_ros.runtime.bundle import model_id
+from abaw_ros.runtime.identity import model_id
 from abaw_ros.tasks import AU_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,7 +67,7 @@ def test_an_export_swapped_in_from_another_checkpoint_is_not_used(untrained_chec
 
 
 def test_the_cached_untrained_checkpoint_is_verified_before_use(tmp_path, caplog):
-    from abaw_ros.perception.backend_loading import untrained_checkpoint
+    from abaw_ros.runtime.opening import untrained_checkpoint
 
     path = untrained_checkpoint(8, tmp_path)
     record = path.with_name(path.name + ".sha256")
@@ -78,7 +78,7 @@ def test_the_cached_untrained_checkpoint_is_verified_before_use(tmp_path, caplog
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x01
     path.write_bytes(bytes(damaged))
-    with caplog.at_level(logging.WARNING, logger="abaw_ros.perception.backend_loading"):
+    with caplog.at_level(logging.WARNING, logger="abaw_ros.runtime.opening"):
         again = untrained_checkpoint(8, tmp_path)
     assert any("does not match the SHA-256" in r.getMessage() for r in caplog.records)
     assert again.read_bytes() != bytes(damaged)

@@ -22,20 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from abaw_ros.backend_registry import BACKENDS, PRECISIONS
 from abaw_ros.commands.options import add_number
 from abaw_ros.config import Bounds
 
 LOG = logging.getLogger(__name__)
 
-# (backend, precision) pairs measured when available, in print order
-CONFIGS: tuple[tuple[str, str], ...] = (
-    ("torch", "fp32"),
-    ("onnxruntime", "fp32"),
-    ("onnxruntime", "int8"),
-    ("tensorrt", "fp32"),
-    ("tensorrt", "fp16"),
-    ("tensorrt", "int8"),
-)
+# (backend, precision) pairs measured when available, in print order (the registry's)
+CONFIGS: tuple[tuple[str, str], ...] = tuple(
+    (spec.name, precision) for spec in BACKENDS.values() for precision in spec.bench_precisions)
+# whose fp32 the others are compared with, first found first
+REFERENCES: tuple[str, ...] = tuple(spec.name for spec in BACKENDS.values() if spec.reference)
 
 
 @dataclass
@@ -146,8 +143,6 @@ def format_table(rows: list[BenchRow], batch: int) -> str:
 def _wanted(spec: str) -> list[tuple[str, str]]:
     if spec == "all":
         return list(CONFIGS)
-    from abaw_ros.runtime import BACKENDS, PRECISIONS
-
     wanted = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, precision = item.partition(":")
@@ -175,7 +170,7 @@ def _versions() -> dict[str, str]:
 
 def _default_model(workdir: Path) -> Path:
     from abaw_ros.models import ModelConfig
-    from abaw_ros.perception.backend_loading import untrained_checkpoint
+    from abaw_ros.runtime.opening import untrained_checkpoint
 
     LOG.info("no --model: benchmarking an untrained network (default ModelConfig, fixed seed)")
     # The same weights every run (fixed seed), so accuracy reports compare.
@@ -233,10 +228,11 @@ def run(args: argparse.Namespace) -> int:
         by_key = {(r.backend, r.precision): r for r in rows}
         eval_crops = preprocess_crops(evaluation, meta)
         for (name, precision), backend in backends.items():
-            if (name, precision) == ("onnxruntime", "fp32") or (name == "torch" and precision == "fp32"):
+            if precision == "fp32" and name in REFERENCES:
                 continue
-            reference = (backends.get(("onnxruntime", "fp32")) or backends.get((name, "fp32"))
-                         or backends.get(("torch", "fp32")))
+            found = [backends.get((ref, "fp32")) for ref in REFERENCES[:1]] + [backends.get((name, "fp32"))]
+            found += [backends.get((ref, "fp32")) for ref in REFERENCES[1:]]
+            reference = next((b for b in found if b is not None), None)
             if reference is None or reference is backend:
                 continue
             report = compare_backends(reference, backend, eval_crops)

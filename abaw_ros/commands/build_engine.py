@@ -16,17 +16,20 @@ import argparse
 import logging
 from pathlib import Path
 
+from abaw_ros.backend_registry import BACKENDS, PRECISIONS
 from abaw_ros.commands.options import add_number
 from abaw_ros.config import Bounds
 
 LOG = logging.getLogger(__name__)
+# the backends that compile graphs into the cache, and for which precisions
+COMPILING: dict[str, tuple[str, ...]] = {spec.name: spec.compiles for spec in BACKENDS.values() if spec.compiles}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="checkpoint (.pt) or ONNX bundle directory from `abaw-affect export`")
-    parser.add_argument("--backend", default="tensorrt", choices=("tensorrt", "onnxruntime"),
+    parser.add_argument("--backend", default="tensorrt", choices=tuple(COMPILING),
                         help="tensorrt (default) or onnxruntime (int8 quantized graph)")
-    parser.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
+    parser.add_argument("--precision", default="fp16", choices=PRECISIONS,
                         help="engine precision (default fp16; int8 needs --calibration)")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of face-crop images for int8 calibration")
@@ -53,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.runtime import BackendUnavailableError, load_backend
     from abaw_ros.runtime.accuracy import PrecisionCheckError
 
-    if args.backend == "onnxruntime" and args.precision != "int8":
-        print(f"--backend onnxruntime --precision {args.precision}: ONNX Runtime runs the exported graph as it "
-              "is; only int8 builds something (the quantized encoder). Use --precision int8.")
+    builds = COMPILING[args.backend]
+    if args.precision not in builds:
+        print(f"--backend {args.backend} --precision {args.precision}: {args.backend} runs the exported graph as "
+              f"it is; only {', '.join(builds)} builds something. Use --precision "
+              f"{builds[0]}.")
         return 2
     try:
         backend = load_backend(

@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     from abaw_ros.data.submission import COMBINED_FILES
     from abaw_ros.data.transforms import ClipTransform
     from abaw_ros.models import load_checkpoint
+    from abaw_ros.runtime.identity import ModelIdentity
     from abaw_ros.tasks import output_slices
     from abaw_ros.training.distributed import DistContext, pick_device
     from abaw_ros.training.evaluation import predict
@@ -138,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.videos is None:
         raise ValueError(f"--task {model_task} needs --videos (the test videos)")
     model, info = load_checkpoint(args.checkpoint, map_location="cpu")
+    print(f"model {ModelIdentity(str(args.checkpoint), Path(args.checkpoint)).model_id}")  # as node, bag-eval, predict
     cfg = info["config"]
     task = args.task or next((t for t in cfg.tasks if t in ("va", "au")), None)
     if task is None or task not in cfg.tasks:

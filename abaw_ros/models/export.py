@@ -42,7 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from abaw_ros import tasks as task_registry
+from abaw_ros.model_metadata import GRAPH_FILES, METADATA_KEY, ModelMetadata
+from abaw_ros.model_metadata import read_onnx_metadata as read_metadata
 from abaw_ros.models.affect_net import AffectNet, activate
 from abaw_ros.models.checkpoint import unwrap_model, validate_thresholds
 
@@ -53,6 +54,7 @@ __all__ = [
     "projection_names",
     "tubelet_names",
     "build_metadata",
+    "model_metadata",
     "read_metadata",
     "export_onnx",
     "write_bundle",
@@ -63,16 +65,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-METADATA_KEY = "abaw_ros"
-METADATA_VERSION = 1
 DEFAULT_OPSET = 17
-GRAPH_FILES: dict[str, str] = {
-    "encoder": "encoder.onnx",
-    "projection": "frame_projection.onnx",
-    "tubelet_head": "tubelet_head.onnx",
-    "temporal_head": "temporal_head.onnx",
-    "window": "window.onnx",
-}
 
 
 def projection_names(feature_names) -> list[str]:
@@ -149,59 +142,44 @@ def model_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def build_metadata(
+def model_metadata(
     model: nn.Module,
     *,
-    graph: str | None = None,
     thresholds: Mapping[str, Any] | None = None,
     trained: bool = False,
     provenance: Mapping[str, Any] | None = None,
     weights_hash: str | None = None,
-) -> dict[str, Any]:
-    """The JSON stored with every exported graph (also what a checkpoint-backed runtime
-    reports as its metadata)."""
+) -> ModelMetadata:
+    """The metadata of ``model`` (:mod:`abaw_ros.model_metadata`): what every exported
+    graph carries and what a checkpoint-backed backend reports."""
     model = unwrap_model(model)
     cfg = model.cfg
     th = validate_thresholds((thresholds or {}).get("au_thresholds"), (thresholds or {}).get("ah_threshold"))
-    t = cfg.window_length
-    shapes = [list(s) for s in model.feature_shapes]
-    out_shape = ["batch", t, cfg.output_size] if cfg.output_mode == "frame" else ["batch", cfg.output_size]
-    return {
-        "metadata_version": METADATA_VERSION,
-        "graph": graph,
-        "config": cfg.to_dict(),
-        "tasks": list(cfg.tasks),
-        "output_names": cfg.output_names,
-        "output_slices": {k: [s.start, s.stop] for k, s in task_registry.output_slices(cfg.tasks).items()},
-        "output_mode": cfg.output_mode,
-        "output_shape": out_shape,
-        "activated": True,
-        "feature_names": list(cfg.feature_names),
-        "feature_shapes": shapes,
-        "time_patch_size": cfg.time_patch_size,
-        "projection_shapes": [list(s) for s in model.head.projection_shapes],
-        "window_length": t,
-        "input_size": cfg.input_size,
-        "mean": list(cfg.mean),
-        "std": list(cfg.std),
-        **th,
-        "thresholds": th,
-        "trained": bool(trained),
-        "provenance": dict(provenance or {}),
-        "files": dict(GRAPH_FILES),
-        "model_hash": weights_hash or model_hash(model),
-    }
+    return ModelMetadata(
+        tasks=tuple(cfg.tasks),
+        window_length=cfg.window_length,
+        input_size=cfg.input_size,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        feature_names=tuple(cfg.feature_names),
+        feature_shapes=tuple(tuple(s) for s in model.feature_shapes),
+        output_mode=cfg.output_mode,
+        output_names=tuple(cfg.output_names),
+        au_thresholds=tuple(th["au_thresholds"]),
+        ah_threshold=th["ah_threshold"],
+        trained=bool(trained),
+        config=cfg.to_dict(),
+        time_patch_size=cfg.time_patch_size,
+        projection_shapes=tuple(tuple(s) for s in model.head.projection_shapes),
+        provenance=dict(provenance or {}),
+        model_hash=weights_hash or model_hash(model),
+    )
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``abaw_ros`` metadata JSON of an exported ONNX file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    raise ValueError(f"{path}: no {METADATA_KEY!r} metadata_props entry; not exported by abaw_ros.models.export")
+def build_metadata(model: nn.Module, *, graph: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The JSON stored with exported graph ``graph`` (:meth:`ModelMetadata.to_stored`);
+    keywords as :func:`model_metadata`."""
+    return model_metadata(model, **kwargs).to_stored(graph)
 
 
 def _attach_metadata(path: Path, metadata: Mapping[str, Any]) -> None:

@@ -229,18 +229,6 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def _model_id(pipeline: PerceptionPipeline) -> str:
-    """What the affect messages name as their model (``FaceAffectArray.model_id``)."""
-    from abaw_ros.perception.backend_loading import untrained_checkpoint
-    from abaw_ros.runtime.bundle import model_id
-
-    config = pipeline.config
-    try:
-        return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
-    except OSError:  # a backend handed in without files behind it
-        return ""
-
-
 def _input_paths(options: BagEvalOptions) -> list[Path]:
     """What this run reads, so that no output lands on it: the bag, its folder when the
     bag is a storage file inside a bag folder, and the label files."""
@@ -296,7 +284,7 @@ def evaluate_bag(
         start = time.perf_counter()
         sink = AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
                                _input_paths(options), weights_trained=bool(pipeline.metadata.trained),
-                               model_id=_model_id(pipeline), version=options.bag_version)
+                               model_id=pipeline.backend.identity.model_id, version=options.bag_version)
         try:
             with _progress(source.message_count, options.progress, source.topic) as bar:
                 _process_frames(source, sink, pipeline, options, result, track, bar)
@@ -363,20 +351,9 @@ def evaluate_bag(
 
 
 def _model_summary(pipeline: Any) -> dict[str, Any]:
-    """What the report says about the model: tasks, window, thresholds, trained or not."""
-    metadata = getattr(pipeline, "metadata", None)
-    if metadata is None:
-        return {}
+    """What the report says about the model (the backend's summary, as predict writes it)."""
     backend = getattr(pipeline, "backend", None)
-    return {
-        "backend": getattr(backend, "name", None),
-        "trained": bool(metadata.trained),
-        "tasks": list(metadata.tasks),
-        "window_length": int(metadata.window_length),
-        "output_mode": metadata.output_mode,
-        "au_thresholds": [float(t) for t in metadata.au_thresholds],
-        "ah_threshold": float(metadata.ah_threshold),
-    }
+    return backend.summary() if backend is not None else {}
 
 
 def _process_frames(source: ImageBagReader, sink: AffectBagWriter, pipeline: Any, options: BagEvalOptions,

@@ -186,13 +186,13 @@ _BACKENDS: dict[str, Any] = {}  # per process: model backend by config, loaded o
 def _pipeline_for(config: PipelineConfig | None):
     """A fresh pipeline (tracker, windows) around a backend this process loads only once."""
     from abaw_ros.config import PipelineConfig
-    from abaw_ros.perception.backend_loading import load_pipeline_backend
     from abaw_ros.perception.pipeline import PerceptionPipeline
+    from abaw_ros.runtime.opening import open_backend
 
     config = (config or PipelineConfig()).validate()
     key = repr(sorted(config.to_dict().items()))
     if key not in _BACKENDS:
-        _BACKENDS[key] = load_pipeline_backend(config)
+        _BACKENDS[key] = open_backend(config)
     return PerceptionPipeline(config, backend=_BACKENDS[key])
 
 

@@ -90,30 +90,10 @@ def face_row(face: FaceResult) -> dict[str, str]:
     return row
 
 
-def model_id(model_file_path: str) -> str:
-    """The id the affect messages carry (:func:`abaw_ros.runtime.bundle.model_id`: name and
-    content hash of the weights), so a CSV can be traced to the exact model; ``untrained``
-    for the stand-in network of an empty ``model_file_path``."""
-    from abaw_ros.runtime.bundle import model_id as weights_id
-
-    return weights_id(model_file_path) if model_file_path else "untrained"
-
-
 def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any]:
-    metadata = pipeline.metadata
-    path = config.model_file_path if config is not None else ""
-    return {
-        "model_file_path": path,
-        "model_id": model_id(path),
-        "trained": bool(metadata.trained),
-        "backend": getattr(pipeline.backend, "name", None),
-        "precision": getattr(pipeline.backend, "precision", None),
-        "tasks": list(metadata.tasks),
-        "window_length": int(metadata.window_length),
-        "output_mode": metadata.output_mode,
-        "au_thresholds": dict(zip(AU_NAMES, (float(t) for t in metadata.au_thresholds), strict=True)),
-        "ah_threshold": float(metadata.ah_threshold),
-    }
+    """The backend's summary (:meth:`abaw_ros.runtime.InferenceBackend.summary`): the same
+    model id the node and bag-eval give."""
+    return pipeline.backend.summary()
 
 
 # ---------------------------------------------------------------------------------------

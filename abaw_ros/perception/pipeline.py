@@ -100,11 +100,11 @@ class PerceptionPipeline:
         config.validate(check_files=backend is None)
         self.config = config
         if backend is None:
-            from abaw_ros.perception.backend_loading import load_pipeline_backend
+            from abaw_ros.runtime.opening import open_backend
 
-            backend = load_pipeline_backend(config)
+            backend = open_backend(config)
         else:
-            from abaw_ros.perception.backend_loading import check_backend_fits
+            from abaw_ros.runtime.opening import check_backend_fits
 
             check_backend_fits(config, backend)
         self.backend = backend

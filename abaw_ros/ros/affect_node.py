@@ -253,7 +253,7 @@ class AffectNode(LifecycleNode):
         metadata = self.pipeline.metadata
         self.weights_trained = bool(metadata.trained)
         model = self.config.model_file_path or "(none: untrained network built at start)"
-        self.model_id = _model_id(self.config)
+        self.model_id = self.pipeline.backend.identity.model_id
         self._info = {
             "backend": str(self.pipeline.backend.name),
             "device": str(getattr(self.pipeline.backend, "device", "")),
@@ -387,11 +387,3 @@ class AffectNode(LifecycleNode):
         )
 
 
-def _model_id(config: PipelineConfig) -> str:
-    from abaw_ros.perception.backend_loading import untrained_checkpoint
-    from abaw_ros.runtime.bundle import model_id
-
-    try:
-        return model_id(config.model_file_path or untrained_checkpoint(config.window_length))
-    except OSError:
-        return ""

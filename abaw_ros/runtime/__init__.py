@@ -4,39 +4,25 @@
 >>> maps = backend.encode(preprocess_crops(face_crops, backend.metadata))
 >>> outputs = backend.temporal(windows)  # activated, (B, D)
 
-Each backend lives in its own module, imported only when chosen, so a machine without
-TensorRT (or without torch) still runs the others. ``auto`` tries TensorRT (needs the
-package and a GPU), then ONNX Runtime's CUDA execution provider, then ONNX Runtime on CPU,
-then PyTorch, and logs which one it took and why it skipped the others. Whatever fails
-while a backend module is imported or checked (a missing package, a TensorRT whose API
-differs, a library that does not load) makes that backend unavailable with the reason in
-one line; it never breaks ``auto``.
+``open_backend(config)`` is what the pipeline, the node and the offline tools call: every
+"auto" of a :class:`~abaw_ros.config.PipelineConfig` resolved (:mod:`.opening`).
+
+The backends are listed in :mod:`abaw_ros.backend_registry` (one spec each); each lives in
+its own module implementing :class:`BackendModule`, imported only when chosen
+(:mod:`.loading`), so a machine without TensorRT (or without torch) still runs the others.
 """
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
-from types import ModuleType
-from typing import Any
+from abaw_ros.backend_registry import AUTO_CANDIDATES, AUTO_ORDER, BACKENDS, PRECISIONS, BackendSpec
+from abaw_ros.model_metadata import ModelMetadata, read_onnx_metadata
 
-import numpy as np
-
-from abaw_ros.errors import one_line
-
-from .base import (
-    PRECISIONS,
-    BackendOptions,
-    BackendUnavailableError,
-    InferenceBackend,
-    ModelMetadata,
-    TensorSpec,
-    read_onnx_metadata,
-)
-from .bundle import ModelBundle, resolve_model_path
+from .base import BackendModule, BackendUnavailableError, InferenceBackend, TensorSpec
+from .bundle import ModelBundle
 from .engine_cache import EngineCache, EngineKey, InputProfile, default_cache_dir
+from .identity import ModelIdentity
+from .loading import available_backends, load_backend
+from .opening import open_backend
+from .options import BackendOptions
 from .preprocess import load_crop_images, normalize_crops, preprocess_crops
 
 __all__ = [
@@ -44,13 +30,16 @@ __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
     "PRECISIONS",
+    "BackendModule",
     "BackendOptions",
+    "BackendSpec",
     "BackendUnavailableError",
     "EngineCache",
     "EngineKey",
     "InferenceBackend",
     "InputProfile",
     "ModelBundle",
+    "ModelIdentity",
     "ModelMetadata",
     "TensorSpec",
     "available_backends",
@@ -58,167 +47,7 @@ __all__ = [
     "load_backend",
     "load_crop_images",
     "normalize_crops",
+    "open_backend",
     "preprocess_crops",
     "read_onnx_metadata",
 ]
-
-LOG = logging.getLogger(__name__)
-
-# backend name -> module defining check_available(options) and create_backend(source, options)
-BACKENDS: dict[str, str] = {
-    "tensorrt": "abaw_ros.runtime.tensorrt_backend",
-    "onnxruntime": "abaw_ros.runtime.onnxruntime_backend",
-    "torch": "abaw_ros.runtime.torch_backend",
-}
-# What `auto` tries, in order: name -> (backend, device it runs on; None: the backend's choice).
-AUTO_CANDIDATES: dict[str, tuple[str, str | None]] = {
-    "tensorrt": ("tensorrt", None),
-    "onnxruntime-cuda": ("onnxruntime", "cuda"),
-    "onnxruntime-cpu": ("onnxruntime", "cpu"),
-    "torch": ("torch", None),
-}
-AUTO_ORDER: tuple[str, ...] = tuple(AUTO_CANDIDATES)
-# What `auto` runs instead when the backend it falls back to lacks the asked precision.
-_AUTO_PRECISION_FALLBACK: dict[str, dict[str, str]] = {
-    "onnxruntime": {"fp16": "fp32"},
-    "torch": {"fp16": "fp32", "int8": "fp32"},
-}
-
-
-def _backend_module(name: str) -> ModuleType:
-    """Import a backend's module. Whatever goes wrong there (a missing package, a
-    TensorRT whose API lacks what the module uses, a shared library that fails to load)
-    becomes BackendUnavailableError with the reason, so ``auto`` can always go on."""
-    try:
-        return importlib.import_module(BACKENDS[name])
-    except BackendUnavailableError:
-        raise
-    except Exception as exc:
-        raise BackendUnavailableError(
-            one_line(f"backend {name!r} cannot be imported: {type(exc).__name__}: {exc}")
-        ) from exc
-
-
-def _check_available(name: str, module: ModuleType, options: BackendOptions) -> None:
-    """``module.check_available``; an unexpected exception becomes BackendUnavailableError.
-    A ValueError (a bad setting, such as device='cpu' for TensorRT) stays a ValueError:
-    an explicitly named backend reports it, ``auto`` skips the backend with it."""
-    try:
-        module.check_available(options)
-    except BackendUnavailableError as exc:
-        raise BackendUnavailableError(one_line(str(exc))) from exc
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise BackendUnavailableError(
-            one_line(f"backend {name!r} availability check failed: {type(exc).__name__}: {exc}")
-        ) from exc
-
-
-def _candidate_options(candidate: str, options: BackendOptions) -> BackendOptions:
-    """The options ``auto`` tries ``candidate`` with, or BackendUnavailableError when the
-    device asked for rules it out."""
-    _backend, device = AUTO_CANDIDATES[candidate]
-    if device is None:
-        return options
-    asked = options.device
-    if asked is None or asked == "auto":
-        return replace(options, device=device)
-    if asked.split(":")[0] == device:
-        return options
-    raise BackendUnavailableError(f"device={asked!r} asked")
-
-
-def available_backends(precision: str = "fp32", device: str | None = None) -> dict[str, str | None]:
-    """``{candidate: None if it can run here, else the reason}``, in ``auto`` order
-    (``tensorrt``, ``onnxruntime-cuda``, ``onnxruntime-cpu``, ``torch``)."""
-    result: dict[str, str | None] = {}
-    for candidate in AUTO_ORDER:
-        name = AUTO_CANDIDATES[candidate][0]
-        try:
-            opts = _candidate_options(candidate, BackendOptions(precision=precision, device=device))
-            _check_available(name, _backend_module(name), opts)
-            result[candidate] = None
-        except (BackendUnavailableError, ValueError) as exc:
-            result[candidate] = one_line(str(exc))
-    return result
-
-
-def load_backend(
-    model_path: str | Path,
-    backend: str = "auto",
-    precision: str = "fp32",
-    *,
-    engine_cache_dir: str | Path | None = None,
-    force_engine_update: bool = False,
-    num_threads: int | None = None,
-    device: str | None = None,
-    calibration: str | Path | Sequence[np.ndarray] | None = None,
-    **options: Any,
-) -> InferenceBackend:
-    """Load ``model_path`` (checkpoint ``.pt`` or bundle directory) on ``backend``.
-
-    ``precision``: fp32 | fp16 (TensorRT; torch on CUDA) | int8 (TensorRT, ONNX Runtime;
-    needs ``calibration``, a folder of face crops or a list of HxWx3 uint8 RGB crops).
-    ``engine_cache_dir``: where engines, quantized graphs and exports of checkpoints are
-    kept (default ``~/.cache/abaw_ros/engines``); ``force_engine_update`` rebuilds them.
-    Further keywords are :class:`BackendOptions` fields (``max_batch_size``, ...).
-    """
-    choices = ["auto", *BACKENDS]
-    if backend not in choices:
-        raise ValueError(f"backend={backend!r}: choose one of {choices}")
-    opts = BackendOptions(
-        precision=precision,
-        device=device,
-        engine_cache_dir=Path(engine_cache_dir) if engine_cache_dir is not None else None,
-        force_engine_update=force_engine_update,
-        num_threads=num_threads,
-        calibration=calibration,
-        **options,
-    )
-    source = resolve_model_path(model_path)
-    if backend != "auto":
-        module = _backend_module(backend)
-        _check_available(backend, module, opts)
-        instance = module.create_backend(source, opts)
-        LOG.info("inference backend: %s (%s, %s)", instance.name, instance.precision, instance.device)
-        return instance
-
-    skipped: list[str] = []
-    for candidate in AUTO_ORDER:
-        name = AUTO_CANDIDATES[candidate][0]
-        fallback = _AUTO_PRECISION_FALLBACK.get(name, {}).get(precision)
-        try:
-            chosen = _candidate_options(candidate, opts)
-            module = _backend_module(name)
-            try:
-                _check_available(name, module, chosen)
-            except (BackendUnavailableError, ValueError):
-                if fallback is None:
-                    raise
-                chosen = replace(chosen, precision=fallback)
-                _check_available(name, module, chosen)
-        except (BackendUnavailableError, ValueError) as exc:
-            reason = one_line(str(exc))
-            skipped.append(f"{candidate}: {reason}")
-            # The install hint is long and the next backend usually runs: say it once, short.
-            LOG.info("auto backend: skipping %s: %s (to install it: docs/RUNTIME.md)", candidate,
-                     reason.split(". ")[0].rstrip("."))
-            continue
-        if name == "torch" and source.checkpoint is None:
-            skipped.append("torch: needs a checkpoint, got an ONNX bundle")
-            continue
-        if chosen.precision != precision:
-            LOG.warning("auto backend: %s offers no %s here; running %s", candidate, precision, chosen.precision)
-        try:
-            instance = module.create_backend(source, chosen)
-        except BackendUnavailableError as exc:  # e.g. the CUDA provider could not start
-            reason = one_line(str(exc))
-            skipped.append(f"{candidate}: {reason}")
-            LOG.info("auto backend: skipping %s: %s", candidate, reason)
-            continue
-        passed = ", ".join(entry.split(":")[0] for entry in skipped)
-        LOG.info("auto backend: using %s (%s, %s); %s", candidate, instance.precision, instance.device,
-                 f"skipped {passed}" if skipped else "first choice available")
-        return instance
-    raise BackendUnavailableError("no inference backend can run here: " + "; ".join(skipped))

@@ -1,4 +1,6 @@
-"""The inference interface every backend implements, and the model metadata it carries.
+"""The inference interface every backend implements (:class:`InferenceBackend`) and the
+module contract of a backend (:class:`BackendModule`); the model metadata it carries is
+the schema of :mod:`abaw_ros.model_metadata`, its settings :mod:`.options`.
 
 A backend runs the network as two graphs: the per-frame encoder (face crops -> feature
 maps) and the temporal head (windows of feature maps -> activated task outputs). The
@@ -15,60 +17,23 @@ back to ``encode`` + ``temporal`` otherwise.
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from abaw_ros import tasks as task_registry
+from abaw_ros.model_metadata import ModelMetadata
 
-from .engine_cache import default_cache_dir
+from .identity import ModelIdentity
+from .options import BackendOptions
 
-METADATA_KEY = "abaw_ros"  # ONNX metadata_props key holding the metadata JSON
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+if TYPE_CHECKING:
+    from .bundle import ModelSource
 
-
-@dataclass
-class BackendOptions:
-    """Settings of :func:`abaw_ros.runtime.load_backend`, passed to every backend; each
-    reads the ones that concern it."""
-
-    precision: str = "fp32"
-    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: the backend's best
-    engine_cache_dir: Path | None = None  # None: ~/.cache/abaw_ros/engines (see cache_root)
-    force_engine_update: bool = False
-    num_threads: int | None = None  # CPU threads; None: the cores this process may use
-    opt_batch_size: int = 4  # crops per encoder call the engines are tuned for
-    max_batch_size: int = 16  # most crops per encoder call (TensorRT profile)
-    max_windows: int = 8  # most windows per temporal-head call (TensorRT profile)
-    calibration: Path | Sequence[np.ndarray] | None = None  # face crops for int8
-    calibration_limit: int = 256
-    workspace_bytes: int = 1 << 30  # TensorRT builder workspace
-    accept_precision: bool = False  # use an int8/fp16 build that misses the precision tolerances (logged)
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: choose one of {list(PRECISIONS)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads={self.num_threads}: must be >= 1 (or None for all usable cores)")
-        if not 1 <= self.opt_batch_size <= self.max_batch_size:
-            raise ValueError(
-                f"opt_batch_size={self.opt_batch_size}, max_batch_size={self.max_batch_size}: "
-                "need 1 <= opt_batch_size <= max_batch_size"
-            )
-        if self.max_windows < 1:
-            raise ValueError(f"max_windows={self.max_windows}: must be >= 1")
-        if self.engine_cache_dir is not None:
-            self.engine_cache_dir = Path(self.engine_cache_dir).expanduser()
-
-    @property
-    def cache_root(self) -> Path:
-        """Where engines, quantized graphs and exports from checkpoints are kept."""
-        return self.engine_cache_dir if self.engine_cache_dir is not None else default_cache_dir() / "engines"
+__all__ = ["BackendModule", "BackendOptions", "BackendUnavailableError", "InferenceBackend", "ModelMetadata",
+           "TensorSpec"]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -89,192 +54,13 @@ class TensorSpec:
         return f"{self.name}[{dims}] {self.dtype}"
 
 
-class MetadataValueError(ValueError):
-    """A model's metadata holds a value no model can have (a zero or NaN std, a mean of
-    1e308, a threshold outside (0, 1)); the message names the field and the allowed values."""
-
-
-# Preprocessing a model may declare: crops are scaled to [0, 1] and then normalised with
-# its mean/std, so a mean outside [0, 1] or a std near 0 (or not finite) would blow the
-# inputs up to inf/NaN (and stop the int8 quantizer with a bare "scale issue").
-MEAN_RANGE = (0.0, 1.0)
-STD_RANGE = (1e-3, 10.0)
-
-
-def _check_values(metadata: ModelMetadata) -> None:
-    for name, lo, hi in (("mean", *MEAN_RANGE), ("std", *STD_RANGE)):
-        values = getattr(metadata, name)
-        if len(values) != 3 or not all(lo <= v <= hi for v in values):  # NaN fails every comparison
-            raise MetadataValueError(f"{name}={list(values)}: must be 3 numbers, each {lo:g} to {hi:g} (the "
-                                     f"per-channel {name} of crops scaled to [0, 1])")
-    if not all(0.0 < v < 1.0 for v in metadata.au_thresholds):
-        raise MetadataValueError(f"au_thresholds={list(metadata.au_thresholds)}: probabilities must lie in (0, 1)")
-    if not 0.0 < metadata.ah_threshold < 1.0:
-        raise MetadataValueError(f"ah_threshold={metadata.ah_threshold}: a probability must lie in (0, 1)")
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What a deployed model needs to explain itself: tasks, output layout, window length,
-    preprocessing and thresholds. Travels inside every exported ONNX graph."""
-
-    tasks: tuple[str, ...]
-    window_length: int
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    feature_names: tuple[str, ...]
-    feature_shapes: tuple[tuple[int, int, int], ...]  # per frame (C, H, W), same order as names
-    output_mode: str = "window"  # "window": (B, D); "frame": (B, T, D)
-    output_names: tuple[str, ...] = ()
-    au_thresholds: tuple[float, ...] = (0.5,) * len(task_registry.AU_NAMES)
-    ah_threshold: float = 0.5
-    trained: bool = False
-    config: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    time_patch_size: int = 4  # pt, frames per tubelet
-    # per level (pt, dim, h, w): one frame's tubelet-embedding projections; empty for
-    # models exported before the streaming graphs existed
-    projection_shapes: tuple[tuple[int, int, int, int], ...] = ()
-    # what the weights were trained on (data roots, fixture or not, protocol, commit);
-    # abaw_ros.models.provenance.provenance_summary turns it into one line
-    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", task_registry.normalize_tasks(self.tasks))
-        if not self.output_names:
-            object.__setattr__(self, "output_names", tuple(task_registry.output_names(self.tasks)))
-        if self.window_length < 1:
-            raise ValueError(f"window_length={self.window_length}: must be >= 1")
-        if self.output_mode not in ("window", "frame"):
-            raise ValueError(f"output_mode={self.output_mode!r}: must be 'window' or 'frame'")
-        if len(self.feature_names) != len(self.feature_shapes):
-            raise ValueError(
-                f"{len(self.feature_names)} feature names {list(self.feature_names)} but "
-                f"{len(self.feature_shapes)} feature shapes: they must pair up"
-            )
-        expected = task_registry.output_size(self.tasks)
-        if len(self.output_names) != expected:
-            raise ValueError(
-                f"{len(self.output_names)} output names for tasks {list(self.tasks)}: expected {expected}"
-            )
-        if self.projection_shapes:
-            if len(self.projection_shapes) != len(self.feature_shapes):
-                raise ValueError(
-                    f"{len(self.projection_shapes)} projection shapes for {len(self.feature_shapes)} feature levels"
-                )
-            if any(len(s) != 4 or s[0] != self.time_patch_size for s in self.projection_shapes):
-                raise ValueError(
-                    f"projection_shapes {self.projection_shapes}: each must be (pt={self.time_patch_size}, dim, h, w)"
-                )
-            if self.window_length % self.time_patch_size:
-                raise ValueError(f"window_length={self.window_length}: not a multiple of pt={self.time_patch_size}")
-        if len(self.au_thresholds) != len(task_registry.AU_NAMES):
-            raise ValueError(
-                f"au_thresholds has {len(self.au_thresholds)} values: expected "
-                f"{len(task_registry.AU_NAMES)} ({', '.join(task_registry.AU_NAMES)})"
-            )
-        _check_values(self)
-
-    @property
-    def output_dim(self) -> int:
-        return len(self.output_names)
-
-    @property
-    def output_slices(self) -> dict[str, slice]:
-        return task_registry.output_slices(self.tasks)
-
-    @property
-    def tubelet_shapes(self) -> tuple[tuple[int, int, int, int], ...]:
-        """Per level ``(T/pt, dim, h, w)``: the tubelet sums ``temporal_tubelets`` takes."""
-        return tuple((self.window_length // s[0], *s[1:]) for s in self.projection_shapes)
-
-    # -- (de)serialisation -------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["config"] = dict(self.config)
-        data["provenance"] = dict(self.provenance)
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelMetadata:
-        """Build from the exported metadata JSON (or a checkpoint's info); values missing
-        at the top level are taken from the nested model ``config``."""
-        config = dict(data.get("config") or {})
-
-        def pick(key: str, default: Any = None) -> Any:
-            if data.get(key) is not None:
-                return data[key]
-            if config.get(key) is not None:
-                return config[key]
-            return default
-
-        missing = [k for k in ("window_length", "input_size", "mean", "std") if pick(k) is None]
-        shapes = pick("feature_shapes")
-        if shapes is None:
-            missing.append("feature_shapes")
-        if missing:
-            raise ValueError(f"model metadata lacks {missing}; present keys: {sorted(data)}")
-        names = pick("feature_names") or [f"feature{i}" for i in range(len(shapes))]
-        if isinstance(shapes, Mapping):  # {name: shape}
-            names = list(names) if len(names) == len(shapes) else list(shapes)
-            shapes = [shapes[n] for n in names]
-        au_thr = pick("au_thresholds", (0.5,) * len(task_registry.AU_NAMES))
-        return cls(
-            tasks=tuple(pick("tasks", task_registry.TASK_ORDER)),
-            window_length=int(pick("window_length")),
-            input_size=int(pick("input_size")),
-            mean=tuple(float(v) for v in pick("mean")),
-            std=tuple(float(v) for v in pick("std")),
-            feature_names=tuple(str(n) for n in names),
-            feature_shapes=tuple(tuple(int(d) for d in s[-3:]) for s in shapes),
-            output_mode=str(pick("output_mode", "window")),
-            output_names=tuple(pick("output_names", ()) or ()),
-            au_thresholds=tuple(float(v) for v in au_thr),
-            ah_threshold=float(pick("ah_threshold", 0.5)),
-            trained=bool(pick("trained", False)),
-            config=config,
-            time_patch_size=int(pick("time_patch_size", 4)),
-            projection_shapes=tuple(tuple(int(d) for d in s) for s in (data.get("projection_shapes") or ())),
-            provenance=dict(data.get("provenance") or {}),
-        )
-
-    @classmethod
-    def from_onnx(cls, path: str | Path) -> ModelMetadata:
-        return cls.from_dict(read_onnx_metadata(path))
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata JSON stored under ``metadata_props[abaw_ros]`` of an ONNX file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    props: dict[str, str]
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-    except ImportError:  # deployment images may carry ONNX Runtime but not onnx
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        props = dict(session.get_modelmeta().custom_metadata_map)
-    if METADATA_KEY not in props:
-        raise ValueError(
-            f"{path} has no '{METADATA_KEY}' metadata (keys: {sorted(props)}); "
-            "export it with `abaw-affect export` so the graph carries its configuration"
-        )
-    return json.loads(props[METADATA_KEY])
-
-
 class InferenceBackend(ABC):
     """Runs the encoder and the temporal head. Subclasses live in their own modules and
     are imported only when chosen (see :func:`abaw_ros.runtime.load_backend`)."""
 
     name: ClassVar[str] = "base"
+    # which model runs: set by the loader (abaw_ros.runtime.loading) from the path it loaded
+    identity: ModelIdentity = ModelIdentity()
 
     def __init__(self, metadata: ModelMetadata, precision: str, device: str) -> None:
         self.metadata = metadata
@@ -353,6 +139,24 @@ class InferenceBackend(ABC):
             raise ValueError(f"clips have T={t} frames: the model's window_length is {self.metadata.window_length}")
         maps = self.encode(clips.reshape(b * t, *clips.shape[2:]))
         return self.temporal([m.reshape(b, t, *m.shape[1:]) for m in maps])
+
+    def summary(self) -> dict[str, Any]:
+        """What a tool's report or sidecar says about the model (the same for every tool)."""
+        from abaw_ros.tasks import AU_NAMES
+
+        meta = self.metadata
+        return {
+            "model_file_path": self.identity.model_file_path,
+            "model_id": self.identity.model_id,
+            "trained": bool(meta.trained),
+            "backend": self.name,
+            "precision": self.precision,
+            "tasks": list(meta.tasks),
+            "window_length": int(meta.window_length),
+            "output_mode": meta.output_mode,
+            "au_thresholds": dict(zip(AU_NAMES, (float(t) for t in meta.au_thresholds), strict=True)),
+            "ah_threshold": float(meta.ah_threshold),
+        }
 
     def describe(self) -> str:
         lines = [f"backend {self.name} ({self.precision}, {self.device})"]
@@ -436,3 +240,19 @@ class InferenceBackend(ABC):
         if len({x.shape[0] for x in out}) > 1:
             raise ValueError(f"{batch} batch sizes differ: {[x.shape[0] for x in out]}")
         return out
+
+
+class BackendModule(Protocol):
+    """What the module a :class:`~abaw_ros.backend_registry.BackendSpec` names defines
+    (checked when it is imported, :mod:`abaw_ros.runtime.loading`)."""
+
+    def check_available(self, options: BackendOptions) -> None:
+        """Return when the backend can run with ``options`` here; raise
+        BackendUnavailableError (what is missing, how to get it) or ValueError (a setting
+        it cannot take, such as device='cpu' for TensorRT) otherwise."""
+
+    def create_backend(self, source: ModelSource, options: BackendOptions) -> InferenceBackend:
+        """The backend running ``source`` (a checkpoint or a bundle) with ``options``."""
+
+
+BACKEND_MODULE_FUNCTIONS: tuple[str, ...] = ("check_available", "create_backend")

@@ -30,17 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from abaw_ros.config import ModelFileError, describe_file_kind
+from abaw_ros.model_metadata import GRAPH_FILES, MetadataValueError, ModelMetadata, read_onnx_metadata
 
-from .base import MetadataValueError, ModelMetadata
 from .engine_cache import default_cache_dir, file_sha256
 
 LOG = logging.getLogger(__name__)
 
-ENCODER_FILE = "encoder.onnx"
-TEMPORAL_HEAD_FILE = "temporal_head.onnx"
-WINDOW_FILE = "window.onnx"
-PROJECTION_FILE = "frame_projection.onnx"
-TUBELET_HEAD_FILE = "tubelet_head.onnx"
+ENCODER_FILE = GRAPH_FILES["encoder"]
+TEMPORAL_HEAD_FILE = GRAPH_FILES["temporal_head"]
+WINDOW_FILE = GRAPH_FILES["window"]
+PROJECTION_FILE = GRAPH_FILES["projection"]
+TUBELET_HEAD_FILE = GRAPH_FILES["tubelet_head"]
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 MANIFEST_FILE = "abaw_ros_cache.json"
 MANIFEST_FORMAT = "abaw_ros.cached_export"
@@ -152,8 +152,6 @@ def _check_pair(directory: Path, encoder: ModelMetadata, head: ModelMetadata) ->
 def _check_one_model(directory: Path) -> None:
     """Every graph of a bundle (and its ``bundle.json``) must name the same model hash
     (written by export since bundles carry one; graphs without it cannot be compared)."""
-    from .base import read_onnx_metadata
-
     hashes: dict[str, str] = {}
     try:
         manifest = json.loads((directory / BUNDLE_MANIFEST).read_text(encoding="utf-8"))
@@ -214,21 +212,6 @@ def resolve_model_path(model_path: str | Path) -> ModelSource:
         f"model_path={str(path)!r}: unsupported file type {path.suffix!r}; give a checkpoint "
         f"({', '.join(CHECKPOINT_SUFFIXES)}) or a bundle directory"
     )
-
-
-def model_id(model_path: str | Path, digits: int = 12) -> str:
-    """``<name>@sha256:<hex>``: the model's file or directory name and a hash of its content
-    (a checkpoint file; a bundle's encoder and temporal-head graphs), so a consumer of the
-    outputs can tell which weights made them."""
-    path = Path(model_path).expanduser()
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        path = path.parent
-    files = [path] if path.is_file() else [path / ENCODER_FILE, path / TEMPORAL_HEAD_FILE]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file_sha256(file).encode())
-    name = path.stem if path.is_file() else path.name
-    return f"{name}@sha256:{digest.hexdigest()[:digits]}"
 
 
 def bundle_from_checkpoint(checkpoint: str | Path, cache_dir: str | Path | None = None) -> ModelBundle:

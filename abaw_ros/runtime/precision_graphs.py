@@ -238,12 +238,6 @@ def _drop_unused_opsets(path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def graph_op_types(path: Path) -> set[str]:
-    import onnx
-
-    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-
-
 def float_types_of(path: Path, names: Sequence[str] | None = None) -> dict[str, int]:
     """ONNX element types of the graph inputs and outputs (``names``: only those)."""
     import onnx

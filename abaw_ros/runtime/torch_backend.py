@@ -35,12 +35,10 @@ def _device(options: BackendOptions) -> str:
 
 def metadata_from_checkpoint(model: Any, info: dict[str, Any]) -> ModelMetadata:
     """The same metadata the ONNX export would carry, built from a loaded checkpoint."""
-    from abaw_ros.models.export import build_metadata
+    from abaw_ros.models.export import model_metadata
 
-    return ModelMetadata.from_dict(
-        build_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)),
-                       provenance=info.get("provenance"))
-    )
+    return model_metadata(model, thresholds=info.get("thresholds"), trained=bool(info.get("trained", False)),
+                          provenance=info.get("provenance"))
 
 
 class TorchBackend(InferenceBackend):

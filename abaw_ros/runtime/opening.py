@@ -1,4 +1,9 @@
-"""Loading the inference backend the config names, and checking it fits the config."""
+"""The backend a :class:`~abaw_ros.config.PipelineConfig` asks for, with every "auto"
+resolved here: the backend (:func:`~abaw_ros.runtime.loading.load_backend`), the
+precision (int8 where it passes the accuracy gate), the untrained stand-in for an empty
+``model_file_path`` and the engine directory of ``engine_file_path``. The pipeline, the
+node and the offline tools call :func:`open_backend` and decide none of it themselves.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +13,14 @@ import tempfile
 from pathlib import Path
 
 from abaw_ros.config import ConfigError, ModelFileError, PipelineConfig
-from abaw_ros.runtime import InferenceBackend
+
+from .base import BackendUnavailableError, InferenceBackend
+from .engine_cache import default_cache_dir
+from .identity import ModelIdentity
+from .loading import load_backend
+
+__all__ = ["UNTRAINED_WARNING", "check_backend_fits", "engine_cache_dir", "load_auto_precision", "open_backend",
+           "untrained_checkpoint"]
 
 LOG = logging.getLogger(__name__)
 UNTRAINED_WARNING = (
@@ -27,9 +39,8 @@ def untrained_checkpoint(window_length: int, cache_dir: Path | None = None) -> P
     use; a file that no longer matches is logged and written again. Several processes
     may call this at once: the check and the write happen under a file lock, and the
     file is written under a unique temporary name and renamed into place."""
-    from abaw_ros.runtime import default_cache_dir
-    from abaw_ros.runtime.bundle import file_lock
-    from abaw_ros.runtime.engine_cache import file_sha256
+    from .bundle import file_lock
+    from .engine_cache import file_sha256
 
     root = cache_dir or default_cache_dir()
     path = root / "untrained" / f"affect_net_T{window_length}.pt"
@@ -54,7 +65,8 @@ def _write_untrained(path: Path, record: Path, window_length: int) -> None:
     import torch
 
     from abaw_ros.models import create_affect_net, save_checkpoint
-    from abaw_ros.runtime.engine_cache import file_sha256
+
+    from .engine_cache import file_sha256
 
     with torch.random.fork_rng():  # fixed weights without touching the caller's RNG
         torch.manual_seed(_UNTRAINED_SEED)
@@ -83,11 +95,11 @@ def engine_cache_dir(config: PipelineConfig) -> Path | None:
     return path.parent if path.suffix else path
 
 
-def load_pipeline_backend(config: PipelineConfig) -> InferenceBackend:
+def open_backend(config: PipelineConfig) -> InferenceBackend:
     """The backend for ``config`` (an untrained network when ``model_file_path`` is
-    empty); raises ConfigError when the model's window length differs from the config's."""
-    from abaw_ros.runtime import load_backend
-
+    empty), warmed up when ``config.warmup``; its ``identity`` names the model the same
+    way for every tool. Raises ConfigError when the model's window length differs from
+    the config's, ModelFileError when the model file cannot be run."""
     if config.model_file_path:
         model_path = Path(config.model_file_path).expanduser()
     else:
@@ -100,6 +112,7 @@ def load_pipeline_backend(config: PipelineConfig) -> InferenceBackend:
             backend = load_auto_precision(model_path, **options)
         else:
             backend = load_backend(model_path, precision=config.precision, **options)
+        backend.identity = ModelIdentity(config.model_file_path, backend.identity.loaded)
         check_backend_fits(config, backend)
         if config.warmup:
             backend.warmup()
@@ -130,7 +143,7 @@ def default_calibration_crops() -> list:
     """Face crops to calibrate int8 with when the user gives none: the sample faces after
     the ones the accuracy gate checks on (runtime/samples.py), so the check does not only
     see faces the ranges were fitted to. RuntimeError without scikit-image."""
-    from abaw_ros.runtime.samples import lfw_face_crops
+    from .samples import lfw_face_crops
 
     return lfw_face_crops()[AUTO_CHECK_CROPS:]
 
@@ -142,8 +155,6 @@ def load_auto_precision(model_path: Path, **options) -> InferenceBackend:
     """``precision: auto``: int8 where the backend offers it and the build passes the
     accuracy gate against fp32 (the backends run the gate when they build or load an int8
     graph and refuse a build that misses it), otherwise fp32. Logs which and why."""
-    from abaw_ros.runtime import BackendUnavailableError, load_backend
-
     try:
         calibration = default_calibration_crops()
     except RuntimeError as exc:  # without sample faces, only an int8 graph built earlier can serve

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-import abaw_ros.perception.backend_loading as loading
+import abaw_ros.runtime.opening as loading
 from abaw_ros.config import PipelineConfig
 
 
