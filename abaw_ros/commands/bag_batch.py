@@ -40,7 +40,7 @@ def _single_bag_labels(args: argparse.Namespace) -> str | None:
 
 
 def run_many(args: argparse.Namespace) -> int:
-    from abaw_ros.commands.bag_eval import build_config, parse_size
+    from abaw_ros.commands.options import build_config, parse_size
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions
