@@ -22,7 +22,8 @@ from abaw_ros import cli, metrics
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import load_stamp_csv
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-from abaw_ros.offline.bag_io import ImageBagWriter, read_affect_bag
+from abaw_ros.offline.bag_reader import read_affect_bag
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.offline.batch import find_bags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -44,7 +44,7 @@ def run_many(args: argparse.Namespace) -> int:
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.offline.batch import evaluate_bags, find_bags
 
     try:

@@ -28,7 +28,7 @@ from abaw_ros.commands.options import (
 )
 from abaw_ros.config import Bounds
 from abaw_ros.offline.bag_eval import EXIT_ERROR, EXIT_SKIPPED
-from abaw_ros.offline.bag_io import (
+from abaw_ros.offline.bag_types import (
     BAG_VERSIONS,
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_BAG_VERSION,
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.perception.image import UnsupportedEncodingError
 
     if is_many(args):

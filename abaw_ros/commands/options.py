@@ -100,7 +100,7 @@ def default_params_file() -> Path | None:
         return source
     import os
 
-    from abaw_ros.offline.bag_io import install_prefixes
+    from abaw_ros.offline.bag_types import install_prefixes
 
     for prefix in [*os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep), *install_prefixes()]:
         candidate = Path(prefix) / "share" / "abaw_ros" / "config" / "affect.yaml"

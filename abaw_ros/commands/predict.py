@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.commands.options import build_config
     from abaw_ros.config import ConfigError
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.offline.predict import predict
     from abaw_ros.offline.sources import SourceError, open_source
 

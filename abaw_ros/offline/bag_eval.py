@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abaw_ros.offline.annotations import FrameLabels, coverage_warnings
-from abaw_ros.offline.bag_io import (
+from abaw_ros.offline.bag_reader import ImageBagReader
+from abaw_ros.offline.bag_types import (
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_BAG_VERSION,
     DEFAULT_IMAGE_TOPIC,
     STORAGES,
-    AffectBagWriter,
     BagError,
-    ImageBagReader,
 )
+from abaw_ros.offline.bag_writers import AffectBagWriter
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
     REPORT_FORMAT,

@@ -35,7 +35,7 @@ from abaw_ros.offline.bag_eval import (
     BagEvalResult,
     evaluate_bag,
 )
-from abaw_ros.offline.bag_io import BagError, BagReadError
+from abaw_ros.offline.bag_types import BagError, BagReadError
 from abaw_ros.offline.report import compute_metrics, write_report
 from abaw_ros.offline.track import PredictionTrack
 from abaw_ros.tasks import TASK_ORDER

@@ -5,7 +5,7 @@
 - **image folder**: the images in natural order (``2.jpg`` before ``10.jpg``), frame ``i``
   at ``i / fps`` seconds (``fps`` default 30); a file that cannot be decoded is a frame
   with ``image=None`` and the reason;
-- **bag**: the frames of one image topic (:class:`~abaw_ros.offline.bag_io.ImageBagReader`),
+- **bag**: the frames of one image topic (:class:`~abaw_ros.offline.bag_reader.ImageBagReader`),
   time from the header stamps; broken frames come with ``image=None`` and the reason.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ class BagSource(FrameSource):
     def __init__(self, path: Path, topic: str | None, recover: bool = False,
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         super().__init__(path)
-        from abaw_ros.offline.bag_io import ImageBagReader
+        from abaw_ros.offline.bag_reader import ImageBagReader
 
         self._reader = ImageBagReader(path, topic, recover, max_pixels=max_pixels)
         self._reader.open()  # a bad bag or topic fails here, naming it
