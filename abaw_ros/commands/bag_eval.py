@@ -165,13 +165,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(result.summary())
     status, code = result.status(args.strict)
-    if status == "stopped":
-        log.error("stopped at the first undecodable frame (--strict): %s; the %d frames before it are in %s",
-                  result.stopped, result.frames_processed, result.output)
-    elif status == "damaged":
-        log.error("bag %s is damaged: %d of %d frames could not be read (%s); the %d frames read are in %s",
-                  args.bag, result.frames_unread, result.frames_in_bag, result.damage,
-                  result.frames_read, result.output)
+    if status in ("stopped", "damaged"):
+        log.error("%s", result.problem(status, named=True))
     elif result.frames_skipped:
         log.warning("%d frames skipped (listed in %s)", result.frames_skipped, result.report)
     return code

@@ -146,6 +146,21 @@ class BagEvalResult(FrameCounts):
             return "skipped", EXIT_SKIPPED
         return "done", EXIT_DONE
 
+    def problem(self, status: str, named: bool = False) -> str | None:
+        """The one line for a run that did not end as done (``status`` from :meth:`status`),
+        or None: the batch summary's ``problem``; ``named``: the single run's error line,
+        which names the bag and where the frames before a ``--strict`` stop went."""
+        if status == "stopped":
+            line = f"stopped at the first undecodable frame (--strict): {self.stopped}"
+            return line + (f"; the {self.frames_processed} frames before it are in {self.output}" if named else "")
+        if status == "damaged":
+            return (f"bag {f'{self.bag} ' if named else ''}is damaged: {self.frames_unread} of {self.frames_in_bag} "
+                    f"frames could not be read ({self.damage}); the {self.frames_read} frames read are in "
+                    f"{self.output}")
+        if status == "skipped":
+            return f"{self.frames_skipped} frames skipped (--strict; listed in {self.report})"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input_bag": str(self.bag),
