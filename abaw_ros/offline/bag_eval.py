@@ -48,7 +48,7 @@ from abaw_ros.offline.outputs import (
 )
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
-from abaw_ros.offline.sources import BagSource
+from abaw_ros.offline.sources import BagSource, source_inputs
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
 from abaw_ros.perception.face_values import face_affect_values
 
@@ -234,9 +234,7 @@ def _model_id(pipeline: PerceptionPipeline) -> str:
 def _input_paths(options: BagEvalOptions) -> list[Path]:
     """What this run reads, so that no output lands on it: the bag, its folder when the
     bag is a storage file inside a bag folder, and the label files."""
-    paths = [options.bag]
-    if options.bag.is_file() and (options.bag.parent / "metadata.yaml").is_file():
-        paths.append(options.bag.parent)
+    paths = source_inputs(options.bag)
     if options.labels is not None:
         paths += [Path(source.split("#", 1)[0]) for source in options.labels.sources.values()]
     return paths

@@ -27,7 +27,14 @@ import numpy as np
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.frame_loop import MAX_LISTED_SKIPS, FrameCounts, run_frames
-from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, SourceFrame, open_source
+from abaw_ros.offline.sources import (
+    DEFAULT_IMAGE_FPS,
+    FrameSource,
+    SourceError,
+    SourceFrame,
+    open_source,
+    source_inputs,
+)
 from abaw_ros.outputs import (
     Output,
     OutputError,
@@ -183,14 +190,6 @@ def _our_csv(path: Path) -> bool:
 
 def _our_sidecar(path: Path) -> bool:
     return is_json_of_format(path, PREDICT_FORMAT)
-
-
-def source_inputs(source: Path) -> list[Path]:
-    """What a run reads: the source, and the bag folder around a bag's storage file."""
-    inputs = [source]
-    if source.is_file() and (source.parent / "metadata.yaml").is_file():
-        inputs.append(source.parent)
-    return inputs
 
 
 def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> list[bool]:

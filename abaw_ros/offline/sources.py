@@ -205,6 +205,15 @@ class BagSource(FrameSource):
         self.reader.close()
 
 
+def source_inputs(source: Path) -> list[Path]:
+    """What a run reads, so that no output lands on it: the source, and the bag folder
+    around a bag's storage file."""
+    inputs = [source]
+    if source.is_file() and (source.parent / "metadata.yaml").is_file():
+        inputs.append(source.parent)
+    return inputs
+
+
 def open_source(path: str | Path, fps: float | None = None, topic: str | None = None,
                 recover: bool = False, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> FrameSource:
     """The source ``path`` names: a bag (directory with ``metadata.yaml``, ``.mcap``,
