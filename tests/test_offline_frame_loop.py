@@ -121,7 +121,7 @@ def test_the_node_and_the_bags_build_face_affect_arrays_with_one_function():
     active[[1, 5]] = True
     face = FaceResult(face_id="7", box=(-3, 5, 40, 50), confidence=0.9, window_length=8, frames_observed=4,
                       outputs={"va": np.array([0.1, -0.2], np.float32), "au": np.linspace(0, 1, 12, dtype=np.float32),
-                               "ah": np.array([0.6], np.float32)},
+                               "emi": np.linspace(0, 1, 6, dtype=np.float32), "ah": np.array([0.6], np.float32)},
                       au_active=active, hesitant=True, window_start_ns=START_NS - PERIOD_NS)
     result = FrameResult(stamp_ns=START_NS, faces=[face])
     rclpy_types = AffectMessageTypes(time=Time, header=Header, roi=RegionOfInterest, face=FaceAffect,
@@ -136,7 +136,9 @@ def test_the_node_and_the_bags_build_face_affect_arrays_with_one_function():
         (built.header.stamp.sec, built.header.stamp.nanosec, built.model_id, built.weights_trained)
     for name in ("face_id", "detection_confidence", "window_length", "frames_observed", "valence", "arousal",
                  "hesitancy_probability", "hesitant"):
-        assert getattr(mine, name) == pytest.approx(getattr(theirs, name), nan_ok=True), name
+        assert getattr(mine, name) == pytest.approx(getattr(theirs, name)), name
+    assert np.array_equal(mine.au_probability, theirs.au_probability)
+    assert np.array_equal(mine.mimicry_intensity, theirs.mimicry_intensity)
     assert (mine.roi.x_offset, mine.roi.width, mine.window_start.sec) == \
         (theirs.roi.x_offset, theirs.roi.width, theirs.window_start.sec)
     assert mine.au_active.tolist() == list(theirs.au_active)
