@@ -304,7 +304,6 @@ def evaluate_bag(
                 log.error("the affect bag could not be finished: %s", exc)
                 sink.discard()
             raise
-        result.frames_read = bag.frames_read
         result.damage = bag.damage
         result.recovered = bag.recovered
         result.frames_unread = bag.frames_unread

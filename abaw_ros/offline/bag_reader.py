@@ -139,9 +139,10 @@ class ImageBagReader:
     frames, and frames that are broken (bad CDR, short pixel buffer, undecodable JPEG) or
     in an encoding that cannot be decoded (``unsupported=True``) with ``image=None`` and
     the reason. When the storage itself fails part way (a damaged chunk or page), reading
-    goes on past the damage where the format allows (:meth:`_continue_past_damage`); the
-    frames lost are counted (:attr:`frames_lost`, :attr:`frames_unread`) and keep their
-    place in the topic index, and :attr:`damage` says what happened.
+    goes on past the damage where the format allows
+    (:func:`~abaw_ros.offline.bag_damage.messages_past_damage`); the frames lost are counted
+    (:attr:`frames_lost`, :attr:`frames_unread`) and keep their place in the topic index,
+    and :attr:`damage` says what happened.
 
     ``recover=True`` reads an MCAP recording that cannot be opened normally (cut short,
     no footer) from its start up to the first incomplete record
