@@ -22,7 +22,8 @@ import numpy as np
 
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.bag_eval import BagEvalOptions
-from abaw_ros.offline.bag_io import ImageBagWriter, read_affect_bag
+from abaw_ros.offline.bag_reader import read_affect_bag
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.offline.batch import evaluate_bags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -122,7 +122,9 @@ def test_cli_parameter_values_refuse_aliases(tmp_path, caplog):
 
 
 def test_bag_metadata_with_aliases_is_refused(tmp_path):
-    from abaw_ros.offline.bag_io import BagReadError, ImageBagReader, ImageBagWriter
+    from abaw_ros.offline.bag_reader import ImageBagReader
+    from abaw_ros.offline.bag_types import BagReadError
+    from abaw_ros.offline.bag_writers import ImageBagWriter
 
     bag = tmp_path / "rec"
     with ImageBagWriter(bag) as writer:

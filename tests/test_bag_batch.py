@@ -21,9 +21,10 @@ import pytest
 from abaw_ros import cli, metrics
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import load_stamp_csv
+from abaw_ros.offline.bag_discovery import find_bags
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-from abaw_ros.offline.bag_io import ImageBagWriter, read_affect_bag
-from abaw_ros.offline.batch import find_bags
+from abaw_ros.offline.bag_reader import read_affect_bag
+from abaw_ros.offline.bag_writers import ImageBagWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (7, 9, 8)
@@ -204,7 +205,8 @@ def test_a_damaged_or_strict_stopped_bag_carries_its_exit_code_into_the_batch(tm
 @pytest.mark.parametrize(("codes", "expected"), [
     ((0, 0), 0), ((0, 3), 3), ((3, 4, 0), 4), ((4, 2, 3), 2), ((), 0)])
 def test_the_batch_exits_with_the_worst_bag_code(codes, expected):
-    from abaw_ros.offline.batch import BagOutcome, BatchResult
+    from abaw_ros.offline.batch_executors import BagOutcome
+    from abaw_ros.offline.batch_summary import BatchResult
 
     outcomes = [BagOutcome(i, Path(f"b{i}"), None, exit_code=code) for i, code in enumerate(codes)]
     assert BatchResult(outcomes).exit_code == expected

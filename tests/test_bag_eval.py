@@ -19,7 +19,8 @@ from abaw_ros import cli, metrics
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import load_frame_labels
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-from abaw_ros.offline.bag_io import FACE_AFFECT_ARRAY, IMAGE, BagError, ImageBagWriter, affect_typestore
+from abaw_ros.offline.bag_types import FACE_AFFECT_ARRAY, IMAGE, BagError, affect_typestore
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.tasks import AU_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,9 @@ import pytest
 
 from abaw_ros import cli
 from abaw_ros.config import PipelineConfig
-from abaw_ros.offline.bag_io import IMAGE, ImageBagWriter, affect_typestore, read_affect_bag
+from abaw_ros.offline.bag_reader import read_affect_bag
+from abaw_ros.offline.bag_types import IMAGE, affect_typestore
+from abaw_ros.offline.bag_writers import ImageBagWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 START_NS = 1_700_000_000_000_000_000

@@ -14,19 +14,9 @@ import pytest
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from abaw_ros.offline.bag_io import (
-    FACE_AFFECT_ARRAY,
-    IMAGE,
-    AffectBagWriter,
-    BagReadError,
-    BagTopicError,
-    ImageBagReader,
-    ImageBagWriter,
-    ImageFrame,
-    affect_typestore,
-    frame_result_to_msg,
-    read_affect_bag,
-)
+from abaw_ros.offline.bag_reader import ImageBagReader, ImageFrame, read_affect_bag
+from abaw_ros.offline.bag_types import FACE_AFFECT_ARRAY, IMAGE, BagReadError, BagTopicError, affect_typestore
+from abaw_ros.offline.bag_writers import AffectBagWriter, ImageBagWriter, frame_result_to_msg
 from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,

@@ -29,7 +29,8 @@ import pytest
 import yaml
 
 from abaw_ros import cli
-from abaw_ros.offline.bag_io import AffectBagWriter, BagError, ImageBagWriter
+from abaw_ros.offline.bag_types import BagError
+from abaw_ros.offline.bag_writers import AffectBagWriter, ImageBagWriter
 from abaw_ros.perception.pipeline import FaceResult, FrameResult
 
 QOS_KEYS = ("history", "depth", "reliability", "durability", "deadline", "lifespan", "liveliness",
@@ -144,7 +145,7 @@ def test_writers_produce_what_each_distro_reads(tmp_path, astronaut_bgr, storage
     with ImageBagWriter(tmp_path / "images", "/camera/image_raw", storage, **kwargs) as writer:
         for i in range(3):
             writer.write(astronaut_bgr[:64, :64], 1_000 + i)
-    from abaw_ros.offline.bag_io import ImageFrame
+    from abaw_ros.offline.bag_reader import ImageFrame
 
     frame = ImageFrame(0, 1_000, 1_000, 1_000, "camera", astronaut_bgr[:64, :64])
     with AffectBagWriter(tmp_path / "affect", storage=storage, **kwargs) as writer:

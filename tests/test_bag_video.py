@@ -12,7 +12,8 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from abaw_ros import cli
-from abaw_ros.offline.bag_io import COMPRESSED_IMAGE, IMAGE, ImageBagReader
+from abaw_ros.offline.bag_reader import ImageBagReader
+from abaw_ros.offline.bag_types import COMPRESSED_IMAGE, IMAGE
 from abaw_ros.tasks import AU_NAMES
 
 FPS = 10.0

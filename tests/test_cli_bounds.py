@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 
 MODEL_ARGS = ("-p", "backend:=onnxruntime", "-p", "warmup:=false", "--no-progress")
 
@@ -84,7 +84,7 @@ def test_video_to_bag_refuses_a_start_whose_last_stamp_would_pass_2038(tmp_path,
 
 
 def test_video_to_bag_stamps_stay_distinct_at_the_highest_rate(tmp_path, video):
-    from abaw_ros.offline.bag_io import ImageBagReader
+    from abaw_ros.offline.bag_reader import ImageBagReader
 
     out = tmp_path / "fast"
     result = abaw_affect("video-to-bag", str(video), str(out), "--fps", "1000", "--start", "100",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ARGS = ("-p", "backend:=onnxruntime", "-p", "warmup:=false", "--no-progress")

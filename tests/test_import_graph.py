@@ -33,10 +33,6 @@ MAX_LINES = 400
 # Modules over MAX_LINES today, each being split by the area that owns it (issue 23).
 # The list is emptied when those splits land; a module may leave it, never join it.
 EXCEPTIONS: dict[str, str] = {
-    "abaw_ros.offline.bag_io": "type store, second frame_result_to_msg, damaged-bag reader and writers in one "
-                               "file: split along those concerns (offline area)",
-    "abaw_ros.offline.batch": "discovery, executors, summary and pooled metrics: discovery and pooled metrics "
-                              "move out (offline area)",
     "abaw_ros.training.loop": "per-task chains become Task lookups (tasks area)",
 }
 
@@ -44,9 +40,6 @@ EXCEPTIONS: dict[str, str] = {
 # strongly connected group of modules -> why it exists. Emptied when those changes land; a
 # circle not listed here fails, and so does a listed one that is gone (remove it then).
 KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"abaw_ros.commands.bag_batch", "abaw_ros.commands.bag_eval"}):
-        "bag_batch imports bag_eval's argument helpers, bag_eval hands many bags to bag_batch "
-        "(function-level both ways): the shared helpers move to one module (offline area)",
 }
 
 # Floors, lowest first (docs/ARCHITECTURE.md). A module may import from its own floor or any

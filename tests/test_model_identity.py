@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from abaw_ros import cli
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.runtime.identity import model_id
 from abaw_ros.runtime.opening import untrained_checkpoint
 from abaw_ros.tasks import AU_NAMES
@@ -104,7 +104,7 @@ def predict_abaw_id(tmp: Path, capsys) -> str:
 
 def node_ids(tmp: Path, cache: Path, ros_domain_id: int) -> set[str]:
     pytest.importorskip("rclpy", reason="ROS 2 Python packages are not installed (source .abaw_env)")
-    from abaw_ros.ros.testing import FrameClient, NodeProcess, params_file, send_in_lockstep, unique_namespace
+    from ros_harness import FrameClient, NodeProcess, params_file, send_in_lockstep, unique_namespace
 
     from abaw_ros.ros.demo_scene import DemoScene
 

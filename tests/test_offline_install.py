@@ -32,7 +32,7 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(420)

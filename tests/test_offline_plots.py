@@ -16,7 +16,7 @@ from abaw_ros import cli
 from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import FrameLabels
 from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.offline.plots import plot_timeline, timeline_figure
 from abaw_ros.offline.report import compute_metrics
 from abaw_ros.offline.track import PredictionTrack, UnknownFaceError

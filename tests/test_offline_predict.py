@@ -16,7 +16,7 @@ import pytest
 
 from abaw_ros import cli
 from abaw_ros.config import PipelineConfig
-from abaw_ros.offline.bag_io import ImageBagWriter
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.offline.predict import CSV_COLUMNS
 from abaw_ros.perception.pipeline import PerceptionPipeline
 from abaw_ros.runtime.identity import model_id

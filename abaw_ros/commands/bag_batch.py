@@ -25,7 +25,7 @@ DEFAULT_OUTPUT = "affect_eval"
 
 def is_many(args: argparse.Namespace) -> bool:
     """Several bags, a folder of bags, or a parallel executor asked for."""
-    from abaw_ros.offline.batch import is_bag_folder
+    from abaw_ros.offline.bag_discovery import is_bag_folder
 
     return (len(args.bag) > 1 or args.workers != 1 or args.ray is not None or args.labels_dir is not None
             or args.summary is not None or is_bag_folder(Path(args.bag[0])))
@@ -40,12 +40,13 @@ def _single_bag_labels(args: argparse.Namespace) -> str | None:
 
 
 def run_many(args: argparse.Namespace) -> int:
-    from abaw_ros.commands.bag_eval import build_config, parse_size
+    from abaw_ros.commands.options import build_config, parse_size
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
+    from abaw_ros.offline.bag_discovery import find_bags
     from abaw_ros.offline.bag_eval import BagEvalOptions
-    from abaw_ros.offline.bag_io import BagError
-    from abaw_ros.offline.batch import evaluate_bags, find_bags
+    from abaw_ros.offline.bag_types import BagError
+    from abaw_ros.offline.batch import evaluate_bags
 
     try:
         if problem := _single_bag_labels(args):

@@ -18,10 +18,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from abaw_ros.commands.options import FIRST_FRAME, MAX_FRAMES, PLOT_SIDE, add_number, plot_size
+from abaw_ros.commands.options import (
+    FIRST_FRAME,
+    MAX_FRAMES,
+    PLOT_SIDE,
+    add_number,
+    add_pipeline_arguments,
+    plot_size,
+)
 from abaw_ros.config import Bounds
 from abaw_ros.offline.bag_eval import EXIT_ERROR, EXIT_SKIPPED
-from abaw_ros.offline.bag_io import (
+from abaw_ros.offline.bag_types import (
     BAG_VERSIONS,
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_BAG_VERSION,
@@ -62,13 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an MCAP recording that was cut short (no footer): process the complete "
                              "records before the cut instead of stopping with an error")
 
-    pipe = parser.add_argument_group("pipeline (the node's parameters)")
-    pipe.add_argument("--params-file", type=Path, default=None,
-                      help="node parameters file (default: config/affect.yaml of this package)")
-    pipe.add_argument("--model-file-path", default=None,
-                      help="checkpoint (.pt) or exported ONNX bundle; overrides the parameters file")
-    pipe.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                      help="override one parameter, e.g. -p backend:=torch (repeatable)")
+    add_pipeline_arguments(parser, "checkpoint (.pt) or exported ONNX bundle", "backend:=torch")
 
     labels = parser.add_argument_group("annotations (any of them; by frame index or by stamp)")
     labels.add_argument("--va", type=Path, help="Aff-Wild2 VA file (valence,arousal; -5 invalid)")
@@ -117,36 +118,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="summary JSON (default <output folder>/summary.json)")
 
 
-def default_params_file() -> Path | None:
-    """config/affect.yaml of the source tree, else of the colcon or pip install, else None."""
-    from abaw_ros.share import find_share_file
-
-    return find_share_file("config/affect.yaml")
-
-
-def build_config(args: argparse.Namespace):
-    """The node's PipelineConfig: parameters file, then --model-file-path and -p overrides."""
-    import yaml
-
-    from abaw_ros.config import ConfigError, PipelineConfig
-    from abaw_ros.safe_yaml import safe_load_text
-
-    params_file = args.params_file or default_params_file()
-    config = PipelineConfig.from_yaml(params_file) if params_file is not None else PipelineConfig()
-    values = config.to_dict()
-    if args.model_file_path is not None:
-        values["model_file_path"] = args.model_file_path
-    for item in args.param:
-        name, sep, text = item.partition(":=")
-        if not sep:
-            raise ConfigError(f"-p {item!r}: expected NAME:=VALUE, e.g. -p backend:=torch")
-        try:
-            values[name.strip()] = safe_load_text(text, f"-p {item}") if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"-p {item!r}: not a YAML value ({exc})") from None
-    return PipelineConfig.from_dict(values).validate(), params_file
-
-
 def build_labels(args: argparse.Namespace):
     from abaw_ros.offline.annotations import AFFWILD2_FIRST_FRAME, load_frame_labels, load_stamp_csv
 
@@ -162,20 +133,13 @@ def build_labels(args: argparse.Namespace):
     return None
 
 
-def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
-    """``--plot-size`` as ``(width, height)``; a ValueError names a bad one."""
-    try:
-        return plot_size(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(f"--plot-size {exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.commands.bag_batch import is_many, run_many
+    from abaw_ros.commands.options import build_config, parse_size
     from abaw_ros.config import ConfigError
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.bag_eval import BagEvalOptions, evaluate_bag
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.perception.image import UnsupportedEncodingError
 
     if is_many(args):
@@ -201,13 +165,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(result.summary())
     status, code = result.status(args.strict)
-    if status == "stopped":
-        log.error("stopped at the first undecodable frame (--strict): %s; the %d frames before it are in %s",
-                  result.stopped, result.frames_processed, result.output)
-    elif status == "damaged":
-        log.error("bag %s is damaged: %d of %d frames could not be read (%s); the %d frames read are in %s",
-                  args.bag, result.frames_unread, result.frames_in_bag, result.damage,
-                  result.frames_read, result.output)
+    if status in ("stopped", "damaged"):
+        log.error("%s", result.problem(status, named=True))
     elif result.frames_skipped:
         log.warning("%d frames skipped (listed in %s)", result.frames_skipped, result.report)
     return code

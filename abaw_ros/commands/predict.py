@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from abaw_ros.commands.options import FPS, MAX_FRAMES, add_number
+from abaw_ros.commands.options import FPS, MAX_FRAMES, add_number, add_pipeline_arguments
 
 log = logging.getLogger("abaw_ros.predict")
 EXIT_ERROR = 2
@@ -38,19 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="stop after this many processed frames")
     parser.add_argument("--overwrite", action="store_true", help="replace the CSV, sidecar and video of an earlier run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pipe = parser.add_argument_group("pipeline (the node's parameters)")
-    pipe.add_argument("--params-file", type=Path, default=None,
-                      help="node parameters file (default: config/affect.yaml of this package)")
-    pipe.add_argument("--model-file-path", default=None,
-                      help="exported ONNX bundle or checkpoint (.pt); overrides the parameters file")
-    pipe.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                      help="override one parameter, e.g. -p detection_interval:=1 (repeatable)")
+    add_pipeline_arguments(parser, "exported ONNX bundle or checkpoint (.pt)", "detection_interval:=1")
 
 
 def run(args: argparse.Namespace) -> int:
-    from abaw_ros.commands.bag_eval import build_config
+    from abaw_ros.commands.options import build_config
     from abaw_ros.config import ConfigError
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.offline.predict import predict
     from abaw_ros.offline.sources import SourceError, open_source
 

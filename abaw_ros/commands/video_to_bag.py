@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from abaw_ros.commands.options import FIRST_FRAME, FPS, MAX_FRAMES, STAMP_SECONDS, add_number
-from abaw_ros.offline.bag_io import BAG_VERSIONS, DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, STORAGES
+from abaw_ros.offline.bag_types import BAG_VERSIONS, DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, STORAGES
 
 log = logging.getLogger("abaw_ros.video_to_bag")
 EXIT_ERROR = 2
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.offline.annotations import load_frame_labels
-    from abaw_ros.offline.bag_io import BagError
+    from abaw_ros.offline.bag_types import BagError
     from abaw_ros.offline.video_to_bag import video_to_bag
 
     topic = args.topic or (DEFAULT_IMAGE_TOPIC + ("/compressed" if args.compressed else ""))

@@ -27,16 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from abaw_ros.config import PipelineConfig
 from abaw_ros.offline.annotations import FrameLabels, coverage_warnings
-from abaw_ros.offline.bag_io import (
+from abaw_ros.offline.bag_types import (
     DEFAULT_AFFECT_TOPIC,
     DEFAULT_BAG_VERSION,
     DEFAULT_IMAGE_TOPIC,
     STORAGES,
-    AffectBagWriter,
     BagError,
-    ImageBagReader,
 )
+from abaw_ros.offline.bag_writers import AffectBagWriter
+from abaw_ros.offline.frame_loop import MAX_LISTED_SKIPS, FrameCounts, run_frames
 from abaw_ros.offline.outputs import (
     AFFECT_BAG,
     REPORT_FORMAT,
@@ -46,21 +47,17 @@ from abaw_ros.offline.outputs import (
     is_our_report,
 )
 from abaw_ros.offline.plots import DEFAULT_SIZE_PX, plot_timeline
-from abaw_ros.offline.rates import FrameRates
 from abaw_ros.offline.report import MISSING_POLICIES, compute_metrics, write_report
+from abaw_ros.offline.sources import BagSource, source_inputs
 from abaw_ros.offline.track import FACE_LARGEST, PredictionTrack
 from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
-    from abaw_ros.config import PipelineConfig
-    from abaw_ros.perception.pipeline import PerceptionPipeline
+    from abaw_ros.offline.sources import SourceFrame
+    from abaw_ros.perception.pipeline import FrameResult, PerceptionPipeline
 
 log = logging.getLogger(__name__)
 
-# Skipped frames listed one by one in the report (the count is always complete).
-MAX_LISTED_SKIPS = 1000
-# Skipped frames named one by one in the log; the rest are only counted there.
-MAX_LOGGED_SKIPS = 10
 # Exit status of a run: bag-eval's for one bag, each bag's status in a batch.
 EXIT_DONE = 0
 EXIT_ERROR = 2  # the bag, topic, parameters, labels or an output cannot be used; --strict stopped
@@ -113,15 +110,9 @@ class BagEvalOptions:
 
 
 @dataclass
-class SkippedFrame:
-    index: int
-    stamp_ns: int
-    reason: str
-
-
-@dataclass
-class BagEvalResult(FrameRates):
-    """What a run did; ``to_dict()`` is the ``run`` section of the JSON report."""
+class BagEvalResult(FrameCounts):
+    """What a run did (the frame loop's counts, and the bag's); ``to_dict()`` is the
+    ``run`` section of the JSON report."""
 
     bag: Path
     output: Path
@@ -129,20 +120,9 @@ class BagEvalResult(FrameRates):
     msgtype: str
     storage: str
     frames_in_bag: int
-    frames_read: int = 0
-    frames_processed: int = 0
-    frames_with_face: int = 0
-    faces_total: int = 0
-    skipped: list[SkippedFrame] = field(default_factory=list)
-    frames_skipped_broken: int = 0
-    frames_skipped_unsupported: int = 0  # encodings that cannot be decoded
     frames_unread: int = 0  # lost to storage damage, or after it
     damage: str | None = None
-    stopped: str | None = None  # why a strict run ended before the end of the topic
     recovered: bool = False  # read with MCAP recovery (the file could not be opened normally)
-    stopped_at_max_frames: bool = False
-    elapsed_s: float = 0.0
-    pipeline_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     label_warnings: list[str] = field(default_factory=list)  # labels and bag do not fit
     report: Path | None = None
@@ -166,6 +146,21 @@ class BagEvalResult(FrameRates):
             return "skipped", EXIT_SKIPPED
         return "done", EXIT_DONE
 
+    def problem(self, status: str, named: bool = False) -> str | None:
+        """The one line for a run that did not end as done (``status`` from :meth:`status`),
+        or None: the batch summary's ``problem``; ``named``: the single run's error line,
+        which names the bag and where the frames before a ``--strict`` stop went."""
+        if status == "stopped":
+            line = f"stopped at the first undecodable frame (--strict): {self.stopped}"
+            return line + (f"; the {self.frames_processed} frames before it are in {self.output}" if named else "")
+        if status == "damaged":
+            return (f"bag {f'{self.bag} ' if named else ''}is damaged: {self.frames_unread} of {self.frames_in_bag} "
+                    f"frames could not be read ({self.damage}); the {self.frames_read} frames read are in "
+                    f"{self.output}")
+        if status == "skipped":
+            return f"{self.frames_skipped} frames skipped (--strict; listed in {self.report})"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input_bag": str(self.bag),
@@ -184,7 +179,8 @@ class BagEvalResult(FrameRates):
             "stopped": self.stopped,
             "recovered": self.recovered,
             "stopped_at_max_frames": self.stopped_at_max_frames,
-            "skipped": [vars(s) for s in self.skipped[:MAX_LISTED_SKIPS]],
+            "skipped": [{"index": s.index, "stamp_ns": s.stamp_ns, "reason": s.reason}
+                        for s in self.skipped[:MAX_LISTED_SKIPS]],
             "frames_with_face": self.frames_with_face,
             "faces_total": self.faces_total,
             "elapsed_s": round(self.elapsed_s, 4),
@@ -223,18 +219,12 @@ class BagEvalResult(FrameRates):
         return "\n".join(lines)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="frame", desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
 def _input_paths(options: BagEvalOptions) -> list[Path]:
     """What this run reads, so that no output lands on it: the bag, its folder when the
     bag is a storage file inside a bag folder, and the label files."""
-    paths = [options.bag]
-    if options.bag.is_file() and (options.bag.parent / "metadata.yaml").is_file():
-        paths.append(options.bag.parent)
+    paths = source_inputs(options.bag)
     if options.labels is not None:
         paths += [Path(source.split("#", 1)[0]) for source in options.labels.sources.values()]
     return paths
@@ -270,24 +260,30 @@ def evaluate_bag(
     """Process every frame of ``options.bag`` with ``pipeline`` (built from ``config`` when
     not given), write the affect bag, the report and the plot; return what happened."""
     check_outputs(options)
-    source = ImageBagReader(options.bag, options.topic, options.recover, max_pixels=config.max_image_pixels)
+    limit = (config or getattr(pipeline, "config", None) or PipelineConfig()).max_image_pixels
+    source = BagSource(options.bag, options.topic, options.recover, max_pixels=limit)
     with source:  # a bad bag or topic fails here, before any model is loaded
+        bag = source.reader
         if pipeline is None:
-            from abaw_ros.config import PipelineConfig
             from abaw_ros.perception.pipeline import PerceptionPipeline
 
             pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
-        storage = options.storage or source.storage
-        result = BagEvalResult(options.bag, options.output, source.topic, source.msgtype, storage,
-                               source.message_count)
+        storage = options.storage or bag.storage
+        result = BagEvalResult(options.bag, options.output, bag.topic, bag.msgtype, storage, bag.message_count)
         track = PredictionTrack(options.face)
         start = time.perf_counter()
         sink = AffectBagWriter(options.output, options.output_topic, storage, options.overwrite,
                                _input_paths(options), weights_trained=bool(pipeline.metadata.trained),
                                model_id=pipeline.backend.identity.model_id, version=options.bag_version)
+
+        def to_track(frame: SourceFrame, frame_result: FrameResult) -> None:
+            track.add(frame.index, frame.stamp_ns, [face_affect_values(f, frame.image.shape)
+                                                    for f in frame_result.faces])
+
         try:
-            with _progress(source.message_count, options.progress, source.topic) as bar:
-                _process_frames(source, sink, pipeline, options, result, track, bar)
+            run_frames(source, pipeline, [lambda frame, frame_result: sink.write(frame_result, frame), to_track],
+                       result, strict=options.strict, max_frames=options.max_frames, progress=options.progress,
+                       total=bag.message_count, desc=bag.topic)
         except OutputError:
             sink.discard()  # the bag itself could not be written (disk full, read-only): nothing to keep
             raise
@@ -298,10 +294,9 @@ def evaluate_bag(
                 log.error("the affect bag could not be finished: %s", exc)
                 sink.discard()
             raise
-        result.frames_read = source.frames_read
-        result.damage = source.damage
-        result.recovered = source.recovered
-        result.frames_unread = source.frames_unread
+        result.damage = bag.damage
+        result.recovered = bag.recovered
+        result.frames_unread = bag.frames_unread
         if result.frames_processed == 0:
             sink.discard()  # created by this run and empty
         else:
@@ -311,8 +306,7 @@ def evaluate_bag(
     result.track = track
     if result.frames_processed == 0:
         raise BagError(f"no frame of {result.topic!r} in bag {str(options.bag)!r} could be processed "
-                       f"({result.frames_skipped} skipped"
-                       + (f"; first: {result.skipped[0].reason}" if result.skipped else "")
+                       f"({result.frames_skipped} skipped" + result.no_frame_detail()
                        + (f"; stopped: {result.stopped}" if result.stopped else "")
                        + (f"; damage: {result.damage}" if result.damage else "") + ")")
 
@@ -354,37 +348,3 @@ def _model_summary(pipeline: Any) -> dict[str, Any]:
     """What the report says about the model (the backend's summary, as predict writes it)."""
     backend = getattr(pipeline, "backend", None)
     return backend.summary() if backend is not None else {}
-
-
-def _process_frames(source: ImageBagReader, sink: AffectBagWriter, pipeline: Any, options: BagEvalOptions,
-                    result: BagEvalResult, track: PredictionTrack, bar: Any) -> None:
-    """Every frame through the pipeline, one after the other; broken frames are listed."""
-    for frame in source.frames():
-        bar.update(1)
-        if frame.image is None:
-            if frame.unsupported and options.strict:
-                result.stopped = frame.error
-                log.error("stopping at frame %d (--strict): %s", frame.index, frame.error)
-                break
-            if frame.unsupported:
-                result.frames_skipped_unsupported += 1
-            else:
-                result.frames_skipped_broken += 1
-            result.skipped.append(SkippedFrame(frame.index, frame.stamp_ns, frame.error or "broken"))
-            if len(result.skipped) <= MAX_LOGGED_SKIPS:
-                log.warning("skipping frame %d: %s", frame.index, frame.error)
-                if len(result.skipped) == MAX_LOGGED_SKIPS:
-                    log.warning("further skipped frames are counted, not logged (the report lists them)")
-            continue
-        t0 = time.perf_counter()
-        frame_result = pipeline.process(frame.image, frame.stamp_ns)
-        result.pipeline_s += time.perf_counter() - t0
-        sink.write(frame_result, frame)
-        faces = [face_affect_values(f, frame.image.shape) for f in frame_result.faces]
-        track.add(frame.index, frame.stamp_ns, faces)
-        result.frames_processed += 1
-        result.faces_total += len(faces)
-        result.frames_with_face += bool(faces)
-        if options.max_frames is not None and result.frames_processed >= options.max_frames:
-            result.stopped_at_max_frames = True
-            break

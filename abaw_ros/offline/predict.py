@@ -26,8 +26,15 @@ import cv2
 import numpy as np
 
 from abaw_ros.config import PipelineConfig
-from abaw_ros.offline.rates import FrameRates
-from abaw_ros.offline.sources import DEFAULT_IMAGE_FPS, FrameSource, SourceError, open_source
+from abaw_ros.offline.frame_loop import MAX_LISTED_SKIPS, FrameCounts, run_frames
+from abaw_ros.offline.sources import (
+    DEFAULT_IMAGE_FPS,
+    FrameSource,
+    SourceError,
+    SourceFrame,
+    open_source,
+    source_inputs,
+)
 from abaw_ros.outputs import (
     Output,
     OutputError,
@@ -40,13 +47,12 @@ from abaw_ros.outputs import (
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES
 
 if TYPE_CHECKING:
-    from abaw_ros.perception.pipeline import FaceResult, PerceptionPipeline
+    from abaw_ros.perception.pipeline import FaceResult, FrameResult, PerceptionPipeline
 
 log = logging.getLogger(__name__)
 
 # Codec per suffix of the annotated video (both are in every OpenCV build).
 VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-MAX_LISTED_SKIPS = 1000
 
 # The CSV layout: one source of truth for the writer, the docs and the tests.
 FRAME_COLUMNS: tuple[str, ...] = ("frame", "time_s", "stamp_ns", "source")
@@ -100,22 +106,16 @@ def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any
 # The run
 # ---------------------------------------------------------------------------------------
 @dataclass
-class PredictResult(FrameRates):
+class PredictResult(FrameCounts):
+    """What a run did (the frame loop's counts, rows and ids); ``to_dict()`` is the sidecar."""
+
     source: dict[str, Any]
     csv: Path
     sidecar: Path
     video: Path | None
     model: dict[str, Any]
-    frames_read: int = 0
-    frames_processed: int = 0
-    frames_with_face: int = 0
     rows: int = 0
     face_ids: dict[str, int] = field(default_factory=dict)  # id -> frames
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-    stopped_at_max_frames: bool = False
-    elapsed_s: float = 0.0
-    pipeline_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,7 +127,8 @@ class PredictResult(FrameRates):
             "frames_read": self.frames_read,
             "frames_processed": self.frames_processed,
             "frames_skipped": len(self.skipped),
-            "skipped": self.skipped[:MAX_LISTED_SKIPS],
+            "skipped": [{"frame": s.index, "name": s.name, "reason": s.reason}
+                        for s in self.skipped[:MAX_LISTED_SKIPS]],
             "frames_with_face": self.frames_with_face,
             "rows": self.rows,
             "face_ids": self.face_ids,
@@ -169,14 +170,6 @@ def _our_csv(path: Path) -> bool:
 
 def _our_sidecar(path: Path) -> bool:
     return is_json_of_format(path, PREDICT_FORMAT)
-
-
-def source_inputs(source: Path) -> list[Path]:
-    """What a run reads: the source, and the bag folder around a bag's storage file."""
-    inputs = [source]
-    if source.is_file() and (source.parent / "metadata.yaml").is_file():
-        inputs.append(source.parent)
-    return inputs
 
 
 def _check_outputs(paths: Sequence[Path], overwrite: bool, source: Path) -> list[bool]:
@@ -290,46 +283,33 @@ def predict(
 
 def _run(frames: FrameSource, pipeline: Any, result: PredictResult, staged: dict[Path, Staging],
          video_path: Path | None, max_frames: int | None, progress: bool) -> None:
-    from tqdm import tqdm
-
     from abaw_ros.perception.drawing import draw_faces
 
     total = frames.total if max_frames is None else min(frames.total or max_frames, max_frames)
     sink = _VideoSink(staged[video_path].path, frames.fps or DEFAULT_IMAGE_FPS, video_path) if video_path else None
     write_row = _CsvRows(staged[result.csv].path, result.csv)
     note = "" if result.model["trained"] else "UNTRAINED model: placeholder values"
+
+    def to_csv(frame: SourceFrame, frame_result: FrameResult) -> None:
+        faces = frame_result.faces
+        base = {"frame": str(frame.index), "time_s": f"{frame.time_s:.6f}", "stamp_ns": str(frame.stamp_ns),
+                "source": frame.name}
+        if faces:
+            for face in faces:
+                write_row({**base, **face_row(face)})
+                result.face_ids[face.face_id] = result.face_ids.get(face.face_id, 0) + 1
+        else:
+            write_row({**base, **dict.fromkeys(FACE_COLUMNS, "")})
+        result.rows += max(len(faces), 1)
+
+    sinks = [to_csv]
+    if sink is not None:
+        sinks.append(lambda frame, frame_result: sink.write(draw_faces(frame.image, frame_result.faces, note)))
     start = time.perf_counter()
-    with write_row, tqdm(total=total, unit="frame", desc=frames.path.name, disable=not progress,
-                         dynamic_ncols=True) as bar:
-        try:
-            for frame in frames.frames():
-                result.frames_read += 1
-                bar.update(1)
-                if frame.image is None:
-                    result.skipped.append({"frame": frame.index, "name": frame.name, "reason": frame.error})
-                    log.warning("skipping frame %d: %s", frame.index, frame.error)
-                    continue
-                t0 = time.perf_counter()
-                faces = pipeline.process(frame.image, frame.stamp_ns).faces
-                result.pipeline_s += time.perf_counter() - t0
-                base = {"frame": str(frame.index), "time_s": f"{frame.time_s:.6f}", "stamp_ns": str(frame.stamp_ns),
-                        "source": frame.name}
-                if faces:
-                    for face in faces:
-                        write_row({**base, **face_row(face)})
-                        result.face_ids[face.face_id] = result.face_ids.get(face.face_id, 0) + 1
-                else:
-                    write_row({**base, **dict.fromkeys(FACE_COLUMNS, "")})
-                result.rows += max(len(faces), 1)
-                result.frames_with_face += bool(faces)
-                result.frames_processed += 1
-                if sink is not None:
-                    sink.write(draw_faces(frame.image, faces, note))
-                if max_frames is not None and result.frames_processed >= max_frames:
-                    result.stopped_at_max_frames = True
-                    break
-        except KeyboardInterrupt:
-            result.interrupted = True
+    with write_row:
+        try:  # Ctrl-C ends the loop: the rows so far are kept
+            run_frames(frames, pipeline, sinks, result, max_frames=max_frames, interruptible=True,
+                       progress=progress, total=total, desc=frames.path.name)
         finally:
             if sink is not None:
                 sink.close()
@@ -337,9 +317,8 @@ def _run(frames: FrameSource, pipeline: Any, result: PredictResult, staged: dict
         sink.check_complete()
     result.elapsed_s = time.perf_counter() - start
     if result.frames_processed == 0:
-        first = f"; first: {result.skipped[0]['reason']}" if result.skipped else ""
         raise SourceError(f"SOURCE {str(frames.path)!r}: no frame could be processed "
-                          f"({result.frames_read} read{first})")
+                          f"({result.frames_read} read{result.no_frame_detail()})")
     if sink is not None and sink.frames == 0:
         staged[video_path].path.unlink(missing_ok=True)
 

@@ -1,11 +1,12 @@
-"""Frames from a video file, an image folder or a bag, for ``abaw-affect predict``.
+"""Frames from a video file, an image folder or a bag: the sources of the offline frame
+loop (:mod:`abaw_ros.offline.frame_loop`; ``predict`` takes all three, ``bag-eval`` bags).
 
 - **video**: any file OpenCV reads; frame ``i`` is at ``i / fps`` seconds (the file's
   rate, or ``fps``);
 - **image folder**: the images in natural order (``2.jpg`` before ``10.jpg``), frame ``i``
   at ``i / fps`` seconds (``fps`` default 30); a file that cannot be decoded is a frame
   with ``image=None`` and the reason;
-- **bag**: the frames of one image topic (:class:`~abaw_ros.offline.bag_io.ImageBagReader`),
+- **bag**: the frames of one image topic (:class:`~abaw_ros.offline.bag_reader.ImageBagReader`),
   time from the header stamps; broken frames come with ``image=None`` and the reason.
 """
 from __future__ import annotations
@@ -42,6 +43,11 @@ class SourceFrame:
     image: np.ndarray | None  # BGR; None when the frame cannot be decoded
     name: str = ""  # file name (image folders)
     error: str | None = None
+    unsupported: bool = False  # the encoding cannot be decoded at all (e.g. 16UC1 depth, h264)
+    # bags: when the recorder received it, the header as recorded (stamp 0 when unknown)
+    log_time_ns: int = 0
+    header_stamp_ns: int = 0
+    frame_id: str = ""
 
 
 def natural_key(name: str) -> list[Any]:
@@ -166,32 +172,46 @@ def read_image_file(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> n
 
 
 class BagSource(FrameSource):
+    """One image topic of a bag; :attr:`reader` (the
+    :class:`~abaw_ros.offline.bag_reader.ImageBagReader`) tells the topic's type, the
+    storage and what damage cost."""
+
     kind = "bag"
 
     def __init__(self, path: Path, topic: str | None, recover: bool = False,
                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         super().__init__(path)
-        from abaw_ros.offline.bag_io import ImageBagReader
+        from abaw_ros.offline.bag_reader import ImageBagReader
 
-        self._reader = ImageBagReader(path, topic, recover, max_pixels=max_pixels)
-        self._reader.open()  # a bad bag or topic fails here, naming it
-        self.topic = self._reader.topic
-        self.total = self._reader.message_count
+        self.reader = ImageBagReader(path, topic, recover, max_pixels=max_pixels)
+        self.reader.open()  # a bad bag or topic fails here, naming it
+        self.topic = self.reader.topic
+        self.total = self.reader.message_count
 
     def frames(self) -> Iterator[SourceFrame]:
         first: int | None = None
-        for frame in self._reader.frames():
+        for frame in self.reader.frames():
             first = frame.stamp_ns if first is None else first
             yield SourceFrame(frame.index, (frame.stamp_ns - first) / 1e9, frame.stamp_ns, frame.image,
-                              error=frame.error)
+                              error=frame.error, unsupported=frame.unsupported, log_time_ns=frame.log_time_ns,
+                              header_stamp_ns=frame.header_stamp_ns, frame_id=frame.frame_id)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(topic=self.topic, damage=self._reader.damage)
+        info.update(topic=self.topic, damage=self.reader.damage)
         return info
 
     def close(self) -> None:
-        self._reader.close()
+        self.reader.close()
+
+
+def source_inputs(source: Path) -> list[Path]:
+    """What a run reads, so that no output lands on it: the source, and the bag folder
+    around a bag's storage file."""
+    inputs = [source]
+    if source.is_file() and (source.parent / "metadata.yaml").is_file():
+        inputs.append(source.parent)
+    return inputs
 
 
 def open_source(path: str | Path, fps: float | None = None, topic: str | None = None,

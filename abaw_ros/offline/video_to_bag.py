@@ -18,7 +18,8 @@ import numpy as np
 from abaw_ros.config import FRAME_RATE as FPS
 from abaw_ros.config import STAMP_SECONDS
 from abaw_ros.offline.annotations import FrameLabels, write_stamp_csv
-from abaw_ros.offline.bag_io import DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, BagError, ImageBagWriter
+from abaw_ros.offline.bag_types import DEFAULT_BAG_VERSION, DEFAULT_IMAGE_TOPIC, BagError
+from abaw_ros.offline.bag_writers import ImageBagWriter
 from abaw_ros.outputs import Output, Staging, check_outputs, write_faults
 
 log = logging.getLogger(__name__)
