@@ -270,3 +270,20 @@ def message_values(task: Task, values: np.ndarray | None, flags: Any) -> dict[st
         else:
             out[task.flag_field] = bool(flags)
     return out
+
+
+def values_from_message(task: Task, fields: Any) -> tuple[np.ndarray, Any] | None:
+    """The inverse of :func:`message_values`: ``(values (size,) float32, flags)`` of one
+    task from a ``FaceAffect`` message's fields (attributes, or a mapping), None for a task
+    the message does not carry."""
+    if not task.message_fields:
+        return None
+    get = fields.get if isinstance(fields, dict) else (lambda name: getattr(fields, name))
+    if len(task.message_fields) == task.size:
+        values = np.array([float(get(f)) for f in task.message_fields], dtype=np.float32)
+    else:
+        values = np.asarray(get(task.message_fields[0]), dtype=np.float32).reshape(-1)
+    if not task.flag_field:
+        return values, None
+    flags = get(task.flag_field)
+    return values, (np.asarray(flags, dtype=bool).reshape(-1) if task.threshold == "per_output" else bool(flags))

@@ -36,7 +36,7 @@ from abaw_ros.offline.bag_eval import (
     evaluate_bag,
 )
 from abaw_ros.offline.bag_io import BagError, BagReadError
-from abaw_ros.offline.report import compute_metrics, write_report
+from abaw_ros.offline.report import compute_metrics, frames_note, write_report
 from abaw_ros.offline.track import PredictionTrack
 from abaw_ros.tasks import TASK_ORDER
 
@@ -353,14 +353,7 @@ def concatenate_tracks(tracks: Sequence[PredictionTrack]) -> PredictionTrack:
     """One track holding the frames of ``tracks`` one after the other."""
     out = PredictionTrack(tracks[0].face_policy if tracks else PredictionTrack().face_policy)
     for track in tracks:
-        out.indices += track.indices
-        out.stamps_ns += track.stamps_ns
-        out.n_faces += track.n_faces
-        out.face_ids += track.face_ids
-        for task in TASK_ORDER:
-            out.rows[task] += track.rows[task]
-        out.au_active_rows += track.au_active_rows
-        out.hesitant_rows += track.hesitant_rows
+        out.extend(track)
     return out
 
 
@@ -391,8 +384,9 @@ def pooled_metrics(outcomes: Sequence[BagOutcome], labels: dict[int, FrameLabels
         )
         entry = compute_metrics(track, aligned, missing)[task]
         entry["bags"] = len(parts)
-        if task == "emi":
-            entry["note"] = "Pearson r across the frames of all bags"
+        note = frames_note(task, "all bags")
+        if note:
+            entry["note"] = note
         pooled[task] = entry
     return pooled
 
