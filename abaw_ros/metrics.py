@@ -21,18 +21,29 @@ Edge cases (defined so that a score is always a number; never NaN):
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES, Task
 
-PRIMARY_METRIC: dict[str, str] = {
-    "va": "va_ccc_mean",
-    "au": "au_f1_mean",
-    "emi": "emi_pearson_mean",
-    "ah": "ah_f1_macro",
-}
+
+class _PrimaryMetric(Mapping):
+    """``PRIMARY_METRIC[task]``: the key of a task's headline metric, read from the task
+    registry (so a registered task has one too)."""
+
+    def __getitem__(self, task: str) -> str:
+        return TASKS[task].primary_metric
+
+    def __iter__(self):
+        return iter(TASKS)
+
+    def __len__(self) -> int:
+        return len(TASKS)
+
+
+PRIMARY_METRIC: Mapping[str, str] = _PrimaryMetric()
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
@@ -87,24 +98,35 @@ def f1_binary(pred_labels: np.ndarray, true_labels: np.ndarray) -> float:
     return float(2.0 * tp / denom) if denom > 0 else 0.0
 
 
+def ccc_metrics(pred: np.ndarray, true: np.ndarray, prefix: str, names: Sequence[str]) -> dict[str, float]:
+    """CCC of each column (``{prefix}_ccc_{name}``) and their mean (``{prefix}_ccc_mean``)."""
+    p, t = _as_array(pred, f"{prefix} pred", 2), _as_array(true, f"{prefix} labels", 2)
+    _check_pair(p, t)
+    out = {f"{prefix}_ccc_{name}": ccc(p[:, i], t[:, i]) for i, name in enumerate(names)}
+    out[f"{prefix}_ccc_mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def f1_metrics(probs: np.ndarray, true: np.ndarray, prefix: str, names: Sequence[str],
+               thresholds: float | Sequence[float] | np.ndarray = 0.5) -> dict[str, float]:
+    """F1 of each column at ``thresholds`` (one or one per column) and the mean (``{prefix}_f1_mean``)."""
+    p, t = _as_array(probs, f"{prefix} probabilities", 2), _as_array(true, f"{prefix} labels", 2)
+    _check_pair(p, t)
+    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (p.shape[1],))
+    per = {f"{prefix}_f1_{name}": f1_binary(p[:, i] >= th[i], t[:, i] > 0.5) for i, name in enumerate(names)}
+    return {f"{prefix}_f1_mean": float(np.mean(list(per.values()))), **per}
+
+
 def va_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """``pred``/``true``: ``(N, 2)`` valence, arousal of the valid frames."""
-    p, t = _as_array(pred, "va pred", 2), _as_array(true, "va labels", 2)
-    _check_pair(p, t)
-    out = {f"va_ccc_{name}": ccc(p[:, i], t[:, i]) for i, name in enumerate(VA_NAMES)}
-    out["va_ccc_mean"] = float(np.mean(list(out.values())))
-    return out
+    return ccc_metrics(pred, true, "va", VA_NAMES)
 
 
 def au_metrics(
     probs: np.ndarray, true: np.ndarray, thresholds: float | Sequence[float] | np.ndarray = 0.5
 ) -> dict[str, float]:
     """``probs``/``true``: ``(N, 12)``; F1 per AU at ``thresholds`` (one or one per AU) and the mean."""
-    p, t = _as_array(probs, "au probabilities", 2), _as_array(true, "au labels", 2)
-    _check_pair(p, t)
-    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (p.shape[1],))
-    per = {f"au_f1_{name}": f1_binary(p[:, i] >= th[i], t[:, i] > 0.5) for i, name in enumerate(AU_NAMES)}
-    return {"au_f1_mean": float(np.mean(list(per.values()))), **per}
+    return f1_metrics(probs, true, "au", AU_NAMES, thresholds)
 
 
 def tune_au_thresholds(probs: np.ndarray, true: np.ndarray, grid: Sequence[float] = THRESHOLD_GRID) -> np.ndarray:
@@ -129,6 +151,15 @@ def tune_ah_threshold(probs: np.ndarray, true: np.ndarray, grid: Sequence[float]
     return float(order[int(np.argmax(scores))])
 
 
+def tune_threshold(task: Task, probs: np.ndarray, true: np.ndarray) -> list[float] | float:
+    """The threshold(s) of ``task`` (its threshold kind) that maximize its primary metric on these frames."""
+    if task.threshold == "per_output":
+        return tune_au_thresholds(probs, true).tolist()
+    if task.threshold == "single":
+        return tune_ah_threshold(probs, true)
+    raise ValueError(f"task {task.name!r} has no threshold to tune")
+
+
 def heldout_tuned_f1(task: str, probs: np.ndarray, true: np.ndarray, video_ids: Sequence) -> float | None:
     """F1 at thresholds tuned on other videos: the videos split into two halves (alternating,
     in order), each half labelled at the thresholds tuned on the other, the F1 (AU: mean
@@ -141,14 +172,13 @@ def heldout_tuned_f1(task: str, probs: np.ndarray, true: np.ndarray, video_ids: 
     fold = np.array([fold_of[v] for v in video_ids])
     p = np.asarray(probs, dtype=np.float64).reshape(len(fold), -1)
     t = np.asarray(true, dtype=np.float64).reshape(len(fold), -1)
+    spec = TASKS[task]
     labelled = np.zeros_like(p)
     for k in (0, 1):
         tune, apply = fold != k, fold == k
-        th = tune_au_thresholds(p[tune], t[tune]) if task == "au" else tune_ah_threshold(p[tune], t[tune])
+        th = np.asarray(tune_threshold(spec, p[tune], t[tune]))
         labelled[apply] = (p[apply] >= th).astype(np.float64)
-    if task == "au":
-        return au_metrics(labelled, t)["au_f1_mean"]
-    return ah_metrics(labelled, t)["ah_f1_macro"]
+    return score_task(spec, labelled, t)[spec.primary_metric]
 
 
 def video_means(frame_values: np.ndarray, video_ids: Sequence) -> tuple[list, np.ndarray]:
@@ -163,19 +193,26 @@ def video_means(frame_values: np.ndarray, video_ids: Sequence) -> tuple[list, np
     return ids, sums / counts
 
 
+def pearson_metrics(pred: np.ndarray, true: np.ndarray, prefix: str, names: Sequence[str]) -> dict[str, float]:
+    """Pearson r of each column (``{prefix}_pearson_{name}``, spaces as ``_``) and the mean."""
+    p, t = _as_array(pred, f"{prefix} predictions", 2), _as_array(true, f"{prefix} labels", 2)
+    _check_pair(p, t)
+    per = {f"{prefix}_pearson_{name.replace(' ', '_')}": pearson(p[:, i], t[:, i]) for i, name in enumerate(names)}
+    return {f"{prefix}_pearson_mean": float(np.mean(list(per.values()))), **per}
+
+
 def emi_metrics(pred_videos: np.ndarray, true_videos: np.ndarray) -> dict[str, float]:
     """``(V, 6)`` one prediction and one label vector per video; Pearson r per dimension
     across videos and their mean."""
-    p, t = _as_array(pred_videos, "emi predictions", 2), _as_array(true_videos, "emi labels", 2)
-    _check_pair(p, t)
-    per = {f"emi_pearson_{name.replace(' ', '_')}": pearson(p[:, i], t[:, i]) for i, name in enumerate(EMI_NAMES)}
-    return {"emi_pearson_mean": float(np.mean(list(per.values()))), **per}
+    return pearson_metrics(pred_videos, true_videos, "emi", EMI_NAMES)
 
 
-def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """``(N,)`` hesitancy probabilities and 0/1 labels: F1 of each class, macro and weighted."""
-    p = _as_array(probs, "ah probabilities").ravel() >= threshold
-    t = _as_array(true, "ah labels").ravel() > 0.5
+def class_f1_metrics(probs: np.ndarray, true: np.ndarray, prefix: str, positive: str,
+                     threshold: float = 0.5) -> dict[str, float]:
+    """``(N,)`` probabilities and 0/1 labels of one binary output: F1 of each class
+    (``{prefix}_f1_{positive}``, ``{prefix}_f1_not_{positive}``), macro and weighted."""
+    p = _as_array(probs, f"{prefix} probabilities").ravel() >= threshold
+    t = _as_array(true, f"{prefix} labels").ravel() > 0.5
     _check_pair(p, t)
     f1_pos, f1_neg = f1_binary(p, t), f1_binary(~p, ~t)
     present = [c for c, on in ((0, np.any(~t) or np.any(~p)), (1, np.any(t) or np.any(p))) if on]
@@ -184,15 +221,76 @@ def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> d
     macro = float(np.mean([scores[c] for c in present]))
     total = sum(support[c] for c in present)
     weighted = float(sum(scores[c] * support[c] for c in present) / total) if total > 0 else 0.0
-    return {"ah_f1_macro": macro, "ah_f1_weighted": weighted, "ah_f1_hesitant": f1_pos, "ah_f1_not_hesitant": f1_neg}
+    return {f"{prefix}_f1_macro": macro, f"{prefix}_f1_weighted": weighted, f"{prefix}_f1_{positive}": f1_pos,
+            f"{prefix}_f1_not_{positive}": f1_neg}
+
+
+def ah_metrics(probs: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """``(N,)`` hesitancy probabilities and 0/1 labels: F1 of each class, macro and weighted."""
+    return class_f1_metrics(probs, true, "ah", TASKS["ah"].flag_field, threshold)
 
 
 def ah_video_metrics(video_probs: np.ndarray, video_labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Ambivalence/hesitancy per video, as the 10th ABAW (CVPR 2026) ranks it: one
     probability (the mean over the video's frames) and one 0/1 label per video, macro F1
     over the videos (arXiv 2605.27451)."""
-    m = ah_metrics(video_probs, video_labels, threshold)
-    return {"ah_f1_macro_video": m["ah_f1_macro"], "ah_f1_weighted_video": m["ah_f1_weighted"]}
+    return VIDEO_SCORERS["f1_classes"](TASKS["ah"], video_probs, video_labels, threshold)
+
+
+def _video_scores(scores: Callable[[np.ndarray, np.ndarray], dict[str, float]]):
+    def run(pred: np.ndarray, true: np.ndarray, video_ids: Sequence | None, name: str) -> dict[str, float]:
+        if video_ids is None:
+            raise ValueError(f"{name} metrics need the video of each frame (video_ids)")
+        _, p = video_means(pred, video_ids)
+        _, t = video_means(true, video_ids)
+        return scores(p, t)
+    return run
+
+
+def _score_ccc(task: Task, pred, true, video_ids, threshold) -> dict[str, float]:
+    return ccc_metrics(pred, true, task.name, task.outputs)
+
+
+def _score_f1(task: Task, pred, true, video_ids, threshold) -> dict[str, float]:
+    return f1_metrics(pred, true, task.name, task.outputs, task.default_threshold if threshold is None else threshold)
+
+
+def _score_pearson(task: Task, pred, true, video_ids, threshold) -> dict[str, float]:
+    scores = _video_scores(lambda p, t: pearson_metrics(p, t, task.name, task.outputs))
+    return scores(pred, true, video_ids, task.name) if task.unit == "video" else pearson_metrics(
+        pred, true, task.name, task.outputs)
+
+
+def _score_class_f1(task: Task, pred, true, video_ids, threshold) -> dict[str, float]:
+    return class_f1_metrics(pred, true, task.name, task.flag_field or "positive",
+                            task.default_threshold if threshold is None else threshold)
+
+
+# Metric families: scorer(task, pred, true, video_ids, threshold) -> {metric: value}; a
+# task names its family (Task.scorer). A new family is one entry here.
+SCORERS: dict[str, Callable[..., dict[str, float]]] = {
+    "ccc": _score_ccc,
+    "f1": _score_f1,
+    "pearson": _score_pearson,
+    "f1_classes": _score_class_f1,
+}
+# Families with a per-video score beside the per-frame one (one probability per video, the
+# frame mean; the 10th ABAW's AH ranking): (video probabilities, video labels, threshold) -> metrics
+VIDEO_SCORERS: dict[str, Callable[[Task, np.ndarray, np.ndarray, float], dict[str, float]]] = {
+    "f1_classes": lambda task, p, t, th: {f"{k}_video": v for k, v in _score_class_f1(task, p, t, None, th).items()
+                                          if k.endswith(("_macro", "_weighted"))},
+}
+SCORER_LABELS: dict[str, str] = {"ccc": "CCC", "f1": "F1", "pearson": "Pearson r", "f1_classes": "F1"}
+
+
+def score_task(task: Task, pred: np.ndarray, true: np.ndarray, video_ids: Sequence | None = None,
+               threshold: Any = None) -> dict[str, float]:
+    """The official metrics of ``task`` (its ``scorer`` family) from per-frame activated
+    predictions and labels of the valid frames; ``threshold``: the threshold(s) the family
+    labels at (default the task's)."""
+    if task.scorer not in SCORERS:
+        raise ValueError(f"task {task.name!r}: scorer {task.scorer!r}, choose from {list(SCORERS)}")
+    return SCORERS[task.scorer](task, pred, true, video_ids, threshold)
 
 
 def task_metrics(
@@ -206,20 +304,12 @@ def task_metrics(
     """Official metrics of one task from per-frame activated predictions and labels of
     the valid frames. EMI needs ``video_ids`` (one per frame) to average per video.
     AU adds ``au_f1_mean_tuned`` when ``au_thresholds`` are given."""
-    if task == "va":
-        return va_metrics(pred, true)
-    if task == "au":
-        out = au_metrics(pred, true)
-        if au_thresholds is not None:
-            tuned = au_metrics(pred, true, au_thresholds)
-            out["au_f1_mean_tuned"] = tuned["au_f1_mean"]
-        return out
-    if task == "emi":
-        if video_ids is None:
-            raise ValueError("emi metrics need the video of each frame (video_ids)")
-        _, p = video_means(pred, video_ids)
-        _, t = video_means(true, video_ids)
-        return emi_metrics(p, t)
-    if task == "ah":
-        return ah_metrics(pred, true, ah_threshold)
-    raise ValueError(f"task={task!r}: choose from {list(TASKS)}")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}: choose from {list(TASKS)}")
+    spec = TASKS[task]
+    if spec.threshold == "single":
+        return score_task(spec, pred, true, video_ids, ah_threshold)
+    out = score_task(spec, pred, true, video_ids)
+    if spec.threshold == "per_output" and au_thresholds is not None:
+        out[f"{spec.primary_metric}_tuned"] = score_task(spec, pred, true, video_ids, au_thresholds)[spec.primary_metric]
+    return out

@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abaw_ros.commands.predict_abaw import expected_frames_from_args, read_test_videos
     from abaw_ros.data.records import DataFormatError
-    from abaw_ros.data.submission import check_submission
+    from abaw_ros.data.submission import FRAME_FILES, check_submission
 
     try:
-        if args.task in ("va", "au"):
+        if args.task in FRAME_FILES:
             expected = expected_frames_from_args(args)
             size = f"{sum(len(v) for v in expected.values())} frames of {len(expected)} videos"
         else:

@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from abaw_ros.data.dataset import ClipDataset
-    from abaw_ros.data.submission import COMBINED_FILES
+    from abaw_ros.data.submission import COMBINED_FILES, FRAME_FILES
     from abaw_ros.data.transforms import ClipTransform
     from abaw_ros.models import load_checkpoint
     from abaw_ros.runtime.identity import ModelIdentity
@@ -134,26 +134,26 @@ def _run(args: argparse.Namespace) -> int:
     # every input is checked before the model loads and before anything is written
     model_task = args.task
     frames: dict[str, list[int]] | None = None
-    if model_task in (None, "va", "au"):
+    if model_task is None or model_task in FRAME_FILES:
         frames = affwild2_frames(args) if model_task is not None else None
     elif args.videos is None:
         raise ValueError(f"--task {model_task} needs --videos (the test videos)")
     model, info = load_checkpoint(args.checkpoint, map_location="cpu")
     print(f"model {ModelIdentity(str(args.checkpoint), Path(args.checkpoint)).model_id}")  # as node, bag-eval, predict
     cfg = info["config"]
-    task = args.task or next((t for t in cfg.tasks if t in ("va", "au")), None)
+    task = args.task or next((t for t in cfg.tasks if t in FRAME_FILES), None)
     if task is None or task not in cfg.tasks:
         raise ValueError(f"--task {task}: the checkpoint predicts {list(cfg.tasks)}")
-    if frames is None and task in ("va", "au"):
+    if frames is None and task in FRAME_FILES:
         args.task = task
         frames = affwild2_frames(args)
     thresholds = _thresholds(task, args.thresholds, info)
-    targets = [args.out / COMBINED_FILES[task]] + ([args.out / task.upper()] if task in ("va", "au") else [])
+    targets = [args.out / COMBINED_FILES[task]] + ([args.out / task.upper()] if task in FRAME_FILES else [])
     existing = [str(p) for p in targets if p.exists()]
     if existing:
         raise ValueError(f"{existing[0]} exists: predict-abaw writes only new files; choose another --out")
 
-    if task in ("va", "au"):
+    if task in FRAME_FILES:
         from abaw_ros.data.sources import load_affwild2_test
 
         assert frames is not None
@@ -176,14 +176,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _thresholds(task: str, which: str, info: dict):
-    from abaw_ros.data.submission import OFFICIAL_THRESHOLD
-    from abaw_ros.tasks import AU_NAMES
+    from abaw_ros.tasks import TASKS
 
-    if task not in ("au", "ah"):
+    spec = TASKS[task]  # the threshold kind, official value and stored name: tasks.Task
+    if spec.threshold == "none":
         return None
     if which == "official":
-        return [OFFICIAL_THRESHOLD] * len(AU_NAMES) if task == "au" else OFFICIAL_THRESHOLD
-    key = "au_thresholds" if task == "au" else "ah_threshold"
+        return spec.default_thresholds()
+    key = spec.threshold_field
     if info.get(key) is None:
         raise ValueError(f"--thresholds tuned: the checkpoint stores no {key} (train with train.tune_thresholds)")
     return info[key]
@@ -198,13 +198,20 @@ def _unlabelled_records(task: str, args: argparse.Namespace, videos: list[str]):
     from abaw_ros.data.records import DataFormatError, VideoRecord
     from abaw_ros.tasks import TASKS
 
-    root = args.hume_root if task == "emi" else args.bah_frames
+    # where each per-video task's test images are: (argument, its flag, video folder, (number, image) pairs)
+    sources = {
+        "emi": ("hume_root", "--hume-root", lambda root, video: root / "face_images" / video, list_face_images),
+        "ah": ("bah_frames", "--bah-frames", lambda root, video: root / video,
+               lambda folder: sorted(list_bah_frames(folder).items())),
+    }
+    attribute, flag, folder_of, list_images = sources[task]
+    root = getattr(args, attribute)
     if root is None:
-        raise ValueError(f"--task {task} needs {'--hume-root' if task == 'emi' else '--bah-frames'}")
+        raise ValueError(f"--task {task} needs {flag}")
     records = []
     for video in videos:
-        folder = (root / "face_images" / video) if task == "emi" else (root / video)
-        images = (list_face_images(folder) if task == "emi" else sorted(list_bah_frames(folder).items()))
+        folder = folder_of(root, video)
+        images = list_images(folder)
         if not images:
             # without one image the video cannot be predicted, and a submission without it is invalid
             raise DataFormatError(f"test video {video!r}: no face images in {folder}")
@@ -216,10 +223,18 @@ def _unlabelled_records(task: str, args: argparse.Namespace, videos: list[str]):
 
 
 def _write(task, out: Path, videos, records, values, thresholds, frames, np) -> int:
-    from abaw_ros.data.submission import COMBINED_FILES, HEADERS, check_submission, frame_lines, write_lines
+    from abaw_ros.data.submission import (
+        COMBINED_FILES,
+        FRAME_FILES,
+        HEADERS,
+        check_submission,
+        frame_lines,
+        write_lines,
+    )
+    from abaw_ros.tasks import TASKS
 
     combined = out / COMBINED_FILES[task]
-    if task in ("va", "au"):
+    if task in FRAME_FILES:
         per_video = {}
         for rec in records:
             per_video[rec.name] = frame_lines(task, rec.name, rec.frame_numbers, values[rec.name], thresholds)
@@ -230,7 +245,7 @@ def _write(task, out: Path, videos, records, values, thresholds, frames, np) -> 
         summary = (f"{task.upper()}: {sum(len(v) for v in per_video.values())} frames of {len(videos)} test videos "
                    f"({shown} without a face image, predicted from the nearest crop) -> {combined} and "
                    f"{out / task.upper()}/<video>.txt")
-    elif task == "emi":
+    elif TASKS[task].threshold == "none":  # the per-video values (EMI)
         write_lines(combined, HEADERS[task], [f"{int(v)}," + ",".join(f"{x:.6f}" for x in values[v].mean(0))
                                               for v in videos])
         expected = [str(int(v)) for v in videos]

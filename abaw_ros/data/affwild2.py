@@ -26,15 +26,13 @@ from abaw_ros.data.records import (
     resolve_missing_frames,
     summarize,
 )
-from abaw_ros.tasks import AU_NAMES, VA_NAMES
+from abaw_ros.tasks import AU_NAMES, TASKS, VA_NAMES
 
 log = logging.getLogger(__name__)
 
 CHALLENGE_DIRS = {"va": "VA_Estimation_Challenge", "au": "AU_Detection_Challenge"}
 SPLIT_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
 HEADERS = {"va": ",".join(VA_NAMES), "au": ",".join(AU_NAMES)}
-VA_INVALID = -5.0
-AU_INVALID = -1
 
 
 def split_dir_name(split: str) -> str:
@@ -66,6 +64,8 @@ def parse_annotation_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray
         raise DataFormatError(f"{path}:2: no rows after the header: an annotation file has one row "
                               f"per frame of the video")
     width = len(HEADERS[task].split(","))
+    spec = TASKS[task]  # the invalid marker, value kind and range: tasks.Task
+    low, high = spec.value_range
     labels = np.zeros((len(lines) - 1, width), dtype=np.float32)
     valid = np.ones(len(lines) - 1, dtype=bool)
     for row, line in enumerate(lines[1:]):
@@ -79,16 +79,14 @@ def parse_annotation_file(path: Path, task: str) -> tuple[np.ndarray, np.ndarray
             raise DataFormatError(f"{path}:{line_no}: not a number in {line!r}") from None
         if not all(np.isfinite(values)):
             raise DataFormatError(f"{path}:{line_no}: {line!r}: values must be finite numbers")
-        if task == "va":
-            if any(v == VA_INVALID for v in values):
-                valid[row] = False
-            elif any(not -1.0 <= v <= 1.0 for v in values):
-                raise DataFormatError(f"{path}:{line_no}: {line!r} outside [-1, 1] and not the -5 marker")
-        else:
-            if any(v not in (0.0, 1.0, float(AU_INVALID)) for v in values):
-                raise DataFormatError(f"{path}:{line_no}: {line!r}: AU values must be 0, 1 or -1")
-            if any(v == AU_INVALID for v in values):
-                valid[row] = False
+        if spec.kind == "binary" and any(v not in (0.0, 1.0, spec.invalid_label) for v in values):
+            raise DataFormatError(f"{path}:{line_no}: {line!r}: {task.upper()} values must be 0, 1 or "
+                                  f"{spec.invalid_label:g}")
+        if any(v == spec.invalid_label for v in values):
+            valid[row] = False
+        elif any(not low <= v <= high for v in values):
+            raise DataFormatError(f"{path}:{line_no}: {line!r} outside [{low:g}, {high:g}] and not the "
+                                  f"{spec.invalid_label:g} marker")
         labels[row] = values
     labels[~valid] = 0.0
     return labels, valid

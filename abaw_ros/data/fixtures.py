@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES, VA_NAMES
+from abaw_ros.data.affwild2 import CHALLENGE_DIRS
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES
 
 SIZE = 112
 
@@ -178,17 +179,16 @@ def _write_affwild2(paths: FixturePaths, spec: FixtureSpec, faces: list[np.ndarr
                                  tint=(55.0 * arousal[i], 0.0, -55.0 * arousal[i]),
                                  aus=aus[i] if task == "au" else None)
                     write_jpg(paths.affwild2_images / "cropped_aligned" / name / f"{frame_no:05d}.jpg", img)
-                challenge = "VA_Estimation_Challenge" if task == "va" else "AU_Detection_Challenge"
-                ann = paths.affwild2_annotations / challenge / split_dir / f"{name}.txt"
+                ann = paths.affwild2_annotations / CHALLENGE_DIRS[task] / split_dir / f"{name}.txt"
                 ann.parent.mkdir(parents=True, exist_ok=True)
                 if task == "va":
                     labels = np.stack([valence, arousal], axis=1).round(3)
-                    labels[invalid] = -5.0
+                    labels[invalid] = TASKS[task].invalid_label
                     rows = [",".join(f"{v:g}" for v in row) for row in labels]
                     header = ",".join(VA_NAMES)
                 else:
                     labels = aus.copy()
-                    labels[invalid] = -1.0
+                    labels[invalid] = TASKS[task].invalid_label
                     rows = [",".join(str(int(v)) for v in row) for row in labels]
                     header = ",".join(AU_NAMES)
                 ann.write_text(header + "\n" + "\n".join(rows) + "\n")

@@ -118,10 +118,6 @@ def resolve_missing_frames(
     return out, missing
 
 
-def drop_rows(record_rows: list, keep: list[bool]) -> list:
-    return [r for r, k in zip(record_rows, keep, strict=True) if k]
-
-
 def summarize(records: list[VideoRecord], what: str) -> None:
     rows = sum(len(r) for r in records)
     valid = sum(int(r.valid.sum()) for r in records)

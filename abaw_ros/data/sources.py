@@ -12,7 +12,7 @@ Protocols (``train.protocol``, see docs/TRAINING.md):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -65,19 +65,9 @@ def load_split(data: DataLocations, tasks: Sequence[str], split: str,
         data = _Locations(data, missing_frames="skip")
     out: dict[str, list[VideoRecord]] = {}
     for task in normalize_tasks(tasks):
-        if task in ("va", "au"):
-            out[task] = load_affwild2(
-                _need(data.affwild2_images, "affwild2_images", task),
-                _need(data.affwild2_annotations, "affwild2_annotations", task),
-                task, split, data.missing_frames,
-            )
-        elif task == "emi":
-            csv = data.hume_train_csv if split == "train" else data.hume_val_csv
-            out[task] = load_hume(_need(data.hume_root, "hume_root", task), split, csv,
-                                  "error" if data.missing_frames == "error" else "skip")
-        else:
-            out[task] = load_bah(_need(data.bah_root, "bah_root", task), split,
-                                 frames_root=data.bah_frames_root, missing_frames=data.missing_frames)
+        if task not in LOADERS:
+            raise ValueError(f"task {task!r} has no data loader: choose from {list(LOADERS)}")
+        out[task] = LOADERS[task](data, task, split)
     if protocol == "reference":
         for task, records in out.items():
             kept = [drop_invalid_rows(r) for r in records]
@@ -161,3 +151,26 @@ def load_affwild2_test(images_root: Path | str, task: str, videos: Sequence[str]
                                    labels=np.zeros((n, TASKS[task].size), np.float32), valid=np.zeros(n, bool),
                                    frame_numbers=np.asarray(numbers, np.int64), source=folder, substituted=missing))
     return records
+
+
+def _affwild2(data, task: str, split: str) -> list[VideoRecord]:
+    return load_affwild2(_need(data.affwild2_images, "affwild2_images", task),
+                         _need(data.affwild2_annotations, "affwild2_annotations", task),
+                         task, split, data.missing_frames)
+
+
+def _hume(data, task: str, split: str) -> list[VideoRecord]:
+    csv = data.hume_train_csv if split == "train" else data.hume_val_csv
+    return load_hume(_need(data.hume_root, "hume_root", task), split, csv,
+                     "error" if data.missing_frames == "error" else "skip")
+
+
+def _bah(data, task: str, split: str) -> list[VideoRecord]:
+    return load_bah(_need(data.bah_root, "bah_root", task), split,
+                    frames_root=data.bah_frames_root, missing_frames=data.missing_frames)
+
+
+# The data set each task is read from: (locations, task, split) -> that split's records.
+LOADERS: dict[str, Callable[[DataLocations, str, str], list[VideoRecord]]] = {
+    "va": _affwild2, "au": _affwild2, "emi": _hume, "ah": _bah,
+}

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw_ros.data.records import DataFormatError, read_text
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES, VA_NAMES
+from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES
 
 HEADERS: dict[str, str] = {
     "va": "image_location," + ",".join(VA_NAMES),
@@ -41,6 +41,9 @@ HEADERS: dict[str, str] = {
 }
 COMBINED_FILES: dict[str, str] = {"va": "VA_predictions.txt", "au": "AU_predictions.txt",
                                   "emi": "EMI_predictions.csv", "ah": "AH_predictions.txt"}
+# The challenge files' layouts: one row per frame (plus one file per video) or one row per video.
+FRAME_FILES: frozenset[str] = frozenset({"va", "au"})
+PER_VIDEO_FILES: frozenset[str] = frozenset({"emi", "ah"})
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 OFFICIAL_THRESHOLD = 0.5
 
@@ -126,10 +129,11 @@ def expected_frames(videos: Sequence[str] | None, sample: Mapping[str, list[int]
 def frame_lines(task: str, video: str, numbers: Sequence[int], values: np.ndarray,
                 au_thresholds: Sequence[float] | None = None) -> list[str]:
     """VA/AU lines of one video: ``<video>/<NNNNN>.jpg,...``."""
-    if task == "va":
+    spec = TASKS[task]
+    if spec.threshold == "none":  # the values themselves
         return [f"{video}/{int(n):05d}.jpg," + ",".join(f"{x:.6f}" for x in v)
                 for n, v in zip(numbers, values, strict=True)]
-    th = np.asarray(au_thresholds if au_thresholds is not None else [OFFICIAL_THRESHOLD] * len(AU_NAMES))
+    th = np.asarray(au_thresholds if au_thresholds is not None else [OFFICIAL_THRESHOLD] * spec.size)
     return [f"{video}/{int(n):05d}.jpg," + ",".join(str(int(x)) for x in (v >= th))
             for n, v in zip(numbers, values, strict=True)]
 
@@ -142,6 +146,9 @@ def write_lines(path: Path, header: str, lines: Sequence[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, ("\n".join([header, *lines]) + "\n").encode("utf-8"), path.name)
     return path
+
+
+_COUNTS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -160,6 +167,8 @@ def check_frame_file(path: Path, task: str, expected: Mapping[str, list[int]], v
         return [f"{path}:1: header {','.join(rows[0]) if rows else 'nothing'!r}, expected {HEADERS[task]!r}"]
     want = [f"{v}/{n:05d}.jpg" for v in (videos if videos is not None else expected) for n in expected[v]]
     problems: list[str] = []
+    spec = TASKS[task]  # the value kind and range: tasks.Task
+    low, high = spec.value_range
     width = len(HEADERS[task].split(","))
     for i, row in enumerate(rows[1:]):
         line = i + 2
@@ -177,10 +186,10 @@ def check_frame_file(path: Path, task: str, expected: Mapping[str, list[int]], v
                 values = None
             if values is None or not all(np.isfinite(values)):
                 problems.append(f"{path}:{line}: not a number in {row[1:]}")
-            elif task == "va" and not all(-1.0 <= x <= 1.0 for x in values):
-                problems.append(f"{path}:{line}: valence/arousal {values} outside [-1, 1]")
-            elif task == "au" and not all(x in (0.0, 1.0) for x in values):
-                problems.append(f"{path}:{line}: AU values {row[1:]} must be 0 or 1")
+            elif spec.kind == "regression" and not all(low <= x <= high for x in values):
+                problems.append(f"{path}:{line}: {'/'.join(spec.outputs)} {values} outside [{low:g}, {high:g}]")
+            elif spec.kind == "binary" and not all(x in (0.0, 1.0) for x in values):
+                problems.append(f"{path}:{line}: {task.upper()} values {row[1:]} must be 0 or 1")
         if len(problems) >= limit:
             return problems
     if len(rows) - 1 < len(want) and len(problems) < limit:
@@ -197,6 +206,8 @@ def check_video_file(path: Path, task: str, videos: Sequence[str], limit: int = 
     if not rows or ",".join(c.strip() for c in rows[0]) != HEADERS[task]:
         return [f"{path}:1: header {','.join(rows[0]) if rows else 'nothing'!r}, expected {HEADERS[task]!r}"]
     problems = []
+    spec = TASKS[task]  # the value kind and range: tasks.Task
+    low, high = spec.value_range
     if [r[0].strip() for r in rows[1:]] != list(videos):
         problems.append(f"{path}: lists {len(rows) - 1} videos, expected the {len(videos)} test videos in order")
     for i, row in enumerate(rows[1:]):
@@ -205,9 +216,10 @@ def check_video_file(path: Path, task: str, videos: Sequence[str], limit: int = 
         except ValueError:
             values = []
         ok = (len(values) == len(HEADERS[task].split(",")) - 1
-              and (all(0.0 <= x <= 1.0 for x in values) if task == "emi" else values in ([0.0], [1.0])))
+              and (all(low <= x <= high for x in values) if spec.kind == "regression" else values in ([0.0], [1.0])))
         if not ok:
-            problems.append(f"{path}:{i + 2}: {row[1:]} is not {'six values in [0, 1]' if task == 'emi' else '0 or 1'}")
+            what = f"{_COUNTS.get(spec.size, spec.size)} values in [{low:g}, {high:g}]"
+            problems.append(f"{path}:{i + 2}: {row[1:]} is not {what if spec.kind == 'regression' else '0 or 1'}")
         if len(problems) >= limit:
             break
     return problems
@@ -219,7 +231,7 @@ def check_submission(folder: Path | str, task: str, expected: Mapping[str, list[
     ``expected``: ``{video: frames}`` for VA/AU, the video names for EMI/AH."""
     folder = Path(folder)
     combined = folder / COMBINED_FILES[task]
-    if task in ("emi", "ah"):
+    if task in PER_VIDEO_FILES:
         return check_video_file(combined, task, [str(v) for v in expected])
     assert isinstance(expected, Mapping)
     problems = check_frame_file(combined, task, expected)

@@ -32,8 +32,6 @@ from abaw_ros.tasks import AH_NAMES, TASK_ORDER, TASKS
 
 KEY_INDEX = "index"
 KEY_STAMP = "stamp"
-# Markers of an invalid (unlabelled) value per task, as the official files write them.
-INVALID_MARKERS: dict[str, float] = {"va": -5.0, "au": -1.0, "emi": -1.0, "ah": -1.0}
 # Aff-Wild2 numbers frames from 1, BAH from 0.
 AFFWILD2_FIRST_FRAME = 1
 BAH_FIRST_FRAME = 0
@@ -333,13 +331,13 @@ def load_stamp_csv(path: str | Path) -> FrameLabels:
                 numbers = [float(c) for c in cells]
             except ValueError:
                 raise DataFormatError(f"{path}:{line}: not a number among {task} values {cells}") from None
-            if any(v == INVALID_MARKERS[task] for v in numbers):
+            if any(v == TASKS[task].invalid_label for v in numbers):
                 valid[task][i] = False
                 continue
-            low = -1.0 if TASKS[task].activation == "tanh" else 0.0
-            if any(not low <= v <= 1.0 for v in numbers):
-                raise DataFormatError(f"{path}:{line}: {task} values {cells} outside [{low:g}, 1] and not "
-                                      f"the invalid marker {INVALID_MARKERS[task]:g}")
+            low, high = TASKS[task].value_range
+            if any(not low <= v <= high for v in numbers):
+                raise DataFormatError(f"{path}:{line}: {task} values {cells} outside [{low:g}, {high:g}] and not "
+                                      f"the invalid marker {TASKS[task].invalid_label:g}")
             values[task][i] = numbers
     return FrameLabels(KEY_STAMP, stamps, values, valid, {t: str(path) for t in columns})
 
@@ -362,6 +360,6 @@ def write_stamp_csv(path: str | Path, stamps_ns: np.ndarray, labels: FrameLabels
                 if labels.valid[task][row]:
                     cells += [f"{v:.6g}" for v in labels.values[task][row]]
                 else:
-                    cells += [f"{INVALID_MARKERS[task]:g}"] * TASKS[task].size
+                    cells += [f"{TASKS[task].invalid_label:g}"] * TASKS[task].size
             writer.writerow(cells)
     return path

@@ -7,7 +7,7 @@ from typing import Any
 
 from abaw_ros.offline.annotations import AlignedLabels, FrameLabels
 from abaw_ros.offline.batch_executors import BagOutcome
-from abaw_ros.offline.report import compute_metrics
+from abaw_ros.offline.report import compute_metrics, frames_note
 from abaw_ros.offline.track import PredictionTrack
 from abaw_ros.tasks import TASK_ORDER
 
@@ -16,14 +16,7 @@ def concatenate_tracks(tracks: Sequence[PredictionTrack]) -> PredictionTrack:
     """One track holding the frames of ``tracks`` one after the other."""
     out = PredictionTrack(tracks[0].face_policy if tracks else PredictionTrack().face_policy)
     for track in tracks:
-        out.indices += track.indices
-        out.stamps_ns += track.stamps_ns
-        out.n_faces += track.n_faces
-        out.face_ids += track.face_ids
-        for task in TASK_ORDER:
-            out.rows[task] += track.rows[task]
-        out.au_active_rows += track.au_active_rows
-        out.hesitant_rows += track.hesitant_rows
+        out.extend(track)
     return out
 
 
@@ -54,7 +47,8 @@ def pooled_metrics(outcomes: Sequence[BagOutcome], labels: dict[int, FrameLabels
         )
         entry = compute_metrics(track, aligned, missing)[task]
         entry["bags"] = len(parts)
-        if task == "emi":
-            entry["note"] = "Pearson r across the frames of all bags"
+        note = frames_note(task, "all bags")
+        if note:
+            entry["note"] = note
         pooled[task] = entry
     return pooled

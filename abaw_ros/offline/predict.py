@@ -44,7 +44,7 @@ from abaw_ros.outputs import (
     starts_with_line,
     write_faults,
 )
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES
+from abaw_ros.tasks import BUILTIN_ORDER, TASKS, csv_cells, csv_columns, task_order
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult, FrameResult, PerceptionPipeline
@@ -57,9 +57,9 @@ VIDEO_CODECS: dict[str, str] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", 
 # The CSV layout: one source of truth for the writer, the docs and the tests.
 FRAME_COLUMNS: tuple[str, ...] = ("frame", "time_s", "stamp_ns", "source")
 FACE_COLUMNS: tuple[str, ...] = (
-    "face_id", "x", "y", "w", "h", "detection_confidence", "valence", "arousal",
-    *AU_NAMES, *EMI_NAMES, "hesitancy",
-    *(f"{name}_active" for name in AU_NAMES), "hesitant", "frames_observed", "window_length",
+    "face_id", "x", "y", "w", "h", "detection_confidence",
+    *csv_columns(BUILTIN_ORDER),  # each task's values, then flags (tasks.Task.csv_columns)
+    "frames_observed", "window_length",
 )
 CSV_COLUMNS: tuple[str, ...] = FRAME_COLUMNS + FACE_COLUMNS
 
@@ -74,23 +74,13 @@ def _number(value: float) -> str:
 def face_row(face: FaceResult) -> dict[str, str]:
     """The face columns of one face (:data:`FACE_COLUMNS`); tasks the model does not
     estimate are empty."""
-    outputs = face.outputs
-    va = outputs.get("va")
-    au = outputs.get("au")
-    emi = outputs.get("emi")
-    ah = outputs.get("ah")
     x, y, w, h = (int(v) for v in face.box)
     row = {"face_id": str(face.face_id), "x": str(x), "y": str(y), "w": str(w), "h": str(h),
-           "detection_confidence": _number(float(face.confidence)),
-           "valence": _number(float(va[0])) if va is not None else "",
-           "arousal": _number(float(va[1])) if va is not None else ""}
-    for k, name in enumerate(AU_NAMES):
-        row[name] = _number(float(au[k])) if au is not None else ""
-        row[f"{name}_active"] = str(int(bool(face.au_active[k]))) if au is not None else ""
-    for k, name in enumerate(EMI_NAMES):
-        row[name] = _number(float(emi[k])) if emi is not None else ""
-    row["hesitancy"] = _number(float(ah[0])) if ah is not None else ""
-    row["hesitant"] = str(int(bool(face.hesitant))) if ah is not None else ""
+           "detection_confidence": _number(float(face.confidence))}
+    for name in task_order():  # registered tasks too: tasks.Task.csv_columns
+        task = TASKS[name]
+        flags = getattr(face, task.flag_field, None) if task.flag_field else None
+        row.update(csv_cells(task, face.outputs.get(name), flags, _number))
     row["frames_observed"] = str(int(face.frames_observed))
     row["window_length"] = str(int(face.window_length))
     return row

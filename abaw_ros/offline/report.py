@@ -22,6 +22,7 @@ from abaw_ros import metrics
 from abaw_ros.offline.annotations import AlignedLabels
 from abaw_ros.offline.outputs import write_file_atomically
 from abaw_ros.offline.track import PredictionTrack
+from abaw_ros.tasks import TASKS
 
 MISSING_POLICIES: tuple[str, ...] = ("exclude", "neutral")
 NEUTRAL_OUTPUT = 0.0
@@ -57,21 +58,31 @@ def compute_metrics(track: PredictionTrack, labels: AlignedLabels, missing: str 
                               if valid.any() else "no valid label among the processed frames")
             out[task] = entry
             continue
-        if task == "emi":
-            scores = metrics.emi_metrics(pred[use], true[use])
-            entry["note"] = "Pearson r across the frames of the bag (one video)"
-        else:
-            scores = metrics.task_metrics(task, pred[use], true[use])
-        if task == "au":
-            flags = track.au_active[use].astype(np.float64)
-            scores["au_f1_mean_node_thresholds"] = metrics.au_metrics(flags, true[use])["au_f1_mean"]
-        if task == "ah":
-            flags = track.hesitant[use].astype(np.float64)
-            scores["ah_f1_macro_node_threshold"] = metrics.ah_metrics(flags, true[use])["ah_f1_macro"]
+        spec = TASKS[task]
+        # a bag is one video: a per-video metric is scored across its frames (each frame its own "video")
+        scores = metrics.score_task(spec, pred[use], true[use], video_ids=np.arange(int(use.sum())),
+                                    threshold=spec.default_thresholds())
+        note = frames_note(task, "the bag (one video)")
+        if note:
+            entry["note"] = note
+        if spec.threshold != "none" and spec.flag_field:
+            flags = track.flags(task)[use].astype(np.float64)
+            plural = "s" if spec.threshold == "per_output" else ""
+            scores[f"{spec.primary_metric}_node_threshold{plural}"] = metrics.score_task(
+                spec, flags, true[use])[spec.primary_metric]
         entry["primary"] = metrics.PRIMARY_METRIC[task]
         entry["scores"] = scores
         out[task] = entry
     return out
+
+
+def frames_note(task: str, where: str) -> str | None:
+    """What a per-video metric means when scored across the frames of ``where``; None for
+    a per-frame metric."""
+    spec = TASKS[task]
+    if spec.unit != "video":
+        return None
+    return f"{metrics.SCORER_LABELS.get(spec.scorer, spec.scorer)} across the frames of {where}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,13 +8,16 @@ read back from a bag, so metrics can be recomputed from the bag alone.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from abaw_ros.tasks import AU_NAMES, TASK_ORDER, TASKS
+from abaw_ros.tasks import BUILTIN_ORDER, TASKS, message_values, values_from_message
+
+# The tasks a FaceAffect message carries (the message definition is fixed: the built-in ones).
+MESSAGE_TASKS: tuple[str, ...] = tuple(t for t in BUILTIN_ORDER if TASKS[t].message_fields)
 
 FACE_LARGEST = "largest"
 FACE_MOST_CONFIDENT = "most-confident"
@@ -32,21 +35,19 @@ def _stamp_ns(stamp: Any) -> int:
 def face_values_from_msg(face: Any) -> dict[str, Any]:
     """A ``FaceAffect`` message (any message class with its fields) -> the plain values
     :func:`abaw_ros.perception.face_values.face_affect_values` gives for a pipeline face."""
-    return {
+    values: dict[str, Any] = {
         "face_id": face.face_id,
         "roi": (int(face.roi.x_offset), int(face.roi.y_offset), int(face.roi.width), int(face.roi.height)),
         "detection_confidence": float(face.detection_confidence),
         "window_length": int(face.window_length),
         "frames_observed": int(face.frames_observed),
-        "valence": float(face.valence),
-        "arousal": float(face.arousal),
-        "au_probability": np.asarray(face.au_probability, dtype=np.float32),
-        "au_active": np.asarray(face.au_active, dtype=bool),
-        "mimicry_intensity": np.asarray(face.mimicry_intensity, dtype=np.float32),
-        "hesitancy_probability": float(face.hesitancy_probability),
-        "hesitant": bool(face.hesitant),
-        "window_start_ns": _stamp_ns(getattr(face, "window_start", None)),  # absent in older bags
     }
+    for name in MESSAGE_TASKS:  # each task's own fields (tasks.Task.message_fields)
+        task = TASKS[name]
+        read = values_from_message(task, face)
+        values.update(message_values(task, *read))
+    values["window_start_ns"] = _stamp_ns(getattr(face, "window_start", None))  # absent in older bags
+    return values
 
 
 def choose_face(faces: Sequence[dict[str, Any]], policy: str = FACE_LARGEST) -> dict[str, Any] | None:
@@ -79,9 +80,8 @@ class PredictionTrack:
     stamps_ns: list[int] = field(default_factory=list)
     n_faces: list[int] = field(default_factory=list)
     face_ids: list[str] = field(default_factory=list)
-    rows: dict[str, list[np.ndarray]] = field(default_factory=lambda: {t: [] for t in TASK_ORDER})
-    au_active_rows: list[np.ndarray] = field(default_factory=list)
-    hesitant_rows: list[bool] = field(default_factory=list)
+    rows: dict[str, list[np.ndarray]] = field(default_factory=lambda: {t: [] for t in MESSAGE_TASKS})
+    flag_rows: dict[str, list] = field(default_factory=lambda: {t: [] for t in MESSAGE_TASKS if TASKS[t].flag_field})
     frames_per_id: dict[str, int] = field(default_factory=dict)  # every id seen, followed or not
 
     def add(self, index: int, stamp_ns: int, faces: Sequence[dict[str, Any]]) -> None:
@@ -92,21 +92,32 @@ class PredictionTrack:
         self.stamps_ns.append(int(stamp_ns))
         self.n_faces.append(len(faces))
         self.face_ids.append("" if face is None else face["face_id"])
-        if face is None:
-            for task in TASK_ORDER:
-                self.rows[task].append(np.full(TASKS[task].size, np.nan, dtype=np.float32))
-            self.au_active_rows.append(np.zeros(len(AU_NAMES), dtype=bool))
-            self.hesitant_rows.append(False)
-            return
-        self.rows["va"].append(np.array([face["valence"], face["arousal"]], dtype=np.float32))
-        self.rows["au"].append(np.asarray(face["au_probability"], dtype=np.float32).reshape(-1))
-        self.rows["emi"].append(np.asarray(face["mimicry_intensity"], dtype=np.float32).reshape(-1))
-        self.rows["ah"].append(np.array([face["hesitancy_probability"]], dtype=np.float32))
-        self.au_active_rows.append(np.asarray(face["au_active"], dtype=bool).reshape(-1))
-        self.hesitant_rows.append(bool(face["hesitant"]))
+        for name in MESSAGE_TASKS:  # every task a message carries: tasks.Task.message_fields
+            task = TASKS[name]
+            if face is None:
+                self.rows[name].append(np.full(task.size, np.nan, dtype=np.float32))
+                if task.flag_field:
+                    self.flag_rows[name].append(np.zeros(task.size, dtype=bool) if task.threshold == "per_output"
+                                                else False)
+                continue
+            values, flags = values_from_message(task, face)
+            self.rows[name].append(values)
+            if task.flag_field:
+                self.flag_rows[name].append(flags)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def extend(self, other: PredictionTrack) -> None:
+        """Append the frames of ``other`` after this track's."""
+        self.indices += other.indices
+        self.stamps_ns += other.stamps_ns
+        self.n_faces += other.n_faces
+        self.face_ids += other.face_ids
+        for task, rows in other.rows.items():
+            self.rows[task] += rows
+        for task, rows in other.flag_rows.items():
+            self.flag_rows[task] += rows
 
     @property
     def followed_ids(self) -> list[str]:
@@ -139,15 +150,22 @@ class PredictionTrack:
     def stamp_array(self) -> np.ndarray:
         return np.asarray(self.stamps_ns, dtype=np.int64)
 
+    def flags(self, task: str) -> np.ndarray:
+        """The chosen face's thresholded flags of ``task`` per frame (``(M, size)`` for one
+        threshold per output, ``(M,)`` for one per task), false without a face."""
+        spec = TASKS[task]
+        rows = self.flag_rows[task]
+        if spec.threshold == "per_output":
+            return np.stack(rows) if rows else np.zeros((0, spec.size), dtype=bool)
+        return np.asarray(rows, dtype=bool)
+
     @property
     def au_active(self) -> np.ndarray:
-        if not self.au_active_rows:
-            return np.zeros((0, len(AU_NAMES)), dtype=bool)
-        return np.stack(self.au_active_rows)
+        return self.flags("au")
 
     @property
     def hesitant(self) -> np.ndarray:
-        return np.asarray(self.hesitant_rows, dtype=bool)
+        return self.flags("ah")
 
     @property
     def has_face(self) -> np.ndarray:
@@ -158,12 +176,3 @@ class PredictionTrack:
         the task publishes NaN)."""
         out = self.output(task)
         return np.all(np.isfinite(out), axis=1) if len(out) else np.zeros(0, dtype=bool)
-
-    @classmethod
-    def from_messages(cls, messages: Iterable[tuple[int, int, Any]], face_policy: str = FACE_LARGEST,
-                      ) -> PredictionTrack:
-        """From ``(frame index, stamp ns, FaceAffectArray)`` triples."""
-        track = cls(face_policy)
-        for index, stamp, msg in messages:
-            track.add(index, stamp, [face_values_from_msg(f) for f in msg.faces])
-        return track

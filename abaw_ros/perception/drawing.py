@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from abaw_ros.perception.pipeline import FaceResult
-from abaw_ros.tasks import AU_NAMES
+from abaw_ros.tasks import TASKS, task_order
 
 BOX_COLOUR = (0, 220, 0)  # BGR
 TEXT_COLOUR = (0, 255, 0)
@@ -29,17 +29,13 @@ def _text(canvas: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int
 
 
 def face_lines(face: FaceResult) -> list[str]:
-    """The caption of one face: id and window fill, V/A, hesitancy, active AUs."""
+    """The caption of one face: id and window fill, then each estimated task's line (V/A, hesitancy, active AUs)."""
     lines = [f"{face.face_id} ({face.frames_observed}/{face.window_length})"]
-    va = face.outputs.get("va")
-    if va is not None:
-        lines.append(f"V {float(va[0]):+.2f} A {float(va[1]):+.2f}")
-    ah = face.outputs.get("ah")
-    if ah is not None:
-        lines.append(f"hesitancy {float(ah[0]):.2f}" + (" HESITANT" if face.hesitant else ""))
-    if face.outputs.get("au") is not None:
-        active = [name for name, on in zip(AU_NAMES, np.asarray(face.au_active, dtype=bool), strict=True) if on]
-        lines.append("AU " + (" ".join(a.removeprefix("AU") for a in active) if active else "-"))
+    drawn = sorted((TASKS[t] for t in task_order() if TASKS[t].caption is not None), key=lambda t: t.caption_rank)
+    for task in drawn:  # each task's caption line (tasks.Task.caption), in its rank
+        values = face.outputs.get(task.name)
+        if values is not None:
+            lines.append(task.caption(values, getattr(face, task.flag_field, None) if task.flag_field else None))
     return lines
 
 

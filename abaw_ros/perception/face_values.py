@@ -12,24 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from abaw_ros.tasks import AU_NAMES, EMI_NAMES
+from abaw_ros.tasks import TASKS, message_values, task_order
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FaceResult
 
 __all__ = ["face_affect_values", "roi_from_box"]
-
-
-def _floats(values: Any, size: int, name: str) -> np.ndarray:
-    """A task's outputs as ``size`` float32 values; NaN where the model has no such task."""
-    if values is None:
-        return np.full(size, np.nan, dtype=np.float32)
-    flat = np.asarray(values, dtype=np.float32).reshape(-1)
-    if flat.size != size:
-        raise ValueError(f"task {name!r}: expected {size} outputs, got {flat.size}")
-    return flat
 
 
 def roi_from_box(box: Sequence[float], image_shape: Sequence[int] | None) -> tuple[int, int, int, int]:
@@ -52,23 +40,16 @@ def face_affect_values(face: FaceResult, image_shape: Sequence[int] | None = Non
     ``(x_offset, y_offset, width, height)``, the window start as ``window_start_ns``). Tasks the model does not estimate are NaN
     and their flags false."""
     outputs: Mapping[str, Any] = face.outputs
-    va = _floats(outputs.get("va"), 2, "va")
-    active = face.au_active if face.au_active is not None else np.zeros(len(AU_NAMES), dtype=bool)
-    active = np.asarray(active, dtype=bool).reshape(-1)
-    if active.size != len(AU_NAMES):
-        raise ValueError(f"au_active: expected {len(AU_NAMES)} flags, got {active.size}")
-    return {
+    values: dict[str, Any] = {
         "face_id": str(face.face_id),
         "roi": roi_from_box(face.box, image_shape),
         "detection_confidence": float(face.confidence),
         "window_length": int(face.window_length),
         "frames_observed": int(face.frames_observed),
-        "valence": float(va[0]),
-        "arousal": float(va[1]),
-        "au_probability": _floats(outputs.get("au"), len(AU_NAMES), "au"),
-        "au_active": active,
-        "mimicry_intensity": _floats(outputs.get("emi"), len(EMI_NAMES), "emi"),
-        "hesitancy_probability": float(_floats(outputs.get("ah"), 1, "ah")[0]),
-        "hesitant": bool(face.hesitant),
-        "window_start_ns": int(getattr(face, "window_start_ns", 0)),
     }
+    for name in task_order():  # each task's own fields (tasks.Task.message_fields)
+        task = TASKS[name]
+        flags = getattr(face, task.flag_field, None) if task.flag_field else None
+        values.update(message_values(task, outputs.get(name), flags))
+    values["window_start_ns"] = int(getattr(face, "window_start_ns", 0))
+    return values

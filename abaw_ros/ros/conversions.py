@@ -97,11 +97,8 @@ def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = N
     msg = FaceAffect()
     msg.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
     msg.window_start = ns_to_time(values.pop("window_start_ns"))
-    values["au_probability"] = values["au_probability"].tolist()
-    values["mimicry_intensity"] = values["mimicry_intensity"].tolist()
-    values["au_active"] = values["au_active"].tolist()
-    for name, value in values.items():
-        setattr(msg, name, value)
+    for name, value in values.items():  # the tasks' array fields (tasks.Task.message_fields) as lists
+        setattr(msg, name, value.tolist() if isinstance(value, np.ndarray) else value)
     return msg
 
 

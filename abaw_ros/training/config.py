@@ -7,7 +7,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,3 @@ def load_train_config(path: Path | str | None, overrides: list[str] | None = Non
         where = f"{path}: " if path is not None else ""
         raise ValueError(f"{where}{exc}") from None
 
-
-def with_model(cfg: TrainConfig, **model_overrides: Any) -> TrainConfig:
-    return replace(cfg, model=replace(cfg.model, **model_overrides))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,16 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from abaw_ros.data.dataset import ClipDataset
-from abaw_ros.metrics import (
-    PRIMARY_METRIC,
-    ah_metrics,
-    ah_video_metrics,
-    au_metrics,
-    heldout_tuned_f1,
-    task_metrics,
-    tune_ah_threshold,
-    tune_au_thresholds,
-)
+from abaw_ros.metrics import PRIMARY_METRIC, VIDEO_SCORERS, heldout_tuned_f1, score_task, tune_threshold
 from abaw_ros.models import activate, broadcast_to_frames
 from abaw_ros.tasks import AU_NAMES, EMI_NAMES, TASKS, VA_NAMES, output_slices
 from abaw_ros.training.distributed import DistContext, gather_objects
@@ -134,9 +126,12 @@ def score(
     slices = output_slices(dataset.tasks)
     metrics: dict[str, dict[str, float]] = {}
     frames: dict[str, int] = {}
-    used_thresholds = list(au_thresholds) if au_thresholds is not None else None
+    # the thresholds by task, as the result (and checkpoints) name them
+    thresholds: dict[str, Any] = {"au": list(au_thresholds) if au_thresholds is not None else None,
+                                  "ah": ah_threshold}
     au_f1_thresholded: dict[str, float] = {}
     for task in dataset.tasks:
+        spec = TASKS[task]
         picked = [(r, p, dataset.scored_rows(i)) for i, (r, p) in enumerate(zip(dataset.records, preds, strict=True))
                   if r.task == task]
         if not picked:
@@ -146,29 +141,27 @@ def score(
         ids = [r.name for r, _, rows in picked for _ in range(len(rows))]
         if p.shape[0] == 0:
             continue  # an unlabeled (test) set: predictions only
-        if task == "au" and tune_thresholds:
-            used_thresholds = tune_au_thresholds(p, t).tolist()
-        if task == "ah" and tune_thresholds:
-            ah_threshold = tune_ah_threshold(p, t)
-        metrics[task] = task_metrics(task, p, t, video_ids=ids,
-                                     au_thresholds=used_thresholds if task == "au" else None)
-        if task == "au" and used_thresholds is not None:
-            at_th = au_metrics(p, t, used_thresholds)
-            au_f1_thresholded = {k: v for k, v in at_th.items() if k != "au_f1_mean"}
-        if task == "ah" and ah_threshold is not None:
-            metrics[task]["ah_f1_macro_tuned"] = ah_metrics(p, t, ah_threshold)["ah_f1_macro"]
-        if task in ("au", "ah"):  # a property of the predictions alone, whatever thresholds are used
+        if spec.threshold != "none" and tune_thresholds:
+            thresholds[task] = tune_threshold(spec, p, t)
+        metrics[task] = score_task(spec, p, t, video_ids=ids)
+        used = thresholds.get(task)
+        if spec.threshold != "none" and used is not None:
+            at_th = score_task(spec, p, t, video_ids=ids, threshold=used)
+            metrics[task][f"{spec.primary_metric}_tuned"] = at_th[spec.primary_metric]
+            if spec.threshold == "per_output":
+                au_f1_thresholded = {k: v for k, v in at_th.items() if k != spec.primary_metric}
+        if spec.threshold != "none":  # a property of the predictions alone, whatever thresholds are used
             heldout = heldout_tuned_f1(task, p, t, ids)
             if heldout is not None:
-                metrics[task][f"{PRIMARY_METRIC[task]}_tuned_heldout"] = heldout
-        if task == "ah":
-            metrics[task].update(ah_video_metrics(
-                np.array([pr[rows][:, slices[task]].mean() for _, pr, rows in picked if len(rows)]),
-                np.array([_video_label(r, rows) for r, _, rows in picked if len(rows)])))
-        frames[task] = len(set(ids)) if task == "emi" else int(p.shape[0])
+                metrics[task][f"{spec.primary_metric}_tuned_heldout"] = heldout
+        if spec.scorer in VIDEO_SCORERS:
+            metrics[task].update(VIDEO_SCORERS[spec.scorer](
+                spec, np.array([pr[rows][:, slices[task]].mean() for _, pr, rows in picked if len(rows)]),
+                np.array([_video_label(r, rows) for r, _, rows in picked if len(rows)]), spec.default_threshold))
+        frames[task] = len(set(ids)) if spec.unit == "video" else int(p.shape[0])
     primaries = [m[PRIMARY_METRIC[t]] for t, m in metrics.items()]
     total = float(np.mean(primaries)) if primaries else float("nan")
-    return EvalResult(metrics, total, used_thresholds, ah_threshold, frames, au_f1_thresholded)
+    return EvalResult(metrics, total, thresholds["au"], thresholds["ah"], frames, au_f1_thresholded)
 
 
 def _video_label(record, rows: np.ndarray) -> float:
@@ -186,10 +179,12 @@ def metrics_table(result: EvalResult) -> str:
         for name, value in m.items():
             if name == primary:
                 continue
-            if task == "au" and name.startswith("au_f1_AU"):
-                line = f"{'':<5} {name + ' (th 0.50)':<34} {value:>8.4f}"
+            spec = TASKS[task]
+            output = name.removeprefix(f"{task}_f1_")
+            if spec.threshold == "per_output" and output in spec.outputs:
+                line = f"{'':<5} {name + f' (th {spec.default_threshold:.2f})':<34} {value:>8.4f}"
                 if result.au_thresholds is not None and name in result.au_f1_thresholded:
-                    th = result.au_thresholds[AU_NAMES.index(name.removeprefix("au_f1_"))]
+                    th = result.au_thresholds[spec.outputs.index(output)]
                     line += f"   at th {th:.2f}: {result.au_f1_thresholded[name]:.4f}"
                 lines.append(line)
                 continue
@@ -208,6 +203,43 @@ def write_json(path: Path, payload: dict) -> None:
     write_bytes(path, json.dumps(payload, indent=2, default=float).encode("utf-8"), path.name)
 
 
+def _va_lines(pairs, _threshold) -> list[str]:
+    lines = ["image_location," + ",".join(VA_NAMES)]
+    for r, p in pairs:
+        lines += [f"{r.name}/{n:05d}.jpg,{v[0]:.6f},{v[1]:.6f}" for n, v in zip(r.frame_numbers, p, strict=True)]
+    return lines
+
+
+def _au_lines(pairs, thresholds) -> list[str]:
+    lines = ["image_location," + ",".join(AU_NAMES)]
+    for r, p in pairs:
+        on = (p >= np.asarray(thresholds)).astype(int)
+        lines += [f"{r.name}/{n:05d}.jpg," + ",".join(map(str, o)) for n, o in zip(r.frame_numbers, on, strict=True)]
+    return lines
+
+
+def _emi_lines(pairs, _threshold) -> list[str]:
+    return ["Filename," + ",".join(EMI_NAMES)] + [f"{int(r.name)}," + ",".join(f"{v:.6f}" for v in p.mean(0))
+                                                 for r, p in pairs]
+
+
+def _ah_lines(pairs, threshold) -> list[str]:
+    lines = ["image_location," + TASKS["ah"].outputs[0]]
+    for r, p in pairs:
+        lines += [f"{r.name}/frame-{n}.jpg,{int(v[0] >= threshold)}" for n, v in zip(r.frame_numbers, p, strict=True)]
+    return lines
+
+
+# The challenges' prediction files, per task: (file name, (records and predictions, thresholds) -> lines).
+# A task without an entry has no challenge file.
+SUBMISSION_WRITERS: dict[str, tuple[str, Callable[[list, Any], list[str]]]] = {
+    "va": ("VA_predictions.txt", _va_lines),
+    "au": ("AU_predictions.txt", _au_lines),
+    "emi": ("EMI_predictions.csv", _emi_lines),
+    "ah": ("AH_predictions.txt", _ah_lines),
+}
+
+
 def write_submissions(
     out_dir: Path,
     dataset: ClipDataset,
@@ -224,35 +256,16 @@ def write_submissions(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     slices = output_slices(dataset.tasks)
-    au_th = np.asarray(au_thresholds if au_thresholds is not None else [0.5] * len(AU_NAMES))
-    ah_threshold = 0.5 if ah_threshold is None else ah_threshold
+    given = {"au": au_thresholds, "ah": ah_threshold}
     written: dict[str, Path] = {}
     for task in dataset.tasks:
         pairs = [(r, p[:, slices[task]]) for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
-        if not pairs:
+        if not pairs or task not in SUBMISSION_WRITERS:
             continue
-        lines = []
-        if task == "va":
-            lines.append("image_location," + ",".join(VA_NAMES))
-            for r, p in pairs:
-                lines += [f"{r.name}/{n:05d}.jpg,{v[0]:.6f},{v[1]:.6f}" for n, v in zip(r.frame_numbers, p, strict=True)]
-            path = out_dir / "VA_predictions.txt"
-        elif task == "au":
-            lines.append("image_location," + ",".join(AU_NAMES))
-            for r, p in pairs:
-                on = (p >= au_th).astype(int)
-                lines += [f"{r.name}/{n:05d}.jpg," + ",".join(map(str, o)) for n, o in zip(r.frame_numbers, on, strict=True)]
-            path = out_dir / "AU_predictions.txt"
-        elif task == "emi":
-            lines.append("Filename," + ",".join(EMI_NAMES))
-            for r, p in pairs:
-                lines.append(f"{int(r.name)}," + ",".join(f"{v:.6f}" for v in p.mean(0)))
-            path = out_dir / "EMI_predictions.csv"
-        else:
-            lines.append("image_location," + TASKS["ah"].outputs[0])
-            for r, p in pairs:
-                lines += [f"{r.name}/frame-{n}.jpg,{int(v[0] >= ah_threshold)}" for n, v in zip(r.frame_numbers, p, strict=True)]
-            path = out_dir / "AH_predictions.txt"
-        path.write_text("\n".join(lines) + "\n")
+        name, lines_of = SUBMISSION_WRITERS[task]
+        threshold = given.get(task)
+        path = out_dir / name
+        path.write_text("\n".join(lines_of(pairs, TASKS[task].default_thresholds() if threshold is None
+                                            else threshold)) + "\n")
         written[task] = path
     return written

@@ -23,7 +23,6 @@ from abaw_ros.data.dataset import ClipDataset
 from abaw_ros.data.sources import load_split
 from abaw_ros.data.transforms import ClipTransform
 from abaw_ros.models import AffectNet, load_checkpoint, save_checkpoint
-from abaw_ros.tasks import AU_NAMES, output_slices
 from abaw_ros.training.config import TrainConfig
 from abaw_ros.training.distributed import DistContext, barrier, close_distributed, init_distributed
 from abaw_ros.training.evaluation import (
@@ -44,11 +43,12 @@ from abaw_ros.training.input_pipeline import (
     with_preprocess,
     worker_transforms,
 )
-from abaw_ros.training.losses import MultiTaskLoss, pos_weight_from_labels
+from abaw_ros.training.losses import MultiTaskLoss
 from abaw_ros.training.provenance import training_provenance
 from abaw_ros.training.resume import EpochItems, EpochSampler, rng_state, set_rng_state
 from abaw_ros.training.run_dir import check_run_dir, hold_run_dir
 from abaw_ros.training.scaling import GradientAccumulator, grad_scaler, resolve_amp, resolve_batching
+from abaw_ros.training.task_setup import au_pos_weight, aus_never_positive, init_output_biases, output_spread
 from abaw_ros.training.tracking import RunLog
 
 log = logging.getLogger(__name__)
@@ -94,67 +94,6 @@ def build_datasets(cfg: TrainConfig, model: AffectNet, ctx: DistContext) -> tupl
     return (ClipDataset(train_records, tasks, mc.window_length, True, transform=train_tf),
             ClipDataset(val_records, tasks, mc.window_length, False, transform=plain, eval_stride=cfg.eval_stride,
                         score_padding=reference))
-
-
-def au_pos_weight(ds: ClipDataset) -> np.ndarray | None:
-    au = [r for r in ds.records if r.task == "au"]
-    if not au:
-        return None
-    return pos_weight_from_labels(np.concatenate([r.labels for r in au]), np.concatenate([r.valid for r in au]))
-
-
-def aus_never_positive(ds: ClipDataset) -> list[str]:
-    """The AUs no valid training frame has active. The network cannot learn them, their
-    threshold cannot be tuned, and their F1 is 0 on any split: said once at start and
-    recorded in metrics.json, so a 0.0 in the report is not read as a result."""
-    au = [r for r in ds.records if r.task == "au"]
-    if not au:
-        return []
-    labels = np.concatenate([r.labels[r.valid] for r in au])
-    if not len(labels):
-        return []
-    return [name for name, positives in zip(AU_NAMES, (labels > 0.5).sum(0), strict=True) if positives == 0]
-
-
-def label_priors(ds: ClipDataset) -> dict[str, np.ndarray]:
-    """Mean training label of each sigmoid task's outputs (AU, EMI, AH), over valid rows."""
-    priors = {}
-    for task in ds.tasks:
-        recs = [r for r in ds.records if r.task == task]
-        if task == "va" or not recs:
-            continue
-        labels = np.concatenate([r.labels[r.valid] for r in recs])
-        if len(labels):
-            priors[task] = labels.mean(0)
-    return priors
-
-
-def init_output_biases(model: AffectNet, ds: ClipDataset, au_loss: str = "focal") -> dict[str, list[float]]:
-    """Start each sigmoid task at its label prior (bias = log-odds of the training mean),
-    so that the first steps learn the cue rather than the base rate; VA keeps bias 0, and
-    so does AU under the ``pos_weight`` BCE, whose weighting makes every AU's effective
-    prior 1/2."""
-    done = {}
-    for task, prior in label_priors(ds).items():
-        if task == "au" and au_loss == "bce":
-            continue
-        p = np.clip(prior.astype(np.float64), 0.01, 0.99)
-        logit = np.log(p / (1 - p))
-        model.head.set_output_bias(task, torch.as_tensor(logit, dtype=torch.float32))
-        done[task] = [round(float(v), 3) for v in logit]
-    return done
-
-
-def output_spread(dataset: ClipDataset, preds: list[np.ndarray]) -> dict[str, float]:
-    """Per task, the mean over its outputs of the std of the activated predictions across
-    the validation rows: about 0 when the task's outputs stopped varying."""
-    slices = output_slices(dataset.tasks)
-    spread = {}
-    for task in dataset.tasks:
-        rows = [p[:, slices[task]] for r, p in zip(dataset.records, preds, strict=True) if r.task == task]
-        if rows:
-            spread[task] = float(np.concatenate(rows).std(0).mean())
-    return spread
 
 
 def frames_view(cfg: TrainConfig, model: AffectNet, val_ds: ClipDataset, ctx: DistContext) -> ClipDataset | None:

@@ -13,7 +13,7 @@ touches the graph (so DDP sees a gradient for every parameter).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +142,9 @@ class MultiTaskLoss(torch.nn.Module):
         unknown = set(self.cfg.weights) - set(TASKS)
         if unknown:
             raise ValueError(f"loss weights for unknown task(s) {sorted(unknown)}")
+        for task in self.tasks:
+            if TASKS[task].loss not in LOSSES:
+                raise ValueError(f"task {task!r}: loss {TASKS[task].loss!r}, choose from {list(LOSSES)}")
         self.slices = output_slices(self.tasks)
         pw = torch.as_tensor(au_pos_weight, dtype=torch.float32) if au_pos_weight is not None else None
         self.register_buffer("au_pos_weight", pw, persistent=False)
@@ -154,20 +157,30 @@ class MultiTaskLoss(torch.nn.Module):
         parts: dict[str, torch.Tensor] = {}
         for k, task in enumerate(self.tasks):
             s, m = self.slices[task], mask[:, k]
-            r, t = raw[:, s], target[:, s]
-            if task == "va":
-                parts[task] = ccc_loss(r, t, m, unbiased=bool(self.cfg.va_unbiased))
-                margin_weight = 1.0 if self.cfg.va_margin_weight is None else self.cfg.va_margin_weight
-                if margin_weight > 0:
-                    parts[task] = parts[task] + margin_weight * saturation_penalty(r, m, self.cfg.va_margin)
-            elif task == "au":
-                if self.cfg.au_loss == "focal":
-                    parts[task] = sigmoid_focal_loss(r, t, m, self.cfg.focal_alpha, self.cfg.focal_gamma)
-                else:
-                    parts[task] = weighted_bce(r, t, m, self.au_pos_weight)
-            elif task == "emi":
-                parts[task] = emi_loss(r, t, m)
-            else:
-                parts[task] = ah_loss(r, t, m)
+            parts[task] = LOSSES[TASKS[task].loss](self, raw[:, s], target[:, s], m)
         total = sum(self.cfg.weights.get(t, 1.0) * v for t, v in parts.items())
         return total, {t: float(v.detach()) for t, v in parts.items()}
+
+
+def _ccc_family(fn: MultiTaskLoss, r: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    loss = ccc_loss(r, t, m, unbiased=bool(fn.cfg.va_unbiased))
+    margin_weight = 1.0 if fn.cfg.va_margin_weight is None else fn.cfg.va_margin_weight
+    if margin_weight > 0:
+        loss = loss + margin_weight * saturation_penalty(r, m, fn.cfg.va_margin)
+    return loss
+
+
+def _multilabel_family(fn: MultiTaskLoss, r: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    if fn.cfg.au_loss == "focal":
+        return sigmoid_focal_loss(r, t, m, fn.cfg.focal_alpha, fn.cfg.focal_gamma)
+    return weighted_bce(r, t, m, fn.au_pos_weight)
+
+
+# Loss families on one task's raw outputs, targets and validity mask; a task names its
+# family (Task.loss). A new family is one entry here.
+LOSSES: dict[str, Callable[[MultiTaskLoss, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ccc": _ccc_family,  # 1 - mean CCC on tanh outputs, plus the saturation pull-back
+    "multilabel": _multilabel_family,  # focal loss or weighted BCE (LossConfig.au_loss)
+    "mse_pearson": lambda fn, r, t, m: emi_loss(r, t, m),
+    "bce": lambda fn, r, t, m: ah_loss(r, t, m),
+}
