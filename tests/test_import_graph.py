@@ -30,17 +30,13 @@ PACKAGE_DIR = ROOT / "abaw_ros"
 
 MAX_LINES = 400
 
-# Modules over MAX_LINES today, each being split by the area that owns it (issue 23).
-# The list is emptied when those splits land; a module may leave it, never join it.
-EXCEPTIONS: dict[str, str] = {
-    "abaw_ros.training.loop": "per-task chains become Task lookups (tasks area)",
-}
+# Modules allowed over MAX_LINES, each with its reason. Empty: every module is within the
+# limit; a module may leave this list, never join it without a reason a reviewer accepts.
+EXCEPTIONS: dict[str, str] = {}
 
-# Import circles on main today, each being removed by the area that owns it (issue 23): the
-# strongly connected group of modules -> why it exists. Emptied when those changes land; a
-# circle not listed here fails, and so does a listed one that is gone (remove it then).
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-}
+# Import circles tolerated (the strongly connected group of modules -> why). Empty: the
+# package has none; a circle not listed here fails, and so does a listed one that is gone.
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 # Floors, lowest first (docs/ARCHITECTURE.md). A module may import from its own floor or any
 # floor below it, never from one above. The key is the module's name below ``abaw_ros.``

@@ -9,16 +9,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from abaw_ros.perception.face_values import face_affect_values
 
 if TYPE_CHECKING:
     from abaw_ros.perception.pipeline import FrameResult
 
 __all__ = ["AffectMessageTypes", "face_affect_array"]
-
-# The array fields of FaceAffect; rclpy wants Python lists for bool[] (rosbags takes numpy).
-_ARRAY_FIELDS: tuple[str, ...] = ("au_probability", "mimicry_intensity", "au_active")
-
 
 @dataclass(frozen=True)
 class AffectMessageTypes:
@@ -55,8 +53,8 @@ def face_affect_array(
         x, y, w, h = values.pop("roi")
         roi = types.roi(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)
         window_start = _time(types, values.pop("window_start_ns"))
-        if types.lists:
-            values.update({name: values[name].tolist() for name in _ARRAY_FIELDS})
+        if types.lists:  # rclpy wants Python lists for bool[] arrays (rosbags takes numpy)
+            values = {name: v.tolist() if isinstance(v, np.ndarray) else v for name, v in values.items()}
         faces.append(types.face(roi=roi, window_start=window_start, **values))
     header = types.header(stamp=_time(types, stamp_ns), frame_id=frame_id)
     return types.array(header=header, faces=faces, weights_trained=bool(weights_trained), model_id=model_id)

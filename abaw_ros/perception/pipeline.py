@@ -112,7 +112,6 @@ class PerceptionPipeline:
         self.faces = DetectAndTrack.from_config(config, detector if detector is not None else create_detector(config))
         t = self.metadata.window_length
         self.head = HeadPath(backend, t, config.head_interval or default_head_interval(t))
-        self.frame_index = 0
         self._au_thresholds = np.asarray(self.metadata.au_thresholds, dtype=np.float32)
         self._crops = np.empty((0, 0, 0, 3), np.uint8)
         self._batch = np.empty((0, 3, 0, 0), np.float32)
@@ -148,7 +147,6 @@ class PerceptionPipeline:
         """Forget all faces (e.g. after a jump in a recording)."""
         self.faces.reset()
         self.head.reset()
-        self.frame_index = 0
 
     def process(self, image_bgr: np.ndarray, stamp_ns: int, given: Sequence[GivenFace] | None = None,
                 tracked: Iterable[str] | None = None) -> FrameResult:
@@ -173,7 +171,6 @@ class PerceptionPipeline:
                                        self.config.refine_threshold, timings)
             keep = list(dict.fromkeys([*(tracked if tracked is not None else ()), *(t.face_id for t in tracks)]))
             tracked_ids = keep
-        self.frame_index += 1
         self.head.keep_only(keep)
 
         faces: list[FaceResult] = []

@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 
 from abaw_ros.config import DEFAULT_MAX_IMAGE_PIXELS
 from abaw_ros.msg import FaceAffect, FaceAffectArray
-from abaw_ros.perception.face_values import face_affect_values
+from abaw_ros.perception.affect_message import AffectMessageTypes, face_affect_array
 from abaw_ros.perception.image import (
     CorruptImageError,
     UnsupportedEncodingError,
@@ -27,7 +27,7 @@ from abaw_ros.perception.image import (
 )
 
 if TYPE_CHECKING:
-    from abaw_ros.perception.pipeline import FaceResult, FrameResult
+    from abaw_ros.perception.pipeline import FrameResult
 
 # Decoding is shared with the offline tools (bag-eval), so a frame the node sees is the
 # frame bag-eval sees. Both error types name the bad value.
@@ -88,18 +88,8 @@ def ns_to_time(stamp_ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def face_result_to_msg(face: FaceResult, image_shape: tuple[int, ...] | None = None) -> FaceAffect:
-    """One tracked face -> ``FaceAffect``, filled by the rules bag-eval uses too
-    (:func:`abaw_ros.perception.face_values.face_affect_values`): tasks the model does not
-    estimate are NaN (and their flags false), the box is clipped to the image."""
-    values = face_affect_values(face, image_shape)
-    x, y, w, h = values.pop("roi")
-    msg = FaceAffect()
-    msg.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
-    msg.window_start = ns_to_time(values.pop("window_start_ns"))
-    for name, value in values.items():  # the tasks' array fields (tasks.Task.message_fields) as lists
-        setattr(msg, name, value.tolist() if isinstance(value, np.ndarray) else value)
-    return msg
+# rclpy's message classes for the one FaceAffectArray builder the offline bags use too.
+_MESSAGE_TYPES = AffectMessageTypes(Time, Header, RegionOfInterest, FaceAffect, FaceAffectArray, lists=True)
 
 
 def frame_result_to_msg(
@@ -107,10 +97,8 @@ def frame_result_to_msg(
     weights_trained: bool = False, model_id: str = "",
 ) -> FaceAffectArray:
     """``FrameResult`` -> ``FaceAffectArray`` with stamp and frame_id of the source image
-    and what the values can be trusted for (``weights_trained``, ``model_id``)."""
-    msg = FaceAffectArray()
-    msg.header = Header(stamp=header.stamp, frame_id=header.frame_id)
-    msg.faces = [face_result_to_msg(face, image_shape) for face in result.faces]
-    msg.weights_trained = bool(weights_trained)
-    msg.model_id = model_id
-    return msg
+    and what the values can be trusted for (``weights_trained``, ``model_id``). Built by
+    :func:`abaw_ros.perception.affect_message.face_affect_array`, as bag-eval's bags are:
+    tasks the model does not estimate are NaN (and their flags false), boxes are clipped."""
+    return face_affect_array(result, stamp_to_ns(header), header.frame_id, _MESSAGE_TYPES, image_shape,
+                             weights_trained, model_id)
