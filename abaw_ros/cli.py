@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a checkpoint with the official metrics"),
     "predict-abaw": ("predict_abaw", "predict the ABAW test set (no labels) in the submission format"),
     "check-submission": ("check_submission", "check an ABAW submission folder against the test frames"),
-    "export": ("export", "export a checkpoint to ONNX (encoder, temporal head, fused window)"),
+    "export": ("export", "export a checkpoint to ONNX (encoder, temporal head, fused window, streaming graphs)"),
     "import-reference": ("import_reference", "convert a reference-code (Lightning) checkpoint into ours"),
     "build-engine": ("build_engine", "build (or reuse) a cached TensorRT engine from ONNX"),
     "bench": ("bench", "benchmark every available backend side by side"),

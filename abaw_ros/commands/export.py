@@ -1,7 +1,8 @@
 """``abaw-affect export``: checkpoint -> ONNX model bundle directory.
 
-Writes ``encoder.onnx``, ``temporal_head.onnx`` and ``window.onnx`` (activated outputs,
-metadata under ``metadata_props['abaw_ros']``) and ``bundle.json`` (the model hash every
+Writes ``encoder.onnx``, ``temporal_head.onnx``, ``window.onnx`` and the streaming graphs
+``frame_projection.onnx`` and ``tubelet_head.onnx`` (activated outputs, metadata under
+``metadata_props['abaw_ros']``) and ``bundle.json`` (the model hash every
 graph carries, each file's SHA-256) and, with ``--verify`` (default on), checks ONNX
 Runtime against PyTorch on random inputs. The bundle is written beside ``-o`` and moved
 there complete; an existing folder is replaced only with ``--overwrite`` and only when it
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                default=DEFAULT_OPSET,
                help=f"ONNX opset (default {DEFAULT_OPSET}; 20 is the newest the TorchScript exporter writes)")
     parser.add_argument("--graphs", nargs="+", choices=list(GRAPH_FILES), default=list(GRAPH_FILES),
-                        help="graphs to write (default: all three)")
+                        help="graphs to write (default: all five; leave out projection and tubelet_head for a "
+                             "bundle whose head runs on whole windows)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the ONNX Runtime vs PyTorch check")
     parser.add_argument("--overwrite", action="store_true",

@@ -269,7 +269,7 @@ class OnnxRuntimeBackend(InferenceBackend):
             self._tub_in = [i.name for i in self._tubelet_head.get_inputs()]
         else:
             LOG.info("bundle %s has no streaming graphs (%s, %s): the head runs on whole windows of "
-                     "feature maps; re-export it for per-frame projections", bundle.directory,
+                     "feature maps; re-export it with every graph (the default) for per-frame projections", bundle.directory,
                      "frame_projection.onnx", "tubelet_head.onnx")
         LOG.info("onnxruntime %s: providers %s, %s", ort.__version__, self._encoder.get_providers(), self.device)
         self.precision_verdict: dict[str, object] | None = None

@@ -119,7 +119,8 @@ class TensorRTBackend(InferenceBackend):
             self._tubelet_inputs = _ordered(tubelets.inputs, [f"{n}_tubelets" for n in names])
         else:
             LOG.info("bundle %s has no streaming graphs (frame_projection.onnx, tubelet_head.onnx): the fused "
-                     "temporal head runs on whole windows; re-export it for per-frame projections",
+                     "temporal head runs on whole windows; re-export it with every graph (the default) for per-frame "
+                     "projections",
                      self.bundle.directory)
             self._head_inputs = _ordered(self.runners["temporal_head"].inputs, names)
         if options.precision != "fp32":
