@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used: the metadata schema reads tasks without it
+    import numpy as np
 
 AU_NAMES: tuple[str, ...] = (
     "AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26",
@@ -32,7 +33,7 @@ AH_NAMES: tuple[str, ...] = ("hesitancy",)
 
 ACTIVATIONS: dict[str, tuple[float, float]] = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
 THRESHOLD_KINDS: tuple[str, ...] = ("none", "per_output", "single")
-Caption = Callable[[np.ndarray, Any], str]
+Caption = Callable[[Any, Any], str]  # (values array, flags) -> text
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Task:
 
     def activate(self, raw: np.ndarray) -> np.ndarray:
         """Raw outputs -> published values (numpy; torch: :func:`abaw_ros.models.activate`)."""
+        import numpy as np
+
         x = np.asarray(raw, dtype=np.float32)
         return np.tanh(x) if self.activation == "tanh" else 1.0 / (1.0 + np.exp(-x))
 
@@ -114,6 +117,8 @@ class Task:
 
     def flags(self, values: np.ndarray, thresholds: Any = None) -> np.ndarray | bool | None:
         """The thresholded flags of ``values`` (None for a task without thresholds)."""
+        import numpy as np
+
         if self.threshold == "none":
             return None
         th = self.default_thresholds() if thresholds is None else thresholds
@@ -130,6 +135,8 @@ def _ah_caption(values: np.ndarray, flag: Any) -> str:
 
 
 def _au_caption(_values: np.ndarray, flags: Any) -> str:
+    import numpy as np
+
     active = [name for name, on in zip(AU_NAMES, np.asarray(flags, dtype=bool), strict=True) if on]
     return "AU " + (" ".join(a.removeprefix("AU") for a in active) if active else "-")
 
@@ -235,6 +242,8 @@ def csv_columns(tasks: Sequence[str] | None = None) -> tuple[str, ...]:
 
 def csv_cells(task: Task, values: np.ndarray | None, flags: Any, number: Callable[[float], str]) -> dict[str, str]:
     """One task's CSV cells; all empty when the model does not estimate the task."""
+    import numpy as np
+
     cells = {c: "" for c in task.csv_columns + task.flag_columns}
     if values is None:
         return cells
@@ -249,6 +258,8 @@ def csv_cells(task: Task, values: np.ndarray | None, flags: Any, number: Callabl
 def message_values(task: Task, values: np.ndarray | None, flags: Any) -> dict[str, Any]:
     """One task's ``FaceAffect`` fields: one float per output (scalar fields) or one
     float32 array, NaN where the model does not estimate the task; flags false there."""
+    import numpy as np
+
     if not task.message_fields:
         return {}
     if values is None:
@@ -276,6 +287,8 @@ def values_from_message(task: Task, fields: Any) -> tuple[np.ndarray, Any] | Non
     """The inverse of :func:`message_values`: ``(values (size,) float32, flags)`` of one
     task from a ``FaceAffect`` message's fields (attributes, or a mapping), None for a task
     the message does not carry."""
+    import numpy as np
+
     if not task.message_fields:
         return None
     get = fields.get if isinstance(fields, dict) else (lambda name: getattr(fields, name))

@@ -347,4 +347,4 @@ def evaluate_bag(
 def _model_summary(pipeline: Any) -> dict[str, Any]:
     """What the report says about the model (the backend's summary, as predict writes it)."""
     backend = getattr(pipeline, "backend", None)
-    return backend.summary() if backend is not None else {}
+    return backend.summary(getattr(pipeline, "metadata", None)) if backend is not None else {}

@@ -89,7 +89,7 @@ def face_row(face: FaceResult) -> dict[str, str]:
 def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any]:
     """The backend's summary (:meth:`abaw_ros.runtime.InferenceBackend.summary`): the same
     model id the node and bag-eval give."""
-    return pipeline.backend.summary()
+    return pipeline.backend.summary(pipeline.metadata)
 
 
 # ---------------------------------------------------------------------------------------

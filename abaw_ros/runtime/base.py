@@ -140,11 +140,13 @@ class InferenceBackend(ABC):
         maps = self.encode(clips.reshape(b * t, *clips.shape[2:]))
         return self.temporal([m.reshape(b, t, *m.shape[1:]) for m in maps])
 
-    def summary(self) -> dict[str, Any]:
-        """What a tool's report or sidecar says about the model (the same for every tool)."""
+    def summary(self, metadata: ModelMetadata | None = None) -> dict[str, Any]:
+        """What a tool's report or sidecar says about the model (the same for every tool).
+        ``metadata``: what the caller really runs with, when it carries other thresholds
+        than the backend's files (a pipeline given tuned ones); default the backend's."""
         from abaw_ros.tasks import AU_NAMES
 
-        meta = self.metadata
+        meta = self.metadata if metadata is None else metadata
         return {
             "model_file_path": self.identity.model_file_path,
             "model_id": self.identity.model_id,
