@@ -134,6 +134,18 @@ def test_sigint_in_the_first_moments_is_one_line(tmp_path, ros_domain_id):
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
 
 
+def test_sigint_at_any_early_moment_is_one_line(tmp_path, ros_domain_id):
+    """Stops spread over rclpy.init, the node's creation and the first load: rclpy's own
+    handler shuts the context down first, so creating the node can fail in rcl before our
+    handler runs; that is a stop too, never a traceback."""
+    for delay in (0.32, 0.35, 0.38, 0.41, 0.5, 0.7):
+        node = _node(tmp_path, tmp_path / "cache", backend="onnxruntime")
+        time.sleep(delay)
+        code, log = node.signal_and_wait(signal.SIGINT)
+        assert code == 0, f"SIGINT after {delay} s: exit code {code}:\n{log}"
+        assert "stopped by SIGINT" in log and "Traceback" not in log and "RCLError" not in log, log
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stop_signal_during_model_load_is_one_line_and_leaves_no_partial_files(sig, tmp_path, ros_domain_id):
     cache = tmp_path / "cache"  # empty: the untrained model is built and exported, seconds of work

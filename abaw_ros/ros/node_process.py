@@ -68,10 +68,11 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
 
     stop = stop_signals.install()
     stop.activity = "starting"
-    # A Fast DDS profile the user gave under one generation's variable name is in force on
-    # every distro (Fast DDS reads it once, at rclpy.init; see ros/transport.py).
-    share_profile_across_generations()
     try:
+        # A Fast DDS profile the user gave under one generation's variable name is in force
+        # on every distro (Fast DDS reads it once, at rclpy.init; see ros/transport.py).
+        # Inside the try: a stop signal can come while it reads /proc/self/maps.
+        share_profile_across_generations()
         try:
             rclpy.init(args=args)
         except StopRequested:
@@ -83,13 +84,20 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         code: int | None = None
         core_log = logging.getLogger("abaw_ros")
         try:
-            node = AffectNode(autostart=not managed)
-            core_log.addHandler(RosLogHandler(node))
-            core_log.setLevel(logging.INFO)
-            core_log.propagate = False
-            if not managed:  # the managed node loads the model in on_configure, inside the spin
-                stop.activity = LOADING
-                code = node.autostart()
+            try:
+                node = AffectNode(autostart=not managed)
+                core_log.addHandler(RosLogHandler(node))
+                core_log.setLevel(logging.INFO)
+                core_log.propagate = False
+                if not managed:  # the managed node loads the model in on_configure, inside the spin
+                    stop.activity = LOADING
+                    code = node.autostart()
+            except Exception:
+                stop.raise_if_received()  # rcl failed because a stop signal shut the context down
+                if not rclpy.ok():  # shut down from outside (rclpy.shutdown)
+                    say("INFO", f"stopped: the ROS context was shut down while {stop.activity}")
+                    return 0
+                raise
             if code is None:
                 stop.activity = "running"
                 stop.interrupting = False  # from here rclpy's shutdown ends the spin

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from abaw_ros.config import ConfigError, ModelFileError
 from abaw_ros.errors import one_line
@@ -76,12 +77,30 @@ class StopSignals:
         if not self._installed:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self._handle)
+            # A StopRequested raised where Python cannot propagate it (an import lock's
+            # weakref callback, a __del__) would be printed as "Exception ignored ..." with
+            # a traceback; the stop is recorded and acted on at the next check, so drop it.
+            previous = sys.unraisablehook
+
+            def unraisable(info: Any) -> None:
+                if not isinstance(info.exc_value, StopRequested):
+                    previous(info)
+
+            sys.unraisablehook = unraisable
             self._installed = True
         return self
 
     @property
     def name(self) -> str:
         return signal_name(self.received) if self.received is not None else ""
+
+    def raise_if_received(self) -> None:
+        """Raise :class:`StopRequested` for a stop signal that came. Being a Python call, it
+        also lets a handler still pending run first: rclpy's own SIGINT handler shuts the
+        context down at once, so a call into rcl can fail ("context is not valid") before
+        the interpreter has run ours."""
+        if self.received is not None:
+            raise StopRequested(self.received, self.activity)
 
     @contextmanager
     def interrupting_while(self, activity: str) -> Iterator[None]:
