@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from abaw_ros.commands.options import add_number
+from abaw_ros.commands.options import add_number, config_overrides
 from abaw_ros.config import Bounds
 
 
@@ -38,17 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.training.distributed import pick_device
     from abaw_ros.training.feature_cache import build_feature_cache
 
-    overrides = list(args.overrides)
-    if args.out is not None:
-        overrides.append(f"train.feature_cache={args.out}")
-    if args.device is not None:
-        overrides.append(f"train.device={args.device}")
+    overrides = config_overrides(args, {"out": "train.feature_cache", "device": "train.device"})
     try:
         cfg = load_train_config(args.config, overrides)
         if not cfg.feature_cache:
             raise ValueError("no cache folder: give --out DIR or set train.feature_cache")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
         device = pick_device(cfg.device)
         model = AffectNet(cfg.model).to(device)
         paths = [p for split in ("train", "val")

@@ -69,6 +69,17 @@ def plot_size(text: str | tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
+def config_overrides(args: argparse.Namespace, options: dict[str, str]) -> list[str]:
+    """``--set`` overrides plus ``SECTION.KEY=VALUE`` for each option given on the command
+    line (``options``: attribute -> config key); a shortcut option wins over ``--set``."""
+    overrides = list(args.overrides)
+    for attr, key in options.items():
+        value = getattr(args, attr)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
 class OneLineErrors(argparse.ArgumentParser):
     """A sub-command's parser whose usage errors are one line (``prog: error: message``)
     and exit 2, as the commands' own errors are; ``--help`` still shows the usage."""

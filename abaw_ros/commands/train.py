@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from abaw_ros.commands.options import add_number
+from abaw_ros.commands.options import add_number, config_overrides
 from abaw_ros.config import Bounds
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from abaw_ros.data.records import DataFormatError
     from abaw_ros.training import load_train_config, train
 
-    overrides = list(args.overrides)
-    if args.out_dir is not None:
-        overrides.append(f"train.out_dir={args.out_dir}")
-    if args.resume is not None:
-        overrides.append(f"train.resume={args.resume}")
-    if args.device is not None:
-        overrides.append(f"train.device={args.device}")
+    overrides = config_overrides(args, {"out_dir": "train.out_dir", "resume": "train.resume",
+                                        "device": "train.device"})
     try:
         cfg = load_train_config(args.config, overrides)
         if args.seeds is not None:
