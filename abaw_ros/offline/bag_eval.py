@@ -319,7 +319,7 @@ def evaluate_bag(
         for line in result.label_warnings:
             log.warning("%s", line)
         result.metrics = compute_metrics(track, aligned, options.missing)
-    model = _model_summary(pipeline)
+    model = pipeline.model_summary()
     if options.write_plot and options.plot is not None:
         title = f"{options.bag.name} {result.topic}"
         if model.get("trained") is False:
@@ -342,9 +342,3 @@ def evaluate_bag(
             report["pipeline_config"] = config.to_dict()
         result.report = write_report(options.report, report)
     return result
-
-
-def _model_summary(pipeline: Any) -> dict[str, Any]:
-    """What the report says about the model (the backend's summary, as predict writes it)."""
-    backend = getattr(pipeline, "backend", None)
-    return backend.summary(getattr(pipeline, "metadata", None)) if backend is not None else {}

@@ -86,12 +86,6 @@ def face_row(face: FaceResult) -> dict[str, str]:
     return row
 
 
-def model_summary(pipeline: Any, config: PipelineConfig | None) -> dict[str, Any]:
-    """The backend's summary (:meth:`abaw_ros.runtime.InferenceBackend.summary`): the same
-    model id the node and bag-eval give."""
-    return pipeline.backend.summary(pipeline.metadata)
-
-
 # ---------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------
@@ -252,7 +246,7 @@ def predict(
             from abaw_ros.perception.pipeline import PerceptionPipeline
 
             pipeline = PerceptionPipeline((config or PipelineConfig()).validate())
-        result = PredictResult(frames.describe(), csv_path, outputs[1], video_path, model_summary(pipeline, config))
+        result = PredictResult(frames.describe(), csv_path, outputs[1], video_path, pipeline.model_summary())
         with contextlib.ExitStack() as stack:  # every staging is removed unless committed
             # an output that exists now passed _check_outputs: ours, and --overwrite given
             staged = {path: stack.enter_context(Staging(path, what, replace=path.exists()))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +143,12 @@ class PerceptionPipeline:
         if (config.detection_threshold, config.min_face_size) != (old.detection_threshold, old.min_face_size):
             detector = create_detector(config)  # the detectors take both when built
         self.faces.reconfigure(config, detector)
+
+    def model_summary(self) -> dict[str, Any]:
+        """What a tool's report or sidecar says about the model: the backend's summary
+        (:meth:`abaw_ros.runtime.InferenceBackend.summary`, the id the node publishes) with
+        the metadata this pipeline runs with (thresholds given to it included)."""
+        return self.backend.summary(self.metadata)
 
     def reset(self) -> None:
         """Forget all faces (e.g. after a jump in a recording)."""
