@@ -25,6 +25,7 @@ import numpy as np
 from abaw_ros.backend_registry import BACKENDS, PRECISIONS
 from abaw_ros.commands.options import add_number
 from abaw_ros.config import Bounds
+from abaw_ros.errors import one_line
 
 LOG = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                                        max_batch_size=max(16, args.batch), max_windows=max(8, args.batch),
                                        accept_precision=args.accept_precision)
             except (BackendUnavailableError, ValueError) as exc:
-                skipped.append(f"{name} {precision}: {' '.join(str(exc).split())}")
+                skipped.append(f"{name} {precision}: {one_line(exc)}")
                 continue
             crops = preprocess_crops(evaluation, backend.metadata)
             row = measure(backend, args.batch, args.iterations, args.warmup, crops, args.stat)

@@ -14,6 +14,8 @@ from typing import Any
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode
 
+from abaw_ros.errors import one_line
+
 
 def state_label(node: LifecycleNode) -> str:
     """The current lifecycle state ("unconfigured", "active", ...)."""
@@ -52,6 +54,6 @@ def guard_change_state(node: LifecycleNode) -> None:
         try:
             return answer(request, response)
         except _rclpy.RCLError as exc:  # a state machine error rclpy < 9 does not catch
-            return refuse(response, name, f"rcl: {' '.join(str(exc).split())}")
+            return refuse(response, name, f"rcl: {one_line(exc)}")
 
     service.callback = change_state

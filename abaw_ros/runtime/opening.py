@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from abaw_ros.config import ConfigError, ModelFileError, PipelineConfig
+from abaw_ros.errors import one_line
 
 from .base import BackendUnavailableError, InferenceBackend
 from .engine_cache import default_cache_dir
@@ -167,7 +168,7 @@ def load_auto_precision(model_path: Path, **options) -> InferenceBackend:
     except (ValueError, BackendUnavailableError, ImportError) as exc:
         # the gate's refusal is a ValueError; an install without the quantizer's packages
         # (onnx, as in the torch-free offline install) cannot build int8 at all
-        LOG.warning("precision auto: running fp32, int8 is not used here: %s", " ".join(str(exc).split()))
+        LOG.warning("precision auto: running fp32, int8 is not used here: %s", one_line(exc))
         return load_backend(model_path, precision="fp32", **options)
     if backend.precision == "int8":
         LOG.info("precision auto: int8 (%s), within the accuracy gate against fp32", backend.name)
