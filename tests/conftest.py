@@ -36,6 +36,20 @@ def astronaut_bgr(astronaut_rgb) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def moving_face_frames(astronaut_bgr):
+    """``make(n)``: n 640x480 frames of one face moving down and right, a few pixels a frame."""
+    def make(n: int) -> list[np.ndarray]:
+        frames = []
+        for i in range(n):
+            frame = np.full((480, 640, 3), 100, np.uint8)
+            frame[40 + 3 * i:260 + 3 * i, 20 + 6 * i:210 + 6 * i] = astronaut_bgr[20:240, 130:320]
+            frames.append(frame)
+        return frames
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory):
     """Path to a checkpoint of an untrained all-tasks AffectNet (T=8, n_levels=3)."""
     import torch

@@ -58,14 +58,10 @@ def test_the_fused_head_is_built_only_for_a_bundle_exported_without_the_streamin
     assert [p.max for p in steps[1].profiles] == [(8, 8, *s) for s in meta.feature_shapes]  # whole windows
 
 
-def test_the_fused_export_runs_whole_windows_with_the_streaming_outputs(model_bundle, fused_bundle, astronaut_bgr):
+def test_the_fused_export_runs_whole_windows_with_the_streaming_outputs(model_bundle, fused_bundle, moving_face_frames):
     """The user-facing knob for the fused head (export --graphs encoder temporal_head) still
     selects it, and the pipeline gives the streaming path's outputs, face by face."""
-    frames = []
-    for i in range(9):
-        frame = np.full((480, 640, 3), 100, np.uint8)
-        frame[40 + 3 * i:260 + 3 * i, 20 + 6 * i:210 + 6 * i] = astronaut_bgr[20:240, 130:320]
-        frames.append(frame)
+    frames = moving_face_frames(9)
     runs = {}
     for name, bundle in (("streaming", model_bundle), ("fused", fused_bundle)):
         backend = load_backend(bundle, "onnxruntime", num_threads=2)

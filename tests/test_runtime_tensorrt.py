@@ -130,16 +130,12 @@ def test_window_batches_beyond_the_profile_are_refused(model_bundle, cache_dir):
         backend.temporal(backend.zero_windows(3))
 
 
-def test_the_pipeline_streams_tubelets_on_tensorrt(model_bundle, cache_dir, astronaut_bgr):
+def test_the_pipeline_streams_tubelets_on_tensorrt(model_bundle, cache_dir, moving_face_frames):
     """The pipeline on TensorRT runs the tubelet path and gives ONNX Runtime's outputs."""
     from abaw_ros.config import PipelineConfig
     from abaw_ros.perception.pipeline import PerceptionPipeline
 
-    frames = []
-    for i in range(10):
-        frame = np.full((480, 640, 3), 100, np.uint8)
-        frame[40 + 3 * i:260 + 3 * i, 20 + 6 * i:210 + 6 * i] = astronaut_bgr[20:240, 130:320]
-        frames.append(frame)
+    frames = moving_face_frames(10)
     runs = {}
     for name, backend in (("onnxruntime", load_backend(model_bundle, "onnxruntime", "fp32", device="cpu")),
                           ("tensorrt", load_backend(model_bundle, "tensorrt", "fp32", engine_cache_dir=cache_dir))):
